@@ -1,0 +1,8 @@
+"""health-risk: federated health-risk classification with MLflow, Evidently and Flower."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("health-risk")
+except PackageNotFoundError:  # running from a source tree without an install
+    __version__ = "0.0.0"

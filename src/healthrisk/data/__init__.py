@@ -1,0 +1,1 @@
+"""Site data: the on-disk layout, its validation, and the synthetic generator."""
