@@ -1,0 +1,1 @@
+"""Per-site drift checks with Evidently; only summaries leave a site."""

@@ -1,0 +1,201 @@
+"""Local child processes (MLflow, SuperLink, SuperNodes, uvicorn) that never outlive us.
+
+Every child starts in its own process group, so stopping it also stops what it spawned
+(Flower's SuperExec, ServerApp and ClientApp processes). A `ProcessGroup` stops its
+children in reverse start order on exit, on an exception, on Ctrl-C and on SIGTERM,
+and reaps them so that no zombie is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
+
+
+class ProcessError(RuntimeError):
+    pass
+
+
+class Child:
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.name = name
+        self.popen = popen
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM the whole process group, then SIGKILL what is left, then reap."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout=grace)
+                # The leader is gone; group members it spawned may still linger.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        self.popen.wait(timeout=grace)
+
+
+class ProcessGroup:
+    """Start children; stop them all, whatever way the block is left."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.children: list[Child] = []
+        self._previous_sigterm: Callable[[int, FrameType | None], object] | int | None = None
+
+    def __enter__(self) -> ProcessGroup:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if threading_is_main():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop_all()
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Child:
+        log_path = self.log_dir / f"{name}.log"
+        log = log_path.open("ab")
+        try:
+            popen = subprocess.Popen(
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        child = Child(name, popen, log_path)
+        self.children.append(child)
+        return child
+
+    def stop_all(self) -> None:
+        while self.children:
+            self.children.pop().stop()
+
+    def check_alive(self) -> None:
+        for child in self.children:
+            if not child.alive():
+                raise ProcessError(
+                    f"{child.name} exited with code {child.popen.returncode}; "
+                    f"last lines of {child.log_path}:\n{child.log_tail()}"
+                )
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, *, timeout: float, child: Child | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child is not None and not child.alive():
+            raise ProcessError(f"{child.name} exited before listening on {port}:\n{child.log_tail()}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise ProcessError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def wait_for_http(url: str, *, timeout: float, child: Child | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child is not None and not child.alive():
+            raise ProcessError(f"{child.name} exited before {url} answered:\n{child.log_tail()}")
+        with contextlib.suppress(OSError, urllib.error.URLError):
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.2)
+    raise ProcessError(f"{url} did not answer 200 within {timeout:.0f} s")
+
+
+def venv_bin(name: str) -> str:
+    """Path of a console script installed beside the running interpreter."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def mlflow_server_argv(state_dir: Path, host: str, port: int, allowed_hosts: str | None = None) -> list[str]:
+    state_dir = state_dir.resolve()
+    argv = [
+        venv_bin("mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{state_dir / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(state_dir / "artifacts"),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    if allowed_hosts:
+        argv += ["--allowed-hosts", allowed_hosts]
+    return argv
+
+
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+@contextlib.contextmanager
+def mlflow_server(state_dir: Path, port: int, *, host: str = "127.0.0.1") -> Iterator[str]:
+    """A real `mlflow server` (sqlite + local artifacts) for the duration of the block."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with ProcessGroup(state_dir / "logs") as group:
+        child = group.start("mlflow", mlflow_server_argv(state_dir, host, port), env=MLFLOW_SERVER_ENV)
+        uri = f"http://{host}:{port}"
+        wait_for_http(f"{uri}/health", timeout=90, child=child)
+        yield uri

@@ -1,0 +1,82 @@
+"""Shared fixtures: a real `mlflow server`, generated site data, registered versions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from healthrisk.data.generator import generate
+from healthrisk.data.window import DateWindow
+from healthrisk.processes import free_port, mlflow_server
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+TRAIN_WINDOW = DateWindow.parse("2024-01-01..2024-01-10")
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server (sqlite + local artifacts) for the whole session."""
+    state = tmp_path_factory.mktemp("mlflow")
+    with mlflow_server(state, free_port()) as uri:
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        yield uri
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three non-IID sites over TRAIN_WINDOW, seed 42 (read-only: copy before changing)."""
+    root = tmp_path_factory.mktemp("data")
+    generate(root, n_sites=3, window=TRAIN_WINDOW, seed=42)
+    return root
+
+
+@pytest.fixture
+def register_version(mlflow_uri: str) -> Callable[..., str]:
+    """Register a version of a fresh model name fitted centrally on generated rows.
+
+    Returns a factory `register(name, val_auc=..., scale_coef=1.0) -> version`. It is a
+    shortcut for tests of consumers of the registry (inference, drift); the federated
+    path that produces real versions is tested in tests/integration/test_federated.py.
+    """
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+
+    from healthrisk.constants import TAG_DATA_WINDOWS, TAG_SITES, TAG_VAL_AUC
+    from healthrisk.data.loader import load_site
+    from healthrisk.registry import build_pipeline, dumps_tag, log_and_register
+
+    def register(name: str, *, data_root: Path, val_auc: float = 0.8, scale_coef: float = 1.0) -> str:
+        sites = ["hospital_01", "hospital_02", "hospital_03"]
+        parts = [load_site(data_root, s, TRAIN_WINDOW) for s in sites]
+        x = np.vstack([p.features for p in parts])
+        y = np.concatenate([p.labels for p in parts if p.labels is not None])
+        mean, scale = x.mean(axis=0), x.std(axis=0)
+        fitted = LogisticRegression(max_iter=500).fit((x - mean) / scale, y)
+        pipeline = build_pipeline(mean, scale, fitted.coef_[0] * scale_coef, float(fitted.intercept_[0]))
+        mlflow.set_tracking_uri(mlflow_uri)
+        mlflow.set_experiment("tests")
+        with mlflow.start_run() as run:
+            version = log_and_register(
+                pipeline,
+                registered_name=name,
+                run_id=run.info.run_id,
+                tags={
+                    TAG_VAL_AUC: str(val_auc),
+                    TAG_SITES: ",".join(sites),
+                    TAG_DATA_WINDOWS: dumps_tag({s: str(TRAIN_WINDOW) for s in sites}),
+                },
+            )
+        return str(version.version)
+
+    return register
