@@ -66,11 +66,10 @@ def register_version(mlflow_uri: str) -> Callable[..., str]:
         pipeline = build_pipeline(mean, scale, fitted.coef_[0] * scale_coef, float(fitted.intercept_[0]))
         mlflow.set_tracking_uri(mlflow_uri)
         mlflow.set_experiment("tests")
-        with mlflow.start_run() as run:
+        with mlflow.start_run():
             version = log_and_register(
                 pipeline,
                 registered_name=name,
-                run_id=run.info.run_id,
                 tags={
                     TAG_VAL_AUC: str(val_auc),
                     TAG_SITES: ",".join(sites),

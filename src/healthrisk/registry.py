@@ -60,7 +60,6 @@ def log_and_register(
     pipeline: Pipeline,
     *,
     registered_name: str,
-    run_id: str,
     tags: Mapping[str, str],
 ) -> ModelVersion:
     """Log `pipeline` into the active MLflow run and register it as a new version."""
