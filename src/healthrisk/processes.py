@@ -46,19 +46,92 @@ class Child:
             return ""
 
     def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM the whole process group, then SIGKILL what is left, then reap."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.popen.pid, sig)
-            try:
-                self.popen.wait(timeout=grace)
-                # The leader is gone; group members it spawned may still linger.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        """SIGTERM the child and everything it spawned, SIGKILL what is left, reap.
+
+        Flower detaches some of its processes into new sessions (SuperExec), so the
+        process group is not enough: descendants are found through /proc.
+        """
+        tree = descendants(self.popen.pid)
+        _signal_all(self.popen.pid, tree, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        tree |= descendants(self.popen.pid)
+        deadline = time.monotonic() + grace
+        while (alive := {pid for pid in tree if _alive(pid)}) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            _reap_orphans()
+        _signal_all(self.popen.pid, alive, signal.SIGKILL)
         self.popen.wait(timeout=grace)
+        _reap_orphans()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def descendants(pid: int) -> set[int]:
+    """All living descendants of `pid`, whatever session or group they moved to."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def _signal_all(leader: int, pids: set[int], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(leader, sig)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (Linux), so that we can reap them: no zombies."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _reap_orphans() -> None:
+    """Reap adopted orphans that have exited (only those we are not waiting on elsewhere)."""
+    for pid in list(_adopted_zombies()):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def _adopted_zombies() -> set[int]:
+    me = os.getpid()
+    zombies = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] == "Z" and int(fields[1]) == me:
+            zombies.add(int(entry.name))
+    return zombies
 
 
 class ProcessGroup:
@@ -71,6 +144,7 @@ class ProcessGroup:
 
     def __enter__(self) -> ProcessGroup:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        become_subreaper()
         if threading_is_main():
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         return self

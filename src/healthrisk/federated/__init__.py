@@ -1,0 +1,1 @@
+"""Federated training with Flower: the ClientApp/ServerApp and the local runner."""

@@ -1,0 +1,135 @@
+"""The Flower ClientApp: what runs at a hospital.
+
+It answers three messages, and each reply carries only model parameters and aggregate
+numbers — never rows:
+* `query.stats` — row count, Σx and Σx² of the training split (federated standardisation);
+* `train` — evaluates the incoming global model on the validation split, then trains
+  locally and returns the new parameters (one exchange per round instead of two);
+* `evaluate` — evaluates the final global model on the validation split.
+
+Every message starts a fresh process, so imports stay lean (numpy + pyarrow).
+The site's name and data root come from the SuperNode's `--node-config`; the window and
+hyper-parameters from the run config.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from healthrisk.data.loader import load_site
+from healthrisk.data.window import DateWindow
+from healthrisk.federated.model import Params, evaluate, train_sgd
+
+VALIDATION_FRACTION = 0.2
+
+app = ClientApp()
+
+
+@dataclass(frozen=True)
+class Split:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def site_split(context: Context) -> tuple[str, Split]:
+    site = str(context.node_config["site"])
+    root = Path(str(context.node_config.get("data-root", "/data")))
+    window = DateWindow.parse(f"{context.run_config['data-from']}..{context.run_config['data-to']}")
+    data = load_site(root, site, window)
+    assert data.labels is not None
+    # A stable per-site split: the same rows are held out in every round and every run.
+    rng = np.random.default_rng(zlib.crc32(site.encode()))
+    held_out = rng.random(data.n_rows) < VALIDATION_FRACTION
+    y = data.labels.astype(np.float64)
+    return site, Split(data.features[~held_out], y[~held_out], data.features[held_out], y[held_out])
+
+
+def standardise(x: np.ndarray, config: ConfigRecord) -> np.ndarray:
+    mean = np.asarray(config["mean"], dtype=np.float64)
+    scale = np.asarray(config["scale"], dtype=np.float64)
+    return (x - mean) / scale
+
+
+def site_record(site: str) -> ConfigRecord:
+    return ConfigRecord({"site": site})
+
+
+@app.query("stats")
+def stats(msg: Message, context: Context) -> Message:
+    site, split = site_split(context)
+    x = split.x_train
+    content = RecordDict(
+        {
+            "stats": ArrayRecord([x.sum(axis=0), np.square(x).sum(axis=0)]),
+            "metrics": MetricRecord({"count": int(x.shape[0])}),
+            "site": site_record(site),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    site, split = site_split(context)
+    config = msg.content["config"]
+    incoming = Params.from_arrays(msg.content["arrays"].to_numpy_ndarrays())
+    x_train, x_val = standardise(split.x_train, config), standardise(split.x_val, config)
+    before = evaluate(incoming, x_val, split.y_val)
+    server_round = int(config["server-round"])
+    updated = train_sgd(
+        incoming,
+        x_train,
+        split.y_train,
+        epochs=int(context.run_config["local-epochs"]),
+        learning_rate=float(context.run_config["learning-rate"]),
+        proximal_mu=float(config.get("proximal-mu", 0.0)),
+        seed=server_round * 7919 + zlib.crc32(site.encode()),
+    )
+    after = evaluate(updated, x_train, split.y_train)
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(updated.to_arrays()),
+            "metrics": MetricRecord(
+                {
+                    "num-examples": after.n,
+                    "train_loss": after.loss,
+                    "val-examples": before.n,
+                    "val_loss": before.loss,
+                    "val_auc": before.auc,
+                    "val_accuracy": before.accuracy,
+                }
+            ),
+            "site": site_record(site),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate_global(msg: Message, context: Context) -> Message:
+    site, split = site_split(context)
+    params = Params.from_arrays(msg.content["arrays"].to_numpy_ndarrays())
+    result = evaluate(params, standardise(split.x_val, msg.content["config"]), split.y_val)
+    content = RecordDict(
+        {
+            "metrics": MetricRecord(
+                {
+                    "num-examples": result.n,
+                    "val-examples": result.n,
+                    "val_loss": result.loss,
+                    "val_auc": result.auc,
+                    "val_accuracy": result.accuracy,
+                }
+            ),
+            "site": site_record(site),
+        }
+    )
+    return Message(content=content, reply_to=msg)

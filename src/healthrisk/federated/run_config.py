@@ -1,0 +1,64 @@
+"""The run configuration of the Flower App: one typed view of `context.run_config`.
+
+The defaults here and in `app/pyproject.toml` must agree (a unit test checks it); the
+local runner and the operator build overrides from this class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from healthrisk.constants import REGISTERED_MODEL
+
+STRATEGIES = ("FedAvg", "FedProx")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    num_server_rounds: int = 5
+    local_epochs: int = 2
+    learning_rate: float = 0.1
+    proximal_mu: float = 0.0
+    strategy: str = "FedAvg"
+    min_sites: int = 2
+    wait_for_sites_seconds: float = 600.0
+    round_timeout_seconds: float = 300.0
+    data_from: str = "2024-01-01"
+    data_to: str = "2024-01-14"
+    tracking_uri: str = ""
+    registered_model: str = REGISTERED_MODEL
+    training_ref: str = ""  # namespace/name/uid of a FederatedTraining
+    local_run_id: str = ""  # id of an embedded `healthrisk train`
+    run_number: int = 1
+    trigger: str = "manual"
+    code_version: str = ""
+
+    def __post_init__(self) -> None:
+        if self.num_server_rounds < 1:
+            raise ValueError(f"num-server-rounds must be >= 1, got {self.num_server_rounds}")
+        if self.local_epochs < 1:
+            raise ValueError(f"local-epochs must be >= 1, got {self.local_epochs}")
+        if self.min_sites < 1:
+            raise ValueError(f"min-sites must be >= 1, got {self.min_sites}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.proximal_mu < 0:
+            raise ValueError(f"proximal-mu must be >= 0, got {self.proximal_mu}")
+        if not (self.training_ref or self.local_run_id):
+            raise ValueError("a run needs a training-ref or a local-run-id to be traceable")
+
+    @classmethod
+    def from_flower(cls, run_config: Any) -> RunConfig:
+        """From `context.run_config` (keys with dashes; unknown keys refused)."""
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in dict(run_config).items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ValueError(f"unknown run config key {key!r}")
+            values[name] = value
+        return cls(**values)
+
+    def to_flower(self) -> dict[str, Any]:
+        return {key.replace("_", "-"): value for key, value in asdict(self).items()}
