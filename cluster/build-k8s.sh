@@ -53,7 +53,7 @@ GO
 
 # the proxy does not tell the git commit; the release time is in the .info file
 COMMIT="0000000000000000000000000000000000000000"
-BUILD_DATE="$(go list -m -json "k8s.io/kubernetes@$K8S_VERSION" 2>/dev/null | sed -n 's/.*"Time": "\(.*\)".*/\1/p')"
+BUILD_DATE="$( (cd / && go list -m -json "k8s.io/kubernetes@$K8S_VERSION" 2>/dev/null | sed -n 's/.*"Time": "\(.*\)".*/\1/p') || true)"
 BUILD_DATE="${BUILD_DATE:-1970-01-01T00:00:00Z}"
 LDFLAGS="-s -w"
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do

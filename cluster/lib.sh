@@ -41,3 +41,42 @@ wait_for() {
     sleep 0.5
   done
 }
+
+# ---- cluster identity & network (everything lives in a netns + mount ns of its own) --
+# One id per state dir, so two checkouts can each run a cluster side by side.
+CLUSTER_ID="hr$(printf '%s' "$STATE" | sha1sum | cut -c1-6)"
+API_PORT="${CLUSTER_API_PORT:-6443}"          # host 127.0.0.1 port forwarded into the node
+NODE_NAME="${CLUSTER_NODE_NAME:-health-risk-node}"
+NODE_IP="10.200.0.2"                          # on a dummy link inside the node netns only
+POD_CIDR="10.244.0.0/24"
+SERVICE_CIDR="10.96.0.0/16"
+KUBERNETES_SVC_IP="10.96.0.1"
+DNS_IP="10.96.0.10"
+CLUSTER_DOMAIN="cluster.local"
+PAUSE_IMAGE="${PAUSE_IMAGE:-local/pause:3.10}"
+PKI="$STATE/pki"
+RUN="$STATE/run"
+LOGS="$STATE/logs"
+KUBECONFIG_HOST="$STATE/kubeconfig"
+CGROUP_DAEMONS="/$CLUSTER_ID-daemons"         # every process of the run (by inheritance)
+CGROUP_PODS="/$CLUSTER_ID"                    # kubelet's cgroupRoot (pods under it)
+TRACK_HIERARCHIES=(pids memory cpu cpuacct blkio freezer devices cpuset systemd)
+CONTAINERD_SOCK="$STATE/containerd/containerd.sock"
+
+cg_path() { # hierarchy cgroup -> filesystem path ("" if the hierarchy is not mounted)
+  local h=$1 p=$2 base=/sys/fs/cgroup/$1
+  [[ -d $base ]] || { echo ""; return; }
+  echo "$base$p"
+}
+holder_pid() { local p; p="$(cat "$RUN/holder.pid" 2>/dev/null)" || return 1
+  kill -0 "$p" 2>/dev/null && grep -q "hr-node-holder" "/proc/$p/cmdline" 2>/dev/null && echo "$p"; }
+# run a command inside the node's network + mount namespaces
+in_node() { local h; h="$(holder_pid)" || die "node namespace holder is not running"
+  nsenter -t "$h" --net --mount -- "$@"; }
+cluster_pids() { # every pid in our cgroups (daemons and pods)
+  local base=/sys/fs/cgroup/pids
+  for d in "$base$CGROUP_DAEMONS" "$base$CGROUP_PODS"; do
+    [[ -d $d ]] && find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done | sort -un
+}
+kc() { kubectl --kubeconfig "$KUBECONFIG_HOST" "$@"; }

@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# Bring up a real single-node Kubernetes on this machine, with no registry:
+#   etcd, kube-apiserver (RBAC + service accounts), kube-controller-manager,
+#   kube-scheduler, containerd (CRI) + kubelet, kube-proxy (iptables), CNI bridge,
+#   CoreDNS, local-path provisioner (default StorageClass).
+#
+# Isolation: the whole node runs inside a network namespace and a mount namespace of
+# its own (held open by one "holder" process). Pods live in netns's under it. The
+# node netns has no default route (no egress); the only way in from the host is
+# 127.0.0.1:$API_PORT, forwarded to the API server over a unix socket. Every process
+# is started into cgroups named after the cluster id, so cluster-down can find and
+# stop each one by pid; when the last one exits, both namespaces (with every mount,
+# iptables rule and pod netns in them) are gone.
+#
+# Idempotent: a running, healthy cluster is left alone. Prints the kubeconfig path.
+source "$(dirname "$0")/lib.sh"
+
+[[ $EUID -eq 0 ]] || die "cluster-up needs root (it runs containerd, kubelet, namespaces)"
+
+# ---------------------------------------------------------------- fast path: already up
+if holder_pid >/dev/null && [[ -f $KUBECONFIG_HOST ]] && [[ -x $TOOLS_BIN/kubectl ]] &&
+   kc get --raw /readyz >/dev/null 2>&1 &&
+   [[ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]; then
+  step "cluster $CLUSTER_ID already up"
+  echo "$KUBECONFIG_HOST"
+  exit 0
+fi
+if holder_pid >/dev/null || [[ -n "$(cluster_pids)" ]]; then
+  step "a half-running cluster $CLUSTER_ID was found: taking it down first"
+  "$CLUSTER_DIR/down.sh" --keep-docker
+fi
+
+# ---------------------------------------------------------------- build / fetch (cached)
+step "dependencies (debian packages, binaries, images; all cached)"
+"$CLUSTER_DIR/install-deps.sh"
+"$CLUSTER_DIR/fetch-tools.sh"
+"$CLUSTER_DIR/build-k8s.sh"
+"$CLUSTER_DIR/build-images.sh" all
+
+# ---------------------------------------------------------------- track every process
+mkdir -p "$STATE" "$PKI" "$RUN" "$LOGS"
+step "cgroups $CGROUP_DAEMONS (daemons) and $CGROUP_PODS (kubelet cgroupRoot)"
+for h in "${TRACK_HIERARCHIES[@]}"; do
+  base="$(cg_path "$h" "")"; [[ -n $base ]] || continue
+  for cg in "$CGROUP_DAEMONS" "$CGROUP_PODS"; do
+    mkdir -p "$base$cg"
+    if [[ $h == cpuset ]]; then
+      cat "$base/cpuset.cpus" > "$base$cg/cpuset.cpus"
+      cat "$base/cpuset.mems" > "$base$cg/cpuset.mems"
+    fi
+  done
+done
+# from here on every child of this script is in the daemons cgroups
+for h in "${TRACK_HIERARCHIES[@]}"; do
+  base="$(cg_path "$h" "")"; [[ -n $base ]] || continue
+  echo $$ > "$base$CGROUP_DAEMONS/cgroup.procs"
+done
+
+# kubelet tunes a few global sysctls; remember them so cluster-down can put them back
+if [[ ! -f $RUN/sysctl.saved ]]; then
+  for s in vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops \
+           kernel.keys.root_maxkeys kernel.keys.root_maxbytes; do
+    echo "$s=$(sysctl -n "$s")"
+  done > "$RUN/sysctl.saved"
+fi
+
+# ---------------------------------------------------------------- PKI
+gen_pki() {
+  cd "$PKI"
+  [[ -f ca.key ]] || {
+    openssl genrsa -out ca.key 2048 2>/dev/null
+    openssl req -x509 -new -nodes -key ca.key -subj "/CN=health-risk-ca" -days 3650 -out ca.crt 2>/dev/null
+  }
+  [[ -f sa.key ]] || { openssl genrsa -out sa.key 2048 2>/dev/null; openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null; }
+  cert() { # name subject [sans]
+    local name=$1 subj=$2 sans=${3:-}
+    [[ -f $name.crt ]] && return
+    openssl genrsa -out "$name.key" 2048 2>/dev/null
+    openssl req -new -key "$name.key" -subj "$subj" -out "$name.csr" 2>/dev/null
+    {
+      echo "basicConstraints=CA:FALSE"
+      echo "keyUsage=critical,digitalSignature,keyEncipherment"
+      if [[ -n $sans ]]; then echo "extendedKeyUsage=serverAuth,clientAuth"; echo "subjectAltName=$sans"
+      else echo "extendedKeyUsage=clientAuth"; fi
+    } > "$name.ext"
+    openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+    rm -f "$name.csr" "$name.ext"
+  }
+  cert apiserver "/CN=kube-apiserver" \
+    "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.$CLUSTER_DOMAIN,DNS:localhost,IP:127.0.0.1,IP:$KUBERNETES_SVC_IP,IP:$NODE_IP"
+  cert admin "/O=system:masters/CN=kubernetes-admin"
+  cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  cert controller-manager "/CN=system:kube-controller-manager"
+  cert scheduler "/CN=system:kube-scheduler"
+  cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
+  cert kube-proxy "/CN=system:kube-proxy"
+  cert kubelet-serving "/CN=$NODE_NAME" "DNS:$NODE_NAME,DNS:localhost,IP:127.0.0.1,IP:$NODE_IP"
+  chmod 600 ./*.key
+  cd - >/dev/null
+}
+kubeconfig() { # file user server
+  local file=$1 user=$2 server=$3
+  cat > "$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: health-risk
+  cluster:
+    certificate-authority-data: $(base64 -w0 < "$PKI/ca.crt")
+    server: $server
+users:
+- name: $user
+  user:
+    client-certificate-data: $(base64 -w0 < "$PKI/$user.crt")
+    client-key-data: $(base64 -w0 < "$PKI/$user.key")
+contexts:
+- name: health-risk
+  context: {cluster: health-risk, user: $user}
+current-context: health-risk
+EOF
+  chmod 600 "$file"
+}
+step "PKI and kubeconfigs in $PKI"
+gen_pki
+for u in admin controller-manager scheduler kubelet kube-proxy; do
+  kubeconfig "$RUN/$u.kubeconfig" "$u" "https://127.0.0.1:6443"
+done
+kubeconfig "$KUBECONFIG_HOST.tmp" admin "https://127.0.0.1:$API_PORT"
+
+# ---------------------------------------------------------------- node namespaces
+step "node namespaces (network + mount) for $CLUSTER_ID"
+if ss -Hltn "sport = :$API_PORT" 2>/dev/null | grep -q .; then
+  die "host port 127.0.0.1:$API_PORT is taken (set CLUSTER_API_PORT=... to use another)"
+fi
+# directories that get a private tmpfs inside the node mount ns; create the mount
+# points on the host if missing (and remember to remove them again)
+PRIVATE_DIRS=(/run/containerd /run/netns /var/lib/cni /var/log/containers /var/log/pods)
+: > "$RUN/created-dirs"
+for d in "${PRIVATE_DIRS[@]}"; do
+  [[ -d $d ]] || { mkdir -p "$d"; echo "$d" >> "$RUN/created-dirs"; }
+done
+# the holder: new mount ns (slave: host mounts still come in, ours never leak out)
+# and a new net ns; it mounts the private tmpfs's, then just sleeps.
+unshare --mount --propagation slave --net -- bash -c '
+  for d in "$@"; do mount -t tmpfs -o mode=0755,size=256m hr-node "$d"; done
+  ip link set lo up
+  exec -a hr-node-holder sleep infinity' hr-node-holder "${PRIVATE_DIRS[@]}" \
+  >"$LOGS/holder.log" 2>&1 </dev/null &
+echo $! > "$RUN/holder.pid"
+wait_for 10 holder_pid || die "node namespace holder did not start"
+# wait until the holder has exec'd into sleep (mounts done)
+wait_for 10 bash -c "grep -q '^sleep' /proc/$(cat "$RUN/holder.pid")/comm"
+in_node ip link add hr0 type dummy
+in_node ip addr add "$NODE_IP/24" dev hr0
+in_node ip link set hr0 up
+in_node ip route add "$SERVICE_CIDR" dev hr0       # so ClusterIPs route before DNAT
+info "holder pid $(holder_pid); node ip $NODE_IP; no default route (no egress)"
+
+start() { # name cmd... : start a daemon inside the node namespaces, record its pid
+  local name=$1; shift
+  nsenter -t "$(holder_pid)" --net --mount -- "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! > "$RUN/$name.pid"
+}
+
+# ---------------------------------------------------------------- etcd
+step "etcd $("$TOOLS_BIN/etcd" --version | awk '/etcd Version/{print $3}')"
+mkdir -p "$STATE/etcd"
+start etcd "$TOOLS_BIN/etcd" --name hr --data-dir "$STATE/etcd" \
+  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+  --initial-cluster hr=http://127.0.0.1:2380 --unsafe-no-fsync --quota-backend-bytes 2147483648 \
+  --snapshot-count 10000 --log-level warn
+wait_for 30 in_node "$TOOLS_BIN/etcdctl" --endpoints http://127.0.0.1:2379 endpoint health \
+  || { tail "$LOGS/etcd.log" >&2; die "etcd did not become healthy"; }
+
+# ---------------------------------------------------------------- kube-apiserver
+step "kube-apiserver $K8S_VERSION"
+start kube-apiserver "$K8S_BIN/kube-apiserver" \
+  --etcd-servers http://127.0.0.1:2379 \
+  --bind-address 0.0.0.0 --secure-port 6443 --advertise-address "$NODE_IP" \
+  --service-cluster-ip-range "$SERVICE_CIDR" \
+  --authorization-mode Node,RBAC \
+  --client-ca-file "$PKI/ca.crt" \
+  --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+  --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
+  --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority "$PKI/ca.crt" \
+  --service-account-key-file "$PKI/sa.pub" \
+  --service-account-signing-key-file "$PKI/sa.key" \
+  --service-account-issuer "https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
+  --enable-admission-plugins NodeRestriction \
+  --allow-privileged=true --profiling=false \
+  --cert-dir "$RUN/apiserver-certs" \
+  --event-ttl 1h --v 1
+# host side: 127.0.0.1:$API_PORT -> unix socket -> 127.0.0.1:6443 in the node netns
+rm -f "$RUN/api.sock"
+start api-forward-node socat "UNIX-LISTEN:$RUN/api.sock,fork,unlink-early" TCP:127.0.0.1:6443
+socat "TCP-LISTEN:$API_PORT,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$RUN/api.sock" \
+  >"$LOGS/api-forward-host.log" 2>&1 </dev/null &
+echo $! > "$RUN/api-forward-host.pid"
+mv "$KUBECONFIG_HOST.tmp" "$KUBECONFIG_HOST"
+wait_for 90 kc get --raw /readyz || { tail -20 "$LOGS/kube-apiserver.log" >&2; die "kube-apiserver not ready"; }
+info "API server ready at https://127.0.0.1:$API_PORT"
+
+# ---------------------------------------------------------------- controllers
+step "kube-controller-manager and kube-scheduler"
+start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+  --kubeconfig "$RUN/controller-manager.kubeconfig" \
+  --authentication-kubeconfig "$RUN/controller-manager.kubeconfig" \
+  --authorization-kubeconfig "$RUN/controller-manager.kubeconfig" \
+  --bind-address 127.0.0.1 --leader-elect=false \
+  --use-service-account-credentials=true \
+  --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+  --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+  --service-cluster-ip-range "$SERVICE_CIDR" --allocate-node-cidrs=false \
+  --controllers '*,bootstrapsigner,tokencleaner' --v 1
+start kube-scheduler "$K8S_BIN/kube-scheduler" \
+  --kubeconfig "$RUN/scheduler.kubeconfig" \
+  --authentication-kubeconfig "$RUN/scheduler.kubeconfig" \
+  --authorization-kubeconfig "$RUN/scheduler.kubeconfig" \
+  --bind-address 127.0.0.1 --leader-elect=false --v 1
+
+# ---------------------------------------------------------------- containerd
+step "containerd $(containerd --version | awk '{print $3}') (own root/state/socket, CRI, runc, cgroupfs)"
+CD="$STATE/containerd"; CNI_CONF="$STATE/node/cni"; mkdir -p "$CD/root" "$CD/state" "$CNI_CONF" "$STATE/node/cni-ipam"
+cat > "$CD/config.toml" <<EOF
+version = 2
+root = "$CD/root"
+state = "$CD/state"
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "$CONTAINERD_SOCK"
+[ttrpc]
+  address = "$CD/containerd.sock.ttrpc"
+[debug]
+  level = "warn"
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  netns_mounts_under_state_dir = true
+  disable_apparmor = true
+  enable_selinux = false
+  max_container_log_line_size = 16384
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    discard_unpacked_layers = false
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$CNI_CONF"
+    max_conf_num = 1
+EOF
+cat > "$CNI_CONF/10-hr-bridge.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "hr-pods",
+  "plugins": [
+    {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
+     "hairpinMode": true,
+     "ipam": {"type": "host-local", "dataDir": "$STATE/node/cni-ipam",
+              "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+start containerd containerd --config "$CD/config.toml"
+wait_for 30 ctr --address "$CONTAINERD_SOCK" version || { tail "$LOGS/containerd.log" >&2; die "containerd did not start"; }
+
+step "import local images into the node (pause, coredns, local-path, debian, python)"
+"$CLUSTER_DIR/load-image.sh" "$PAUSE_IMAGE" "local/coredns:$COREDNS_VERSION" \
+  "local/local-path-provisioner:$LOCALPATH_VERSION" local/debian:bookworm local/python:3.11-slim
+
+# ---------------------------------------------------------------- kubelet
+step "kubelet (containerd CRI, cgroupfs, cgroupRoot $CGROUP_PODS)"
+KL="$STATE/kubelet"; mkdir -p "$KL" "$STATE/node"
+: > "$STATE/node/resolv.conf"     # pods with dnsPolicy Default get no upstream DNS: no egress
+cat > "$STATE/node/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
+cgroupDriver: cgroupfs
+cgroupRoot: $CGROUP_PODS
+cgroupsPerQOS: true
+address: 0.0.0.0
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+tlsCertFile: $PKI/kubelet-serving.crt
+tlsPrivateKeyFile: $PKI/kubelet-serving.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization: {mode: Webhook}
+clusterDNS: [$DNS_IP]
+clusterDomain: $CLUSTER_DOMAIN
+resolvConf: $STATE/node/resolv.conf
+podLogsDir: /var/log/pods
+failSwapOn: false
+failCgroupV1: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
+serializeImagePulls: false
+maxPods: 110
+registerNode: true
+rotateCertificates: false
+serverTLSBootstrap: false
+containerLogMaxSize: 10Mi
+containerLogMaxFiles: 2
+shutdownGracePeriod: 0s
+EOF
+start kubelet "$K8S_BIN/kubelet" --config "$STATE/node/kubelet.yaml" \
+  --kubeconfig "$RUN/kubelet.kubeconfig" --root-dir "$KL" \
+  --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v 1
+
+# ---------------------------------------------------------------- kube-proxy
+step "kube-proxy (iptables, inside the node netns)"
+cat > "$STATE/node/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: $RUN/kube-proxy.kubeconfig}
+mode: iptables
+hostnameOverride: $NODE_NAME
+clusterCIDR: 10.244.0.0/16
+bindAddress: 0.0.0.0
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+iptables: {masqueradeAll: true, localhostNodePorts: false, syncPeriod: 30s, minSyncPeriod: 1s}
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+EOF
+start kube-proxy "$K8S_BIN/kube-proxy" --config "$STATE/node/kube-proxy.yaml" --v 1
+
+info "waiting for node $NODE_NAME to be Ready"
+wait_for 120 bash -c "[[ \$(kubectl --kubeconfig '$KUBECONFIG_HOST' get node '$NODE_NAME' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' 2>/dev/null) == True ]]" \
+  || { tail -30 "$LOGS/kubelet.log" >&2; die "node did not become Ready (log: $LOGS/kubelet.log)"; }
+
+# ---------------------------------------------------------------- add-ons
+step "add-ons: CoreDNS, local-path provisioner + default StorageClass"
+sed -e "s|@COREDNS_IMAGE@|local/coredns:$COREDNS_VERSION|g" -e "s|@DNS_IP@|$DNS_IP|g" \
+    -e "s|@CLUSTER_DOMAIN@|$CLUSTER_DOMAIN|g" \
+    -e "s|@LOCALPATH_IMAGE@|local/local-path-provisioner:$LOCALPATH_VERSION|g" \
+    -e "s|@STORAGE_DIR@|$STATE/storage|g" -e "s|@HELPER_IMAGE@|local/debian:bookworm|g" \
+    "$CLUSTER_DIR"/manifests/*.yaml | kc apply -f - >/dev/null
+mkdir -p "$STATE/storage"
+kc -n kube-system rollout status deploy/coredns --timeout=120s >/dev/null \
+  || { kc -n kube-system describe pods -l k8s-app=kube-dns | tail -30 >&2; die "CoreDNS not ready"; }
+kc -n local-path-storage rollout status deploy/local-path-provisioner --timeout=120s >/dev/null \
+  || die "local-path provisioner not ready"
+# the default ServiceAccount must exist before anyone creates pods in default
+wait_for 30 kc -n default get serviceaccount default
+
+step "cluster $CLUSTER_ID is up: $(kc version -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\(v1[^"]*\)".*/\1/p' | tail -1), node $NODE_NAME Ready"
+info "export KUBECONFIG=$KUBECONFIG_HOST   (kubectl/helm: $TOOLS_BIN)"
+echo "$KUBECONFIG_HOST"
