@@ -97,10 +97,9 @@ class TrainingResult:
     seconds_per_round: float
 
 
-def superlink_argv(port: int, host: str = "127.0.0.1") -> list[str]:
-    return [
+def superlink_argv(port: int, host: str = "127.0.0.1", *, insecure: bool = True) -> list[str]:
+    argv = [
         venv_bin("flower-superlink"),
-        "--insecure",
         "--host",
         host,
         "--port",
@@ -109,12 +108,12 @@ def superlink_argv(port: int, host: str = "127.0.0.1") -> list[str]:
         "subprocess",
         "--disable-runtime-dependency-installation",
     ]
+    return [*argv, "--insecure"] if insecure else argv
 
 
-def supernode_argv(superlink: str, port: int, site: str, data_root: Path) -> list[str]:
-    return [
+def supernode_argv(superlink: str, port: int, site: str, data_root: Path, *, insecure: bool = True) -> list[str]:
+    argv = [
         venv_bin("flower-supernode"),
-        "--insecure",
         "--superlink",
         superlink,
         "--port",
@@ -124,6 +123,7 @@ def supernode_argv(superlink: str, port: int, site: str, data_root: Path) -> lis
         "--node-config",
         f'site="{site}" data-root="{data_root.resolve()}"',
     ]
+    return [*argv, "--insecure"] if insecure else argv
 
 
 def next_run_number(tracking_uri: str, registered_name: str) -> int:

@@ -1,0 +1,158 @@
+"""`healthrisk demo`: the whole loop on one machine, with the wall time of each stage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from healthrisk.constants import CHAMPION_ALIAS, INFERENCE_PORT, MLFLOW_PORT, REGISTERED_MODEL
+from healthrisk.data.generator import generate, site_name
+from healthrisk.data.window import DateWindow
+from healthrisk.processes import (
+    MLFLOW_SERVER_ENV,
+    ProcessGroup,
+    free_port,
+    mlflow_server_argv,
+    venv_bin,
+    wait_for_http,
+)
+from healthrisk.schema import EXAMPLE_RECORD
+
+TRAIN_WINDOW = DateWindow.parse("2024-01-01..2024-01-14")
+N_SITES = 3
+
+# A few people to score: the example record, a sedentary smoker-lung in smoke, a fever.
+SAMPLE_RECORDS = {
+    "typical adult": EXAMPLE_RECORD,
+    "sedentary, heavy smoke": {**EXAMPLE_RECORD, "steps": 1500, "sleep_hours": 5, "pm25": 180, "pm10": 260},
+    "fever, fast breathing": {**EXAMPLE_RECORD, "heart_rate": 112, "respiratory_rate": 26, "body_temp": 102.4},
+}
+
+
+class Stages:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.timings: list[tuple[str, float]] = []
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.console.rule(f"[bold]{name}")
+        started = time.monotonic()
+        yield
+        elapsed = time.monotonic() - started
+        self.timings.append((name, elapsed))
+        self.console.print(f"[dim]{name}: {elapsed:.1f} s[/]")
+
+    def table(self) -> Table:
+        table = Table(title="wall time by stage")
+        table.add_column("stage")
+        table.add_column("seconds", justify="right")
+        for name, seconds in self.timings:
+            table.add_row(name, f"{seconds:.1f}")
+        table.add_row("[bold]total", f"[bold]{sum(s for _, s in self.timings):.1f}")
+        return table
+
+
+def _port(preferred: int) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
+def _post(url: str, body: dict[str, object]) -> dict[str, object]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        result: dict[str, object] = json.loads(response.read())
+        return result
+
+
+def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> None:
+    from healthrisk.workflows import run_training
+
+    stages = Stages(console)
+    data_root = state_dir / "data"
+    with ProcessGroup(state_dir / "logs") as group:
+        with stages.stage("1. generate data"):
+            shutil.rmtree(data_root, ignore_errors=True)
+            files = generate(data_root, n_sites=N_SITES, window=TRAIN_WINDOW, seed=42)
+            console.print(f"{len(files)} daily files for {N_SITES} non-IID sites in {data_root}")
+
+        with stages.stage("2. start MLflow"):
+            mlflow_port = _port(MLFLOW_PORT)
+            shutil.rmtree(state_dir / "mlflow", ignore_errors=True)
+            (state_dir / "mlflow").mkdir(parents=True)
+            mlflow_child = group.start(
+                "mlflow", mlflow_server_argv(state_dir / "mlflow", "127.0.0.1", mlflow_port), env=MLFLOW_SERVER_ENV
+            )
+            tracking_uri = f"http://127.0.0.1:{mlflow_port}"
+            wait_for_http(f"{tracking_uri}/health", timeout=120, child=mlflow_child)
+            console.print(f"MLflow at {tracking_uri}")
+
+        with stages.stage(f"3. federated training ({rounds} rounds) and promotion"):
+            outcome = run_training(
+                data_root=data_root,
+                sites=[site_name(i) for i in range(N_SITES)],
+                window=TRAIN_WINDOW,
+                tracking_uri=tracking_uri,
+                rounds=rounds,
+                model_name=REGISTERED_MODEL,
+                work_dir=state_dir / "flower",
+                promote_alias=CHAMPION_ALIAS,
+                console=console,
+            )
+
+        with stages.stage("4. start the inference service"):
+            api_port = _port(INFERENCE_PORT)
+            api = group.start(
+                "inference",
+                [venv_bin("healthrisk"), "serve", "--host", "127.0.0.1", "--port", str(api_port)],
+                env={
+                    "MLFLOW_TRACKING_URI": tracking_uri,
+                    "MODEL_NAME": REGISTERED_MODEL,
+                    "MODEL_VERSION": CHAMPION_ALIAS,
+                },
+            )
+            api_url = f"http://127.0.0.1:{api_port}"
+            wait_for_http(f"{api_url}/ready", timeout=120, child=api)
+            console.print(f"inference API at {api_url}")
+
+        with stages.stage("5. predictions"):
+            table = Table(title=f"POST {api_url}/predict")
+            for column in ("person", "risk_score", "risk_level", "model_version"):
+                table.add_column(column)
+            for person, record in SAMPLE_RECORDS.items():
+                reply = _post(f"{api_url}/predict", dict(record))
+                table.add_row(person, f"{reply['risk_score']:.3f}", str(reply["risk_level"]), str(reply["model_version"]))
+            console.print(table)
+
+        console.print(stages.table())
+        console.print(
+            f"model [bold]{REGISTERED_MODEL}[/] v{outcome['version']} is {CHAMPION_ALIAS} "
+            f"(federated AUC {outcome['metrics']['auc']:.4f})\n"
+            f"MLflow UI: [bold]{tracking_uri}[/]  (experiment health-risk-federated, model {REGISTERED_MODEL})\n"
+            f"API:       [bold]{api_url}/docs[/]  ·  curl -X POST {api_url}/predict "
+            f"-H 'Content-Type: application/json' -d '{json.dumps(EXAMPLE_RECORD)}'"
+        )
+        if wait:
+            console.print("[dim]MLflow and the API stay up; press Ctrl-C to stop them.[/]")
+            try:
+                while True:
+                    group.check_alive()
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                console.print("stopping")

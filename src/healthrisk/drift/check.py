@@ -1,0 +1,212 @@
+"""One site's drift check: Evidently `Report` + `DataDriftPreset` on that site's rows.
+
+Runs where the data is. What it returns (`SiteDrift`) holds only per-column scores and
+verdicts, so it is what may leave the site; the Evidently HTML it writes stays there
+(it embeds histogram edges and per-row points that can reveal single patients' values).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from healthrisk.data.loader import load_site
+from healthrisk.data.window import DateWindow
+from healthrisk.schema import FEATURE_NAMES
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Wearable and bedside measurements: stable per population, so PSI past the usual
+# "significant shift" level of 0.25 means the population or the device changed; a
+# one-day window of ~160 rows reaches 0.17 by chance alone (30 bins).
+VITAL_SIGNS = ("heart_rate", "steps", "sleep_hours", "respiratory_rate", "body_temp")
+# Weather and air quality move a whole site from one day to the next; a short current
+# window after a few bad-air days reaches PSI 0.3-0.7 at sites with no real drift (see
+# tests/drift), while a smoke episode reaches PSI > 2. Only a shift of that size counts.
+ENVIRONMENT = ("pm25", "pm10", "o3", "no2", "temperature", "humidity")
+VITAL_PSI_THRESHOLD = 0.25
+ENVIRONMENT_PSI_THRESHOLD = 1.0
+# PSI bins the reference into fixed bins, so past a few ten thousand rows more rows do not
+# change the score, only the time (benchmarks/drift.py measures both).
+CALIBRATED_MAX_ROWS = 20_000
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    """How columns are compared. `None` fields leave the choice to Evidently."""
+
+    per_column_method: Mapping[str, str] | None = None
+    per_column_threshold: Mapping[str, float] | None = None
+    max_rows: int | None = None  # sample each side down to this many rows
+    seed: int = 0
+
+    @classmethod
+    def evidently_defaults(cls) -> DriftOptions:
+        """Evidently's own choice: Wasserstein (normed, 0.1) past 1000 rows, K-S below."""
+        return cls()
+
+    @classmethod
+    def calibrated(cls) -> DriftOptions:
+        """PSI on every feature with thresholds that tell weather from drift (see above)."""
+        thresholds = {name: VITAL_PSI_THRESHOLD for name in VITAL_SIGNS}
+        thresholds.update({name: ENVIRONMENT_PSI_THRESHOLD for name in ENVIRONMENT})
+        return cls(
+            per_column_method=dict.fromkeys(FEATURE_NAMES, "psi"),
+            per_column_threshold=thresholds,
+            max_rows=CALIBRATED_MAX_ROWS,
+        )
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    column: str
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+
+
+@dataclass(frozen=True)
+class SiteDrift:
+    """The summary of one site's check: aggregate scores only, never rows or values."""
+
+    site: str
+    reference: str
+    current: str
+    n_reference: int
+    n_current: int
+    threshold: float
+    drift_share: float
+    columns: tuple[ColumnDrift, ...]
+    reference_source: str = "explicit"  # or "champion vN"
+    html_report: str | None = None  # a path at the site; the file itself is not published
+    checked_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+    @property
+    def drifted_columns(self) -> list[str]:
+        return [c.column for c in self.columns if c.drifted]
+
+    @property
+    def n_drifted(self) -> int:
+        return len(self.drifted_columns)
+
+    @property
+    def detected(self) -> bool:
+        return self.drift_share >= self.threshold
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(
+            drifted_columns=self.drifted_columns, n_drifted=self.n_drifted, detected=self.detected
+        )
+        return data
+
+
+def frame(features: Any) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(features, columns=list(FEATURE_NAMES))
+
+
+def _sample(data: pd.DataFrame, options: DriftOptions) -> pd.DataFrame:
+    if options.max_rows is None or len(data) <= options.max_rows:
+        return data
+    return data.sample(n=options.max_rows, random_state=options.seed)
+
+
+def run_report(
+    reference: pd.DataFrame, current: pd.DataFrame, *, threshold: float, options: DriftOptions
+) -> tuple[float, tuple[ColumnDrift, ...], Any]:
+    """Evidently's DataDriftPreset on two frames → (drift share, per-column results, snapshot)."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    # Forced numeric: with few distinct values (a short window of integer step counts)
+    # Evidently's inference would call a feature categorical and switch its test.
+    definition = DataDefinition(numerical_columns=list(FEATURE_NAMES))
+    preset = DataDriftPreset(
+        columns=list(FEATURE_NAMES),
+        drift_share=threshold,
+        per_column_method=dict(options.per_column_method) if options.per_column_method else None,
+        per_column_threshold=dict(options.per_column_threshold) if options.per_column_threshold else None,
+    )
+    # Keyword arguments: positionally `run` takes current first, an easy swap to make.
+    snapshot = Report([preset], include_tests=True).run(
+        current_data=Dataset.from_pandas(_sample(current, options), data_definition=definition),
+        reference_data=Dataset.from_pandas(_sample(reference, options), data_definition=definition),
+    )
+    share, columns = summarise(snapshot.dict())
+    return share, columns, snapshot
+
+
+def summarise(snapshot: Mapping[str, Any]) -> tuple[float, tuple[ColumnDrift, ...]]:
+    """Drift share and per-column results from a snapshot's dict.
+
+    Scores and the resolved method/threshold come from each ValueDrift metric; the
+    verdict comes from its test, which is Evidently's own drift decision for the column
+    (the direction of the comparison differs between methods: p-values vs distances).
+    """
+    scores: dict[str, tuple[str, float, float]] = {}
+    share: float | None = None
+    for metric in snapshot["metrics"]:
+        config = metric["config"]
+        if config["type"].endswith(":ValueDrift"):
+            scores[config["column"]] = (str(config["method"]), float(metric["value"]), float(config["threshold"]))
+        elif config["type"].endswith(":DriftedColumnsCount"):
+            share = float(metric["value"]["share"])
+    verdicts: dict[str, bool] = {}
+    for test in snapshot["tests"]:
+        params = test["metric_config"]["params"]
+        if params["type"].endswith(":ValueDrift"):
+            verdicts[params["column"]] = test["status"] == "FAIL"
+    if share is None or set(scores) != set(FEATURE_NAMES) or set(verdicts) != set(FEATURE_NAMES):
+        raise RuntimeError("Evidently's report lacks the drift share or a feature's drift test")
+    columns = tuple(
+        ColumnDrift(name, scores[name][0], scores[name][1], scores[name][2], verdicts[name])
+        for name in FEATURE_NAMES
+    )
+    return share, columns
+
+
+def check_site(
+    data_root: Path,
+    site: str,
+    *,
+    reference: DateWindow,
+    current: DateWindow,
+    threshold: float,
+    options: DriftOptions | None = None,
+    report_dir: Path | None = None,
+    reference_source: str = "explicit",
+) -> SiteDrift:
+    """Compare `current` with `reference` at one site; write the HTML under `report_dir`.
+
+    Raises `DataError`/`SchemaError` (naming the file, column and rule) for unusable data.
+    """
+    options = options or DriftOptions.calibrated()
+    reference_rows = load_site(data_root, site, reference, require_label=False)
+    current_rows = load_site(data_root, site, current, require_label=False)
+    share, columns, snapshot = run_report(
+        frame(reference_rows.features), frame(current_rows.features), threshold=threshold, options=options
+    )
+    html: Path | None = None
+    if report_dir is not None:
+        html = report_dir / site / f"drift_{reference}_vs_{current}.html".replace("..", "_to_")
+        html.parent.mkdir(parents=True, exist_ok=True)
+        snapshot.save_html(str(html))
+    return SiteDrift(
+        site=site,
+        reference=str(reference),
+        current=str(current),
+        n_reference=reference_rows.n_rows,
+        n_current=current_rows.n_rows,
+        threshold=threshold,
+        drift_share=share,
+        columns=columns,
+        reference_source=reference_source,
+        html_report=str(html.resolve()) if html is not None else None,
+    )

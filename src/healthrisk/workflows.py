@@ -1,0 +1,119 @@
+"""What the CLI commands do, as functions the demo, the drift monitor and tests reuse."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from healthrisk.constants import CHAMPION_ALIAS
+from healthrisk.data.window import DateWindow
+from healthrisk.federated.control import ControlClient, RunStatus, SuperLinkAddress, submit
+from healthrisk.federated.run_config import RunConfig
+from healthrisk.federated.runner import RoundProgress, TrainingRequest, train_federated
+
+
+def run_training(
+    *,
+    data_root: Path,
+    sites: list[str],
+    window: DateWindow,
+    tracking_uri: str,
+    rounds: int = 5,
+    strategy: str = "FedAvg",
+    proximal_mu: float = 0.0,
+    local_epochs: int = 2,
+    model_name: str,
+    superlink_port: int = 0,
+    work_dir: Path = Path(".state/flower"),
+    promote_alias: str | None = CHAMPION_ALIAS,
+    max_auc_drop: float = 0.0,
+    trigger: str = "manual",
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Train federatedly with a progress bar by round, then (optionally) decide promotion."""
+    import mlflow
+
+    from healthrisk.registry import promote
+
+    console = console or Console(stderr=True)
+    request = TrainingRequest(
+        data_root=data_root,
+        sites=sites,
+        window=window,
+        tracking_uri=tracking_uri,
+        rounds=rounds,
+        registered_name=model_name,
+        trigger=trigger,
+        work_dir=work_dir,
+        local_epochs=local_epochs,
+        strategy=strategy,
+        proximal_mu=proximal_mu,
+        superlink_port=superlink_port,
+    )
+    with Progress(
+        TextColumn("[bold]federated training[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(f"{len(sites)} sites, starting SuperLink and SuperNodes", total=rounds)
+
+        def on_round(update: RoundProgress) -> None:
+            auc = update.metrics.get("val_auc")
+            detail = f"val AUC {auc:.4f}" if auc is not None else "waiting for sites"
+            bar.update(task, completed=update.round, description=f"round {update.round}/{update.rounds} · {detail}")
+
+        result = train_federated(request, progress=on_round)
+        bar.update(task, completed=rounds, description=f"done · val AUC {result.metrics.get('auc', float('nan')):.4f}")
+    console.print(
+        f"registered [bold]{model_name}[/] version [bold]{result.version}[/] "
+        f"(AUC {result.metrics['auc']:.4f}, {result.seconds_per_round:.2f} s/round, {result.seconds:.1f} s total)"
+    )
+    outcome: dict[str, Any] = {
+        "version": result.version,
+        "metrics": result.metrics,
+        "mlflow_run_id": result.mlflow_run_id,
+        "local_run_id": result.local_run_id,
+        "seconds": round(result.seconds, 2),
+        "seconds_per_round": round(result.seconds_per_round, 3),
+    }
+    if promote_alias:
+        decision = promote(
+            mlflow.MlflowClient(tracking_uri), model_name, result.version, alias=promote_alias, max_auc_drop=max_auc_drop
+        )
+        colour = "green" if decision.promoted else "yellow"
+        verdict = f"promoted to {promote_alias}" if decision.promoted else "not promoted"
+        console.print(f"[{colour}]version {result.version} {verdict}[/] — {decision.reason}")
+        outcome["promotion"] = decision.as_dict()
+    return outcome
+
+
+def submit_and_wait(
+    superlink: str, run_config_json: str, root_certificates: Path | None, timeout: float, home: Path | None = None
+) -> RunStatus:
+    """Submit one run to a remote SuperLink and block until it finishes (a pod's job)."""
+    try:
+        config = RunConfig.from_flower(json.loads(run_config_json))
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ValueError(f"invalid run config: {exc}") from exc
+    address = SuperLinkAddress(superlink, root_certificates)
+    home = home or Path.home() / ".healthrisk-flwr"
+    run_id = submit(address, config, home)
+    control = ControlClient(address, home)
+    deadline = time.monotonic() + timeout
+    try:
+        while not (status := control.status(run_id)).finished:
+            if time.monotonic() > deadline:
+                control.stop(run_id)
+                return RunStatus("finished", "stopped", f"no result within {timeout:.0f} s")
+            time.sleep(1.0)
+        return status
+    finally:
+        control.close()
