@@ -361,6 +361,8 @@ kc -n local-path-storage rollout status deploy/local-path-provisioner --timeout=
 # the default ServiceAccount must exist before anyone creates pods in default
 wait_for 30 kc -n default get serviceaccount default
 
+mkdir -p "$STATE/bin"
+for t in kubectl helm; do ln -sf "$TOOLS_BIN/$t" "$STATE/bin/$t"; done
 step "cluster $CLUSTER_ID is up: $(kc version -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\(v1[^"]*\)".*/\1/p' | tail -1), node $NODE_NAME Ready"
-info "export KUBECONFIG=$KUBECONFIG_HOST   (kubectl/helm: $TOOLS_BIN)"
+info "export KUBECONFIG=$KUBECONFIG_HOST PATH=$STATE/bin:\$PATH   (pinned kubectl + helm)"
 echo "$KUBECONFIG_HOST"
