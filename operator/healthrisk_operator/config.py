@@ -1,0 +1,59 @@
+"""Operator settings, read once from the environment (prefix HEALTHRISK_OPERATOR_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from healthrisk.constants import ENV_TRACKING_URI, MLFLOW_PORT
+
+
+class OperatorConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HEALTHRISK_OPERATOR_", frozen=True)
+
+    # Images of the pods a run is made of. Local tags with IfNotPresent: clusters here
+    # have no registry, images are imported into the node's runtime (CLUSTER.md).
+    flower_image: str = "health-risk/flower:dev"
+    drift_image: str = "health-risk/flower:dev"
+    image_pull_policy: str = "IfNotPresent"
+
+    # Where the operator itself reads progress and versions, and the URI the pods get
+    # (they differ when the operator runs outside the cluster, e.g. in tests).
+    tracking_uri: str = Field(
+        default=f"http://health-risk-mlflow:{MLFLOW_PORT}",
+        validation_alias=AliasChoices("HEALTHRISK_OPERATOR_TRACKING_URI", ENV_TRACKING_URI),
+    )
+    pod_tracking_uri: str | None = None
+
+    # One reconcile per object at least this often; pod and object events wake it sooner.
+    reconcile_interval_s: float = 10.0
+    # Watches are re-opened at least this often: without a server timeout a watch that
+    # the API server (or a proxy) silently drops never delivers another event.
+    watch_server_timeout_s: int = 300
+    watch_client_timeout_s: int = 330
+    watch_connect_timeout_s: int = 30
+    # MLflow calls from the operator: short and without the client's long retry chain,
+    # so an unreachable registry delays one reconcile, not the whole object.
+    registry_timeout_s: int = 10
+    # After the submit pod succeeded, how long the registered version may take to appear.
+    model_version_grace_s: int = 300
+    # A drift check whose pods have not all finished by then is given up.
+    drift_check_timeout_s: int = 1800
+
+    # Scheduling and security of every pod the operator creates.
+    pod_node_selector: dict[str, str] = Field(default_factory=dict)
+    pod_run_as_user: int = 10001
+    pod_cpu_request: str = "100m"
+    pod_memory_request: str = "256Mi"
+    pod_memory_limit: str = "2Gi"
+
+    @property
+    def tracking_uri_for_pods(self) -> str:
+        return self.pod_tracking_uri or self.tracking_uri
+
+
+@lru_cache(maxsize=1)
+def get_config() -> OperatorConfig:
+    return OperatorConfig()
