@@ -100,9 +100,7 @@ class SiteDrift:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(
-            drifted_columns=self.drifted_columns, n_drifted=self.n_drifted, detected=self.detected
-        )
+        data.update(drifted_columns=self.drifted_columns, n_drifted=self.n_drifted, detected=self.detected)
         return data
 
 
@@ -155,7 +153,8 @@ def summarise(snapshot: Mapping[str, Any]) -> tuple[float, tuple[ColumnDrift, ..
     for metric in snapshot["metrics"]:
         config = metric["config"]
         if config["type"].endswith(":ValueDrift"):
-            scores[config["column"]] = (str(config["method"]), float(metric["value"]), float(config["threshold"]))
+            method, threshold = str(config["method"]), float(config["threshold"])
+            scores[config["column"]] = (method, float(metric["value"]), threshold)
         elif config["type"].endswith(":DriftedColumnsCount"):
             share = float(metric["value"]["share"])
     verdicts: dict[str, bool] = {}

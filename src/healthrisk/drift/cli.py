@@ -1,5 +1,452 @@
-"""`healthrisk drift ...`, `healthrisk retrain`, `healthrisk monitor`."""
+"""`healthrisk drift ...`, `healthrisk retrain`, `healthrisk monitor`.
+
+`retrain_command` and `monitor_command` are plain functions with typer annotations;
+the root app registers them as top-level commands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from healthrisk.constants import CHAMPION_ALIAS, ENV_DRIFT_THRESHOLD, ENV_TRACKING_URI, REGISTERED_MODEL
+from healthrisk.data.loader import DataError, list_sites
+from healthrisk.data.window import DateWindow
+from healthrisk.drift.check import DriftOptions, SiteDrift
+from healthrisk.drift.monitor import DriftRound, Monitor, MonitorEvent
+from healthrisk.drift.policy import RetrainPolicy, decide, parse_duration, resolve_threshold
+from healthrisk.drift.reference import ChampionWindows, NoReferenceWindow, champion_windows
+from healthrisk.drift.retrain import RetrainOutcome, Trigger, retrain, training_window
+from healthrisk.drift.sites import PublishedDrift, check_sites, latest_window
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 app = typer.Typer(help="Check each site's data for drift against its reference window.", no_args_is_help=True)
+console = Console(stderr=True)
+
+# 1 is an error and 2 a usage error (typer); drift gets its own code for scripts and CI.
+DRIFT_EXIT_CODE = 3
+DEFAULT_REPORT_DIR = Path(".state/drift")
+DEFAULT_WORK_DIR = Path(".state/retrain")
+
+DataRoot = Annotated[
+    Path, typer.Option("--data-root", envvar="HEALTHRISK_DATA_ROOT", help="One folder per site.")
+]
+TrackingUri = Annotated[
+    str | None, typer.Option("--tracking-uri", envvar=ENV_TRACKING_URI, help="MLflow tracking server.")
+]
+ModelName = Annotated[
+    str, typer.Option("--model-name", help="Registered model (its champion is the reference).")
+]
+Alias = Annotated[str, typer.Option("--alias", help="Serving alias of the registered model.")]
+Threshold = Annotated[
+    float | None,
+    typer.Option(
+        "--threshold",
+        envvar=ENV_DRIFT_THRESHOLD,
+        help="A site drifts when its share of drifted columns is at least this (default 0.5).",
+    ),
+]
+Policy = Annotated[
+    RetrainPolicy, typer.Option("--policy", help="Retrain on `any` drifting site or a `majority`.")
+]
+Sites = Annotated[list[str] | None, typer.Option("--site", help="Site to check (repeatable).")]
+ReportDir = Annotated[
+    Path, typer.Option("--report-dir", help="Where the Evidently HTML reports are kept (at the site).")
+]
+EvidentlyDefaults = Annotated[
+    bool,
+    typer.Option(
+        "--evidently-defaults",
+        help="Use Evidently's default tests and thresholds instead of the calibrated per-column PSI.",
+    ),
+]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _window(text: str, what: str) -> DateWindow:
+    try:
+        return DateWindow.parse(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=what) from exc
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _choose_sites(data_root: Path, sites: Sequence[str] | None, all_sites: bool) -> list[str]:
+    if all_sites and sites:
+        raise typer.BadParameter("give --site or --all-sites, not both", param_hint="--site")
+    if all_sites:
+        found = list_sites(data_root)
+        if not found:
+            _fail(f"no site folders under {data_root}")
+        return found
+    if not sites:
+        raise typer.BadParameter("give --site SITE (repeatable) or --all-sites", param_hint="--site")
+    return list(sites)
+
+
+def _reference(
+    reference: str | None, tracking_uri: str | None, model_name: str, alias: str
+) -> DateWindow | ChampionWindows:
+    if reference is not None:
+        return _window(reference, "--reference")
+    if tracking_uri is None:
+        _fail("no --reference given and no --tracking-uri to read the champion's training window from")
+    return champion_windows(_client(tracking_uri), model_name, alias)
+
+
+def _run_checks(
+    data_root: Path,
+    sites: Sequence[str],
+    *,
+    current: Callable[[str], DateWindow],
+    reference: DateWindow | ChampionWindows,
+    threshold: float,
+    evidently_defaults: bool,
+    report_dir: Path,
+    tracking_uri: str | None,
+) -> list[PublishedDrift]:
+    options = DriftOptions.evidently_defaults() if evidently_defaults else DriftOptions.calibrated()
+    with console.status("checking drift") as status:
+        return check_sites(
+            data_root,
+            sites,
+            current=current,
+            reference=reference,
+            threshold=threshold,
+            options=options,
+            report_dir=report_dir,
+            client=_client(tracking_uri) if tracking_uri else None,
+            on_site=lambda site: status.update(f"checking drift at {site} (Evidently report)"),
+        )
+
+
+def print_summary(result: PublishedDrift) -> None:
+    summary: SiteDrift = result.summary
+    table = Table(
+        title=f"{summary.site}: current {summary.current} vs reference {summary.reference} "
+        f"({summary.reference_source})",
+        title_justify="left",
+    )
+    for header in ("column", "method", "score", "threshold", "verdict"):
+        table.add_column(header, justify="right" if header in ("score", "threshold") else "left")
+    for column in summary.columns:
+        verdict = "[red]drift[/red]" if column.drifted else "[green]ok[/green]"
+        table.add_row(column.column, column.method, f"{column.score:.3f}", f"{column.threshold:g}", verdict)
+    console.print(table)
+    state = "[red]DRIFT[/red]" if summary.detected else "[green]no drift[/green]"
+    console.print(
+        f"  {state}: share {summary.drift_share:.2f} ({summary.n_drifted}/{len(summary.columns)} columns"
+        f"{': ' + ', '.join(summary.drifted_columns) if summary.drifted_columns else ''})"
+        f" vs threshold {summary.threshold:g}",
+        highlight=False,
+    )
+    if summary.html_report:
+        console.print(f"  HTML report (kept at the site): {summary.html_report}", highlight=False)
+    if result.run_id:
+        console.print(f"  summary published: MLflow run {result.run_id}", highlight=False)
+
+
+@app.command("check")
+def check_command(
+    current: Annotated[str, typer.Option("--current", help="Window to check, FROM..TO (inclusive).")],
+    site: Sites = None,
+    all_sites: Annotated[bool, typer.Option("--all-sites", help="Every site under --data-root.")] = False,
+    reference: Annotated[
+        str | None,
+        typer.Option("--reference", help="FROM..TO; default: the champion's training window per site."),
+    ] = None,
+    data_root: DataRoot = Path("data"),
+    tracking_uri: TrackingUri = None,
+    publish: Annotated[
+        bool, typer.Option("--publish/--no-publish", help="Publish each site's summary to MLflow.")
+    ] = True,
+    fail_on_drift: Annotated[
+        bool, typer.Option("--fail-on-drift", help=f"Exit with code {DRIFT_EXIT_CODE} if any site drifts.")
+    ] = False,
+    threshold: Threshold = None,
+    policy: Policy = RetrainPolicy.ANY,
+    model_name: ModelName = REGISTERED_MODEL,
+    alias: Alias = CHAMPION_ALIAS,
+    report_dir: ReportDir = DEFAULT_REPORT_DIR,
+    evidently_defaults: EvidentlyDefaults = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summaries as JSON on stdout.")] = False,
+) -> None:
+    """Compare a site's current window with its reference (Evidently DataDriftPreset)."""
+    try:
+        chosen = _choose_sites(data_root, site, all_sites)
+        window = _window(current, "--current")
+        results = _run_checks(
+            data_root,
+            chosen,
+            current=lambda _site: window,
+            reference=_reference(reference, tracking_uri, model_name, alias),
+            threshold=resolve_threshold(threshold),
+            evidently_defaults=evidently_defaults,
+            report_dir=report_dir,
+            tracking_uri=tracking_uri if publish else None,
+        )
+    except (DataError, NoReferenceWindow, ValueError) as exc:
+        _fail(str(exc))
+    for result in results:
+        print_summary(result)
+    decision = decide([r.summary for r in results], policy)
+    console.print(decision.reason, highlight=False)
+    if as_json:
+        typer.echo(json.dumps([r.summary.as_dict() | {"mlflow_run_id": r.run_id} for r in results], indent=2))
+    if fail_on_drift and decision.drifted_sites:
+        raise typer.Exit(DRIFT_EXIT_CODE)
+
+
+def _print_outcome(outcome: RetrainOutcome) -> None:
+    decision = outcome.decision
+    verdict = "[green]promoted[/green]" if decision.promoted else "[yellow]not promoted[/yellow]"
+    console.print(
+        f"retrain ({outcome.trigger.value}) on {', '.join(outcome.sites)} {outcome.window}: "
+        f"version {outcome.version}, AUC {outcome.metrics.get('auc', float('nan')):.4f} → {verdict}: "
+        f"{decision.reason}",
+        highlight=False,
+    )
+
+
+def _optional_champion(tracking_uri: str, model_name: str, alias: str) -> ChampionWindows | None:
+    try:
+        return champion_windows(_client(tracking_uri), model_name, alias)
+    except NoReferenceWindow:
+        return None
+
+
+def retrain_command(
+    if_drift: Annotated[
+        bool, typer.Option("--if-drift", help="Retrain only if the policy finds drift in --from..--to.")
+    ] = False,
+    scheduled: Annotated[
+        bool, typer.Option("--scheduled", help="Scheduled retrain (no drift check).")
+    ] = False,
+    site: Sites = None,
+    date_from: Annotated[str | None, typer.Option("--from", help="First day checked for drift.")] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="Last day checked for drift.")] = None,
+    train_window: Annotated[
+        str | None,
+        typer.Option(
+            "--train-window", help="Training window FROM..TO; default: champion's start to the newest data."
+        ),
+    ] = None,
+    data_root: DataRoot = Path("data"),
+    tracking_uri: TrackingUri = None,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 5,
+    max_auc_drop: Annotated[
+        float, typer.Option("--max-auc-drop", min=0.0, help="Promotion tolerance (SPEC §4).")
+    ] = 0.0,
+    threshold: Threshold = None,
+    policy: Policy = RetrainPolicy.ANY,
+    model_name: ModelName = REGISTERED_MODEL,
+    alias: Alias = CHAMPION_ALIAS,
+    report_dir: ReportDir = DEFAULT_REPORT_DIR,
+    work_dir: Annotated[Path, typer.Option("--work-dir", help="Scratch space of the federated run.")] = (
+        DEFAULT_WORK_DIR
+    ),
+) -> None:
+    """Retrain federatedly now (manual), on a schedule, or only if the sites have drifted."""
+    if if_drift and scheduled:
+        raise typer.BadParameter("give --if-drift or --scheduled, not both", param_hint="--if-drift")
+    if not if_drift and (date_from or date_to):
+        raise typer.BadParameter("--from/--to only go with --if-drift", param_hint="--from")
+    if tracking_uri is None:
+        _fail(f"no MLflow tracking server: pass --tracking-uri or set {ENV_TRACKING_URI}")
+    try:
+        sites = list(site) if site else list_sites(data_root)
+        champion = _optional_champion(tracking_uri, model_name, alias)
+        drift: DriftRound | None = None
+        until: dt.date | None = None
+        if if_drift:
+            if not (date_from and date_to):
+                raise typer.BadParameter("--if-drift needs --from and --to", param_hint="--from")
+            if champion is None:
+                _fail(f"--if-drift needs a {alias!r} version of {model_name!r} to take the reference from")
+            window = _window(f"{date_from}..{date_to}", "--from/--to")
+            results = _run_checks(
+                data_root,
+                sites,
+                current=lambda _site: window,
+                reference=champion,
+                threshold=resolve_threshold(threshold),
+                evidently_defaults=False,
+                report_dir=report_dir,
+                tracking_uri=tracking_uri,
+            )
+            for result in results:
+                print_summary(result)
+            drift = DriftRound(results, decide([r.summary for r in results], policy))
+            console.print(drift.decision.reason, highlight=False)
+            if not drift.decision.retrain:
+                return
+            until = window.end
+        # Train on every site, not only the checked ones: the model serves them all.
+        all_sites = list_sites(data_root)
+        trained = (
+            _window(train_window, "--train-window")
+            if train_window
+            else training_window(data_root, all_sites, champion=champion, until=until)
+        )
+        trigger = Trigger.DRIFT if if_drift else Trigger.SCHEDULE if scheduled else Trigger.MANUAL
+        outcome = retrain(
+            _client(tracking_uri),
+            tracking_uri=tracking_uri,
+            data_root=data_root,
+            sites=all_sites,
+            window=trained,
+            trigger=trigger,
+            work_dir=work_dir,
+            rounds=rounds,
+            registered_name=model_name,
+            alias=alias,
+            max_auc_drop=max_auc_drop,
+            drift_run_ids=drift.run_ids if drift else (),
+            console=console,
+        )
+    except (DataError, NoReferenceWindow, ValueError) as exc:
+        _fail(str(exc))
+    _print_outcome(outcome)
+
+
+def monitor_command(
+    interval: Annotated[str, typer.Option("--interval", help="Check every 90s, 30m, 6h, 1d...")] = "6h",
+    schedule: Annotated[
+        str | None, typer.Option("--schedule", help='Cron schedule of retrains, e.g. "0 3 * * 0".')
+    ] = None,
+    current_days: Annotated[
+        int, typer.Option("--current-days", min=1, help="Each check looks at the newest N days of each site.")
+    ] = 1,
+    max_iterations: Annotated[
+        int | None, typer.Option("--max-iterations", min=1, help="Stop after N wake-ups (default: never).")
+    ] = None,
+    data_root: DataRoot = Path("data"),
+    tracking_uri: TrackingUri = None,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 5,
+    max_auc_drop: Annotated[
+        float, typer.Option("--max-auc-drop", min=0.0, help="Promotion AUC tolerance.")
+    ] = 0.0,
+    threshold: Threshold = None,
+    policy: Policy = RetrainPolicy.ANY,
+    model_name: ModelName = REGISTERED_MODEL,
+    alias: Alias = CHAMPION_ALIAS,
+    report_dir: ReportDir = DEFAULT_REPORT_DIR,
+    work_dir: Annotated[Path, typer.Option("--work-dir", help="Scratch space of federated runs.")] = (
+        DEFAULT_WORK_DIR
+    ),
+) -> None:
+    """Check every site's newest data on the interval; retrain on drift or on the schedule."""
+    if tracking_uri is None:
+        _fail(f"no MLflow tracking server: pass --tracking-uri or set {ENV_TRACKING_URI}")
+    try:
+        monitor = build_monitor(
+            data_root=data_root,
+            tracking_uri=tracking_uri,
+            interval=parse_duration(interval),
+            schedule=schedule,
+            current_days=current_days,
+            threshold=resolve_threshold(threshold),
+            policy=policy,
+            model_name=model_name,
+            alias=alias,
+            rounds=rounds,
+            max_auc_drop=max_auc_drop,
+            report_dir=report_dir,
+            work_dir=work_dir,
+            on_event=_print_event,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(
+        f"monitoring {data_root} every {interval}"
+        + (f", retraining on {schedule!r}" if schedule else "")
+        + (f", {max_iterations} wake-ups" if max_iterations else ""),
+        highlight=False,
+    )
+    monitor.run(max_iterations)
+
+
+def _print_event(event: MonitorEvent) -> None:
+    colour = {"error": "red", "retrain": "cyan", "skip": "yellow"}.get(event.kind, "white")
+    stamp = f"{event.at:%Y-%m-%d %H:%M:%S}"
+    console.print(f"{stamp} [{colour}]{event.kind}[/{colour}] {event.detail}", highlight=False)
+    if event.outcome is not None:
+        _print_outcome(event.outcome)
+
+
+def build_monitor(
+    *,
+    data_root: Path,
+    tracking_uri: str,
+    interval: dt.timedelta,
+    schedule: str | None,
+    current_days: int,
+    threshold: float,
+    policy: RetrainPolicy,
+    model_name: str,
+    alias: str,
+    rounds: int,
+    max_auc_drop: float,
+    report_dir: Path,
+    work_dir: Path,
+    on_event: Callable[[MonitorEvent], None] | None = None,
+) -> Monitor:
+    """A Monitor whose check and retrain are the real ones against `tracking_uri`."""
+    client = _client(tracking_uri)
+
+    def check() -> DriftRound:
+        sites = list_sites(data_root)
+        # The champion is read on every check: after a promotion the reference moves.
+        reference = champion_windows(client, model_name, alias)
+        results = check_sites(
+            data_root,
+            sites,
+            current=lambda site: latest_window(data_root, site, current_days),
+            reference=reference,
+            threshold=threshold,
+            report_dir=report_dir,
+            client=client,
+        )
+        return DriftRound(results, decide([r.summary for r in results], policy))
+
+    def run_retrain(trigger: Trigger, drift: DriftRound | None) -> RetrainOutcome:
+        sites = list_sites(data_root)
+        try:
+            champion: ChampionWindows | None = champion_windows(client, model_name, alias)
+        except NoReferenceWindow:
+            champion = None
+        return retrain(
+            client,
+            tracking_uri=tracking_uri,
+            data_root=data_root,
+            sites=sites,
+            window=training_window(data_root, sites, champion=champion, until=None),
+            trigger=trigger,
+            work_dir=work_dir,
+            rounds=rounds,
+            registered_name=model_name,
+            alias=alias,
+            max_auc_drop=max_auc_drop,
+            drift_run_ids=drift.run_ids if drift else (),
+            console=console,
+        )
+
+    return Monitor(interval=interval, check=check, retrain=run_retrain, schedule=schedule, on_event=on_event)

@@ -1,0 +1,75 @@
+"""What leaves a site after a drift check: one MLflow run per site with the summary only.
+
+The Evidently HTML is deliberately not uploaded. It embeds histogram bin edges (the
+first and last are the smallest and largest value seen, i.e. one patient's reading) and
+index-bucketed line plots that, for a current window of a few hundred rows, carry
+individual rows' values verbatim. It stays at the site; the run records where.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from healthrisk.constants import DRIFT_EXPERIMENT, TAG_PREFIX
+from healthrisk.drift.check import SiteDrift
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+TAG_SITE = TAG_PREFIX + "site"
+TAG_REFERENCE_WINDOW = TAG_PREFIX + "reference_window"
+TAG_CURRENT_WINDOW = TAG_PREFIX + "current_window"
+TAG_REFERENCE_SOURCE = TAG_PREFIX + "reference_source"
+TAG_DRIFT_DETECTED = TAG_PREFIX + "drift_detected"
+TAG_DRIFTED_COLUMNS = TAG_PREFIX + "drifted_columns"
+SUMMARY_ARTIFACT = "drift_summary.json"
+
+
+def experiment_id(client: MlflowClient, name: str = DRIFT_EXPERIMENT) -> str:
+    from mlflow.exceptions import MlflowException
+
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return str(existing.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException:
+        # Another site created it between our lookup and our create.
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+def publish_summary(client: MlflowClient, summary: SiteDrift, *, experiment: str = DRIFT_EXPERIMENT) -> str:
+    """Record `summary` as a finished run in `experiment`; return the run id."""
+    run = client.create_run(
+        experiment_id(client, experiment),
+        run_name=f"drift-{summary.site}-{summary.current}",
+        tags={
+            TAG_SITE: summary.site,
+            TAG_REFERENCE_WINDOW: summary.reference,
+            TAG_CURRENT_WINDOW: summary.current,
+            TAG_REFERENCE_SOURCE: summary.reference_source,
+            TAG_DRIFT_DETECTED: str(summary.detected).lower(),
+            TAG_DRIFTED_COLUMNS: ",".join(summary.drifted_columns),
+        },
+    )
+    run_id = str(run.info.run_id)
+    try:
+        from mlflow.entities import Metric
+
+        timestamp = int(run.info.start_time)
+        metrics = [
+            Metric("drift_share", summary.drift_share, timestamp, 0),
+            Metric("n_drifted", float(summary.n_drifted), timestamp, 0),
+            Metric("drift_threshold", summary.threshold, timestamp, 0),
+            *(Metric(f"score.{c.column}", c.score, timestamp, 0) for c in summary.columns),
+        ]
+        client.log_batch(run_id, metrics=metrics)
+        client.log_dict(run_id, summary.as_dict(), SUMMARY_ARTIFACT)
+    except Exception:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
