@@ -1,0 +1,1 @@
+"""The REST inference service (FastAPI)."""

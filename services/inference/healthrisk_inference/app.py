@@ -1,0 +1,211 @@
+"""The FastAPI app (SPEC §5), built by `create_app(settings)`."""
+
+# No `from __future__ import annotations` here: FastAPI must see the real class of the
+# per-app BatchRequest body (defined inside create_app) to resolve it.
+
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from healthrisk.schema import EXAMPLE_RECORD, as_json_schema
+from healthrisk_inference import v2
+from healthrisk_inference.accounting import PredictionAccounting
+from healthrisk_inference.manager import ModelManager
+from healthrisk_inference.metrics import ServiceMetrics
+from healthrisk_inference.model import HIGH_FROM, MODERATE_FROM, LoadedModel, risk_levels
+from healthrisk_inference.responses import (
+    AUTH_ERRORS,
+    PREDICTION_ERRORS,
+    FastJSONResponse,
+    install_error_handlers,
+)
+from healthrisk_inference.schemas import (
+    BatchResponse,
+    Liveness,
+    ModelDescription,
+    PatientRecord,
+    PredictResponse,
+    Readiness,
+    RegistryHealth,
+)
+from healthrisk_inference.settings import Settings
+
+# A record is ~250 bytes of JSON; allow generous formatting before refusing unread.
+_BODY_BYTES_PER_RECORD = 2048
+_BODY_BYTES_OVERHEAD = 64 * 1024
+
+ExplainQuery = Annotated[
+    bool, Query(description="Add per-feature contributions (coefficient × standardized value).")
+]
+
+
+def serving_model(request: Request) -> LoadedModel:
+    """The model for this request, read once so that a concurrent swap cannot mix versions."""
+    manager: ModelManager = request.app.state.manager
+    model = manager.current
+    if model is None:
+        raise HTTPException(503, "no model loaded yet; see GET /model")
+    # Read back by PredictionAccounting for the predictions_total label.
+    request.state.model_version = model.version
+    return model
+
+
+def predictions(
+    model: LoadedModel, rows: list[list[float]], explain: bool
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    x = np.array(rows, dtype=np.float64)
+    scores = model.scores(x)
+    items: list[dict[str, Any]] = [
+        {"risk_score": score, "risk_level": level}
+        for score, level in zip(scores.tolist(), risk_levels(scores), strict=True)
+    ]
+    if explain:
+        for item, contributions in zip(items, model.contributions(x), strict=True):
+            item["explanation"] = model.explanation(contributions)
+    return scores, items
+
+
+def api_key_dependency(expected: str) -> Callable[..., None]:
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="INFERENCE_API_KEY")
+    bearer = HTTPBearer(auto_error=False, description="INFERENCE_API_KEY as a bearer token")
+    expected_bytes = expected.encode()
+
+    def require_api_key(
+        key: Annotated[str | None, Security(key_header)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> None:
+        supplied = key if key is not None else (credentials.credentials if credentials else None)
+        if supplied is None or not secrets.compare_digest(supplied.encode(), expected_bytes):
+            raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+
+    return require_api_key
+
+
+def create_app(settings: Settings, *, manager: ModelManager | None = None) -> FastAPI:
+    metrics = ServiceMetrics() if manager is None else manager.metrics
+    manager = manager or ModelManager(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        manager.start()
+        yield
+        manager.stop()
+
+    app = FastAPI(
+        title="health-risk inference",
+        version="1",
+        description=(
+            "Health-risk predictions from the model in the MLflow registry (SPEC §5). "
+            f"Risk levels: low < {MODERATE_FROM} ≤ moderate < {HIGH_FROM} ≤ high."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.manager = manager
+    app.state.metrics = metrics
+    install_error_handlers(app, batch_limit_status=413)
+    app.add_middleware(
+        PredictionAccounting,
+        metrics=metrics,
+        max_body_bytes=settings.max_batch * _BODY_BYTES_PER_RECORD + _BODY_BYTES_OVERHEAD,
+    )
+
+    protected: list[Any] = []
+    auth_errors: dict[int | str, dict[str, Any]] = {}
+    if settings.inference_api_key is not None:
+        protected = [Depends(api_key_dependency(settings.inference_api_key.get_secret_value()))]
+        auth_errors = AUTH_ERRORS
+
+    class BatchRequest(BaseModel):
+        model_config = ConfigDict(
+            extra="forbid", json_schema_extra={"examples": [{"records": [EXAMPLE_RECORD, EXAMPLE_RECORD]}]}
+        )
+        records: list[PatientRecord] = Field(
+            min_length=1, max_length=settings.max_batch, description=f"At most {settings.max_batch} records."
+        )
+
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        responses={**PREDICTION_ERRORS, **auth_errors},
+        dependencies=protected,
+        tags=["predictions"],
+    )
+    async def predict(record: PatientRecord, request: Request, explain: ExplainQuery = False) -> Response:
+        model = serving_model(request)
+        scores, items = predictions(model, [record.row()], explain)
+        metrics.risk_score.observe(model.version, scores)
+        return FastJSONResponse({**items[0], "model_version": model.version})
+
+    @app.post(
+        "/predict/batch",
+        response_model=BatchResponse,
+        responses={**PREDICTION_ERRORS, **auth_errors},
+        dependencies=protected,
+        tags=["predictions"],
+    )
+    async def predict_batch(batch: BatchRequest, request: Request, explain: ExplainQuery = False) -> Response:
+        model = serving_model(request)
+        scores, items = predictions(model, [r.row() for r in batch.records], explain)
+        metrics.risk_score.observe(model.version, scores)
+        return FastJSONResponse({"model_version": model.version, "predictions": items})
+
+    @app.get("/health", response_model=Liveness, tags=["operations"])
+    async def health() -> Liveness:
+        return Liveness()
+
+    @app.get(
+        "/ready",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "No model loaded yet."}},
+        tags=["operations"],
+    )
+    async def ready() -> Response:
+        model = manager.current
+        body = Readiness(ready=model is not None, model_version=model.version if model else None)
+        return FastJSONResponse(body.model_dump(), status_code=200 if model else 503)
+
+    @app.get(
+        "/model",
+        response_model=ModelDescription,
+        responses=auth_errors,
+        dependencies=protected,
+        tags=["model"],
+    )
+    async def describe_model() -> ModelDescription:
+        model = manager.current
+        return ModelDescription(
+            ready=model is not None,
+            name=model.name if model else settings.model_name,
+            version=model.version if model else None,
+            alias=model.alias if model else None,
+            reference=manager.reference,
+            source=model.source if model else None,
+            run_id=model.run_id if model else None,
+            loaded_at=model.loaded_at if model else None,
+            training_metrics=model.metrics if model else {},
+            tags=model.tags if model else {},
+            risk_levels={"low": 0.0, "moderate": MODERATE_FROM, "high": HIGH_FROM},
+            feature_schema=as_json_schema(),
+            registry=RegistryHealth(**manager.registry.as_json()),
+            last_load_error=manager.last_load_error,
+        )
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+        tags=["operations"],
+    )
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(v2.router(settings, manager, protected, auth_errors))
+    return app

@@ -1,0 +1,57 @@
+"""Service configuration: one pydantic-settings class, read from the environment."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from healthrisk.constants import CHAMPION_ALIAS, REGISTERED_MODEL
+
+LATEST = "latest"
+_ALIAS_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+class Settings(BaseSettings):
+    """Every knob of the inference service; each field is read from the upper-case env var."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", protected_namespaces=())
+
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow server (http/https) holding the model registry."
+    )
+    model_name: str = Field(default=REGISTERED_MODEL, min_length=1, description="Registered model name.")
+    model_version: str = Field(
+        default=CHAMPION_ALIAS,
+        description="A version number, an alias (e.g. champion) or `latest`; aliases and latest are polled.",
+    )
+    model_uri: str | None = Field(
+        default=None,
+        description="Load this MLflow model URI or local path once instead of polling the registry.",
+    )
+    inference_api_key: SecretStr | None = Field(
+        default=None, description="When set, prediction and model routes require it (X-API-Key or Bearer)."
+    )
+    max_batch: int = Field(default=10_000, ge=1, description="Most records accepted by /predict/batch.")
+    model_poll_interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often an alias or `latest` is re-resolved in the registry."
+    )
+    registry_timeout_seconds: float = Field(default=5.0, gt=0)
+    model_load_timeout_seconds: float = Field(default=180.0, gt=0)
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @field_validator("model_version")
+    @classmethod
+    def _version_is_number_alias_or_latest(cls, value: str) -> str:
+        value = value.strip()
+        if not (value.isdigit() or _ALIAS_PATTERN.match(value)):
+            raise ValueError(f"MODEL_VERSION must be a number, an alias or {LATEST!r}, got {value!r}")
+        return value
+
+    @property
+    def polls_registry(self) -> bool:
+        """A fixed version never changes; an alias or `latest` can move under us."""
+        return self.model_uri is None and not self.model_version.isdigit()
