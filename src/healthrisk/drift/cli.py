@@ -72,7 +72,7 @@ EvidentlyDefaults = Annotated[
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -159,9 +159,9 @@ def print_summary(result: PublishedDrift) -> None:
         highlight=False,
     )
     if summary.html_report:
-        console.print(f"  HTML report (kept at the site): {summary.html_report}", highlight=False)
+        console.print(f"  HTML report (kept at the site): {summary.html_report}", highlight=False, soft_wrap=True)
     if result.run_id:
-        console.print(f"  summary published: MLflow run {result.run_id}", highlight=False)
+        console.print(f"  summary published: MLflow run {result.run_id}", highlight=False, soft_wrap=True)
 
 
 @app.command("check")

@@ -30,8 +30,11 @@ from healthrisk.processes import ProcessError, ProcessGroup, free_port, venv_bin
 
 # Flower finds its helper executables (flower-superexec, flwr-serverapp, flwr-clientapp)
 # on PATH: put the interpreter's own bin directory first.
+# FLWR_SUPEREXEC_TASK_POLL_INTERVAL: the SuperExec otherwise waits up to 1 s before it
+# starts the ServerApp/ClientApp process of a waiting task, every round.
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.05",
     "PYTHONUNBUFFERED": "1",
     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
 }

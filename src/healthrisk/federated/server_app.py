@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -118,11 +118,12 @@ def valid(replies: Iterable[Message]) -> list[Message]:
     return ok
 
 
-def weighted(replies: list[Message], names: Iterable[str], weight_key: str) -> dict[str, float]:
-    weights = np.array([float(r.content["metrics"][weight_key]) for r in replies])
+def weighted(metrics: list[Mapping[str, Any]], names: Iterable[str], weight_key: str) -> dict[str, float]:
+    """Example-weighted means of per-site metrics (sites without a defined value skipped)."""
+    weights = np.array([float(m[weight_key]) for m in metrics])
     out = {}
     for name in names:
-        values = np.array([float(r.content["metrics"][name]) for r in replies])
+        values = np.array([float(m[name]) for m in metrics])
         usable = np.isfinite(values)  # a site with one class has no AUC
         out[name] = float(np.average(values[usable], weights=weights[usable])) if usable.any() else float("nan")
     return out
@@ -172,7 +173,7 @@ class RoundTracker:
         import mlflow
 
         names = list(names)
-        metrics = weighted(replies, names, weight_key)
+        metrics = weighted([r.content["metrics"] for r in replies], names, weight_key)
         batch = {k: v for k, v in metrics.items() if np.isfinite(v)}
         for reply in replies:
             site = site_of(reply)

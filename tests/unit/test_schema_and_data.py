@@ -1,0 +1,154 @@
+"""Schema, loader refusals, generator determinism and drift injection."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from healthrisk.data.generator import DriftSpec, generate, generate_day
+from healthrisk.data.loader import DataError, SchemaError, load_site
+from healthrisk.data.window import DateWindow
+from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES_BY_NAME, LABEL, as_json_schema
+
+WINDOW = DateWindow.parse("2024-01-01..2024-01-03")
+
+
+def test_schema_matches_the_spec_limits() -> None:
+    assert FEATURE_NAMES == (
+        "heart_rate", "steps", "sleep_hours", "respiratory_rate", "body_temp",
+        "pm25", "pm10", "o3", "no2", "temperature", "humidity",
+    )  # fmt: skip
+    limits = {n: (f.minimum, f.maximum) for n, f in FEATURES_BY_NAME.items()}
+    assert limits["heart_rate"] == (20, 250)
+    assert limits["temperature"] == (-60, 140)
+    assert limits["o3"] == (0, 1)
+    schema = as_json_schema()
+    assert schema["required"] == list(FEATURE_NAMES)
+    assert schema["additionalProperties"] is False
+    assert set(EXAMPLE_RECORD) == set(FEATURE_NAMES)
+
+
+def test_window_parsing_and_errors() -> None:
+    assert [d.day for d in WINDOW.days()] == [1, 2, 3]
+    assert str(DateWindow.parse("2024-02-05")) == "2024-02-05..2024-02-05"
+    with pytest.raises(ValueError, match="ends before it starts"):
+        DateWindow.parse("2024-01-05..2024-01-01")
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        DateWindow.parse("yesterday")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    generate(tmp_path, n_sites=2, window=WINDOW, seed=7)
+    return tmp_path
+
+
+def _rewrite(path: Path, change: dict[str, pa.Array]) -> None:
+    table = pq.read_table(path)
+    for name, values in change.items():
+        table = table.set_column(table.column_names.index(name), name, values)
+    pq.write_table(table, path)
+
+
+def test_loader_reads_a_window(root: Path) -> None:
+    data = load_site(root, "hospital_01", WINDOW)
+    assert data.features.shape[1] == len(FEATURE_NAMES)
+    assert data.labels is not None and data.labels.shape == (data.n_rows,)
+    assert len(data.files) == 3
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "rule"),
+    [
+        ("heart_rate", lambda n: pa.array([300.0] * n), r"heart_rate must be within \[20, 250\] beats/min"),
+        ("pm25", lambda n: pa.array([float("nan")] * n), "finite number"),
+        ("steps", lambda n: pa.array(["many"] * n), "must be numeric"),
+        (LABEL, lambda n: pa.array([2] * n, type=pa.int8()), "must be 0 or 1"),
+    ],
+)
+def test_loader_refuses_schema_breaking_files_naming_file_column_rule(
+    root: Path, column: str, values: object, rule: str
+) -> None:
+    bad = root / "hospital_01" / "2024-01-02.parquet"
+    n = pq.read_table(bad).num_rows
+    _rewrite(bad, {column: values(n)})  # type: ignore[operator]
+    with pytest.raises(SchemaError, match=rule) as info:
+        load_site(root, "hospital_01", WINDOW)
+    assert str(bad) in str(info.value)
+    assert info.value.column == column
+
+
+def test_loader_refuses_a_missing_column_and_unreadable_file(root: Path) -> None:
+    path = root / "hospital_02" / "2024-01-01.parquet"
+    pq.write_table(pq.read_table(path).drop(["humidity"]), path)
+    with pytest.raises(SchemaError, match="'humidity': required column is missing"):
+        load_site(root, "hospital_02", WINDOW)
+    path.write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="cannot be read"):
+        load_site(root, "hospital_02", WINDOW)
+
+
+def test_loader_accepts_csv_and_names_missing_sites(root: Path) -> None:
+    parquet = root / "hospital_01" / "2024-01-01.parquet"
+    pacsv.write_csv(pq.read_table(parquet), parquet.with_suffix(".csv"))
+    parquet.unlink()
+    assert load_site(root, "hospital_01", WINDOW).n_rows > 0
+    with pytest.raises(DataError, match="no data directory"):
+        load_site(root, "hospital_09", WINDOW)
+    with pytest.raises(DataError, match="no data files"):
+        load_site(root, "hospital_01", DateWindow.parse("2030-01-01..2030-01-02"))
+
+
+def test_generator_is_deterministic_per_site_and_day(tmp_path: Path) -> None:
+    a = generate_day(42, 0, dt.date(2024, 1, 2))
+    b = generate_day(42, 0, dt.date(2024, 1, 2))
+    c = generate_day(43, 0, dt.date(2024, 1, 2))
+    assert a.equals(b)
+    assert not a.equals(c)
+    # a day is the same whatever range it is generated in
+    generate(tmp_path / "long", n_sites=1, window=DateWindow.parse("2024-01-01..2024-01-05"), seed=42)
+    generate(tmp_path / "short", n_sites=1, window=DateWindow.parse("2024-01-03..2024-01-03"), seed=42)
+    long_day = pq.read_table(tmp_path / "long/hospital_01/2024-01-03.parquet")
+    short_day = pq.read_table(tmp_path / "short/hospital_01/2024-01-03.parquet")
+    assert long_day.equals(short_day)
+
+
+def test_generator_sites_are_non_iid(root: Path) -> None:
+    one = load_site(root, "hospital_01", WINDOW)
+    two = load_site(root, "hospital_02", WINDOW)
+    assert one.labels is not None and two.labels is not None
+    assert abs(one.labels.mean() - two.labels.mean()) > 0.1
+    pm25 = FEATURE_NAMES.index("pm25")
+    assert one.features[:, pm25].mean() > 1.3 * two.features[:, pm25].mean()
+
+
+def test_drift_injection_hits_only_its_site_and_dates(tmp_path: Path) -> None:
+    window = DateWindow.parse("2024-01-01..2024-01-04")
+    generate(tmp_path / "clean", n_sites=2, window=window, seed=1)
+    smoke = DriftSpec.parse("smoke:hospital_01:2024-01-03..2024-01-04")
+    generate(tmp_path / "smoke", n_sites=2, window=window, seed=1, drifts=[smoke])
+    pm25 = FEATURE_NAMES.index("pm25")
+    for site, day, changed in [
+        ("hospital_01", "2024-01-02", False),
+        ("hospital_01", "2024-01-03", True),
+        ("hospital_02", "2024-01-03", False),
+    ]:
+        w = DateWindow.parse(day)
+        clean = load_site(tmp_path / "clean", site, w).features[:, pm25]
+        drifted = load_site(tmp_path / "smoke", site, w).features[:, pm25]
+        assert bool(drifted.mean() > clean.mean() * 2) == changed
+    with pytest.raises(ValueError, match="not one of"):
+        DriftSpec.parse("volcano:hospital_01:2024-01-01")
+    with pytest.raises(ValueError, match="drift site"):
+        generate(tmp_path / "x", n_sites=1, window=window, drifts=[DriftSpec.parse("smoke:hospital_05:2024-01-01")])
+
+
+def test_generated_values_respect_the_hard_limits(root: Path) -> None:
+    data = load_site(root, "hospital_01", WINDOW)  # the loader would refuse otherwise
+    assert np.isfinite(data.features).all()
