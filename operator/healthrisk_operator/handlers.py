@@ -1,0 +1,117 @@
+"""kopf wiring. Handlers only orchestrate: one daemon per FederatedTraining runs the
+reconcile loop; watch events of the object, its pods and the inference Deployment only
+wake that daemon early. Nothing here sleeps, polls or talks to MLflow itself. The wake
+handlers are async so they set the daemon's asyncio.Event on the loop's own thread.
+
+The daemon is the level-triggered loop of a Kubernetes controller: it reconciles at
+least every `reconcile_interval_s` (deadlines, schedules and MLflow progress have no
+watch events) and at once when something it owns changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from healthrisk_operator.config import OperatorConfig, get_config
+from healthrisk_operator.constants import (
+    ANNOTATION_PREVIOUS_MODEL_VERSION,
+    GROUP,
+    LABEL_TRAINING,
+    MANAGER,
+    PLURAL,
+    VERSION,
+)
+from healthrisk_operator.reconcile import Reconciler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Wakers:
+    """One asyncio.Event per live daemon, keyed by (namespace, name)."""
+
+    events: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+
+    def wake(self, namespace: str | None, name: str | None) -> None:
+        event = self.events.get((namespace or "", name or ""))
+        if event is not None:
+            event.set()
+
+    def wake_namespace(self, namespace: str | None) -> None:
+        for (ns, _), event in self.events.items():
+            if ns == namespace:
+                event.set()
+
+
+def _api_client() -> Any:
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    config: OperatorConfig = get_config()
+    # kopf's silent-watch problem: without these a watch the server or a proxy drops
+    # without closing never delivers another event and the operator goes quiet.
+    settings.watching.server_timeout = config.watch_server_timeout_s
+    settings.watching.client_timeout = config.watch_client_timeout_s
+    settings.watching.connect_timeout = config.watch_connect_timeout_s
+    # Our own Events are written by the reconciler; kopf's are for handler crashes only.
+    settings.posting.level = logging.WARNING
+    settings.persistence.finalizer = f"{GROUP}/operator"
+    memo.config = config
+    memo.reconciler = Reconciler(_api_client(), config)
+    memo.wakers = Wakers()
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=30.0)
+async def reconcile_loop(
+    stopped: kopf.DaemonStopped,
+    namespace: str | None,
+    name: str | None,
+    memo: Any,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    key = (namespace or "", name or "")
+    wakeup = memo.wakers.events.setdefault(key, asyncio.Event())
+    reconciler: Reconciler = memo.reconciler
+    interval: float = memo.config.reconcile_interval_s
+    try:
+        while not stopped:
+            wakeup.clear()
+            try:
+                await asyncio.to_thread(reconciler.reconcile, *key)
+            except Exception:  # transient (API server, registry): log and retry next tick
+                logger.exception("reconcile of %s/%s failed; retrying", namespace, name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), timeout=interval)
+    finally:
+        memo.wakers.events.pop(key, None)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def training_changed(namespace: str | None, name: str | None, memo: Any, **_: Any) -> None:
+    memo.wakers.wake(namespace, name)
+
+
+@kopf.on.event("pods", labels={LABEL_TRAINING: kopf.PRESENT, "app.kubernetes.io/managed-by": MANAGER})
+async def pod_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    memo.wakers.wake(namespace, labels.get(LABEL_TRAINING))
+
+
+@kopf.on.event("apps", "v1", "deployments", annotations={ANNOTATION_PREVIOUS_MODEL_VERSION: kopf.PRESENT})
+async def deployment_changed(namespace: str | None, memo: Any, **_: Any) -> None:
+    # Only Deployments we are rolling carry this annotation: wake their trainings.
+    memo.wakers.wake_namespace(namespace)
