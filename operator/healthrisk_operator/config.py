@@ -11,7 +11,7 @@ from healthrisk.constants import ENV_TRACKING_URI, MLFLOW_PORT
 
 
 class OperatorConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HEALTHRISK_OPERATOR_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="HEALTHRISK_OPERATOR_", frozen=True, populate_by_name=True)
 
     # Images of the pods a run is made of. Local tags with IfNotPresent: clusters here
     # have no registry, images are imported into the node's runtime (CLUSTER.md).

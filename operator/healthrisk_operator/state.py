@@ -240,7 +240,8 @@ class _Decider:
         due = upcoming <= self.now
         if due:
             # Missed firings (operator down for days) collapse into one run.
-            latest: dt.datetime = croniter(schedule, self.now).get_prev(dt.datetime)
+            # get_prev is strictly before its base: +1 s makes a firing at `now` count.
+            latest: dt.datetime = croniter(schedule, self.now + dt.timedelta(seconds=1)).get_prev(dt.datetime)
             self.st["lastScheduleTime"] = format_time(latest)
             upcoming = croniter(schedule, latest).get_next(dt.datetime)
         self.st["nextScheduleTime"] = format_time(upcoming)

@@ -1,0 +1,272 @@
+"""Builders are pure: compare the dicts they return."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from healthrisk_operator import builders
+from healthrisk_operator.builders import Training
+from healthrisk_operator.config import OperatorConfig
+from healthrisk_operator.spec import parse_spec
+
+from .helpers import FULL_SPEC, MINIMAL_SPEC
+
+TRAINING = Training("health-risk-mlops", "diabetes", "0b5c-uid")
+CONFIG = OperatorConfig(tracking_uri="http://health-risk-mlflow:5000")
+OWNER = [
+    {
+        "apiVersion": "healthrisk.io/v1alpha1",
+        "kind": "FederatedTraining",
+        "name": "diabetes",
+        "uid": "0b5c-uid",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+]
+BASE_ENV = [
+    {"name": "FLWR_TELEMETRY_ENABLED", "value": "0"},
+    {"name": "HOME", "value": "/tmp"},
+    {"name": "FLWR_HOME", "value": "/tmp/.flwr"},
+]
+
+
+def test_superlink_pod_insecure() -> None:
+    spec = parse_spec(MINIMAL_SPEC)
+    assert builders.superlink_pod(TRAINING, spec, 3, CONFIG) == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "diabetes-r3-superlink",
+            "namespace": "health-risk-mlops",
+            "labels": {
+                "app.kubernetes.io/name": "health-risk",
+                "app.kubernetes.io/component": "superlink",
+                "app.kubernetes.io/managed-by": "healthrisk-operator",
+                "healthrisk.io/training": "diabetes",
+                "healthrisk.io/role": "superlink",
+                "healthrisk.io/run": "3",
+            },
+            "ownerReferences": OWNER,
+        },
+        "spec": {
+            "restartPolicy": "Always",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "runAsGroup": 10001,
+                "fsGroup": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "terminationGracePeriodSeconds": 10,
+            "activeDeadlineSeconds": 3600,
+            "containers": [
+                {
+                    "name": "superlink",
+                    "image": "health-risk/flower:dev",
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["flower-superlink"],
+                    "args": [
+                        "--host", "0.0.0.0", "--port", "8000", "--isolation", "subprocess",
+                        "--disable-runtime-dependency-installation",
+                        "--health-server-address", "0.0.0.0:8081", "--insecure",
+                    ],
+                    "env": BASE_ENV,
+                    "ports": [{"name": "flower", "containerPort": 8000}],
+                    "readinessProbe": {"grpc": {"port": 8081}, "periodSeconds": 5, "failureThreshold": 3},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "runAsNonRoot": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "256Mi"},
+                        "limits": {"memory": "2Gi"},
+                    },
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    }  # fmt: skip
+
+
+def test_superlink_service_selects_only_its_runs_superlink() -> None:
+    service = builders.superlink_service(TRAINING, 3)
+    assert service["metadata"]["name"] == "diabetes-r3-superlink"
+    assert service["metadata"]["ownerReferences"] == OWNER
+    assert service["spec"] == {
+        "type": "ClusterIP",
+        "selector": {
+            "healthrisk.io/training": "diabetes",
+            "healthrisk.io/run": "3",
+            "healthrisk.io/role": "superlink",
+        },
+        "ports": [{"name": "flower", "port": 8000, "targetPort": "flower", "protocol": "TCP"}],
+    }
+
+
+def test_supernode_mounts_its_site_volume_read_only() -> None:
+    spec = parse_spec(MINIMAL_SPEC)
+    pod = builders.supernode_pod(TRAINING, spec, 1, spec.sites[0], CONFIG)
+    assert pod["metadata"]["name"] == "diabetes-r1-supernode-hospital-01"
+    assert pod["metadata"]["labels"]["healthrisk.io/site"] == "hospital_01"
+    container = pod["spec"]["containers"][0]
+    assert container["args"] == [
+        "--superlink", "diabetes-r1-superlink.health-risk-mlops.svc:8000", "--insecure",
+        "--port", "9094", "--isolation", "subprocess",
+        "--node-config", 'site="hospital_01" data-root="/data"',
+        "--health-server-address", "0.0.0.0:8081",
+    ]  # fmt: skip
+    assert container["volumeMounts"] == [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "data", "mountPath": "/data", "readOnly": True},
+    ]
+    assert pod["spec"]["volumes"][1] == {
+        "name": "data",
+        "persistentVolumeClaim": {"claimName": "hospital-01-data", "readOnly": True},
+    }
+    assert {"name": "FLWR_TELEMETRY_ENABLED", "value": "0"} in container["env"]
+    assert "nodeSelector" not in pod["spec"]
+
+
+def test_tls_auth_subpath_and_node_selector_hooks() -> None:
+    spec = parse_spec(FULL_SPEC)
+    config = OperatorConfig(pod_node_selector={"pool": "fl"})
+    link = builders.superlink_pod(TRAINING, spec, 1, config)
+    args = link["spec"]["containers"][0]["args"]
+    assert "--insecure" not in args
+    assert args[-7:] == [
+        "--ssl-certfile", "/certs/tls.crt", "--ssl-keyfile", "/certs/tls.key",
+        "--ssl-ca-certfile", "/certs/ca.crt", "--enable-supernode-auth",
+    ]  # fmt: skip
+    assert {"name": "tls", "secret": {"secretName": "flower-tls"}} in link["spec"]["volumes"]
+    node = builders.supernode_pod(TRAINING, spec, 1, spec.sites[0], config)
+    node_args = node["spec"]["containers"][0]["args"]
+    assert node_args[2:4] == ["--root-certificates", "/certs/ca.crt"]
+    assert node_args[-2:] == ["--auth-supernode-private-key", "/auth/private-key"]
+    assert {"name": "data", "mountPath": "/srv/data", "readOnly": True, "subPath": "h1"} in node["spec"][
+        "containers"
+    ][0]["volumeMounts"]
+    assert {
+        "name": "tls",
+        "secret": {"secretName": "flower-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+    } in (node["spec"]["volumes"])
+    assert node["spec"]["nodeSelector"] == {"pool": "fl", "site": "h1"}
+
+
+def test_submit_pod_carries_the_run_config_contract() -> None:
+    spec = parse_spec(MINIMAL_SPEC)
+    pod = builders.submit_pod(TRAINING, spec, 2, 1, "drift", CONFIG, active_deadline_seconds=900)
+    assert pod["metadata"]["name"] == "diabetes-r2-submit-1"
+    assert pod["metadata"]["labels"]["healthrisk.io/attempt"] == "1"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["activeDeadlineSeconds"] == 900
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["healthrisk"]
+    args = container["args"]
+    assert args[:5] == [
+        "train",
+        "submit",
+        "--superlink",
+        "diabetes-r2-superlink.health-risk-mlops.svc:8000",
+        "--insecure",
+    ]
+    assert args[5] == "--run-config-json"
+    assert json.loads(args[6]) == {
+        "num-server-rounds": 5,
+        "local-epochs": 1,
+        "proximal-mu": 0.0,
+        "strategy": "FedAvg",
+        "min-sites": 2,
+        "data-from": "2024-01-01",
+        "data-to": "2024-01-14",
+        "tracking-uri": "http://health-risk-mlflow:5000",
+        "registered-model": "health-risk",
+        "training-ref": "health-risk-mlops/diabetes/0b5c-uid",
+        "run-number": 2,
+        "trigger": "drift",
+    }
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://health-risk-mlflow:5000"} in container["env"]
+
+
+def test_pod_tracking_uri_and_spec_override() -> None:
+    spec = parse_spec(MINIMAL_SPEC)
+    config = OperatorConfig(tracking_uri="http://127.0.0.1:5000", pod_tracking_uri="http://mlflow:5000")
+    assert builders.run_config(TRAINING, spec, 1, "create", config)["tracking-uri"] == "http://mlflow:5000"
+    full = parse_spec(FULL_SPEC)
+    assert (
+        builders.run_config(TRAINING, full, 1, "create", config)["tracking-uri"]
+        == "http://mlflow.example:5000"
+    )
+
+
+def test_drift_pod() -> None:
+    spec = parse_spec({**MINIMAL_SPEC, "retraining": {"drift": {"threshold": 0.4}}})
+    window = (dt.date(2024, 3, 1), dt.date(2024, 3, 7))
+    pod = builders.drift_pod(TRAINING, spec, 4, spec.sites[1], window, CONFIG, active_deadline_seconds=600)
+    assert pod["metadata"]["name"] == "diabetes-drift4-hospital-02"
+    assert pod["metadata"]["labels"]["healthrisk.io/drift-check"] == "4"
+    container = pod["spec"]["containers"][0]
+    assert container["args"] == [
+        "drift", "check", "--site", "hospital_02", "--data-root", "/data",
+        "--current", "2024-03-01..2024-03-07", "--publish", "--json",
+    ]  # fmt: skip
+    assert {"name": "DRIFT_THRESHOLD", "value": "0.4"} in container["env"]
+    assert pod["spec"]["restartPolicy"] == "Never"
+    with pytest.raises(ValueError, match=r"retraining\.drift"):
+        builders.drift_pod(
+            TRAINING, parse_spec(MINIMAL_SPEC), 1, spec.sites[0], window, CONFIG, active_deadline_seconds=1
+        )
+
+
+def test_rollout_and_rollback_patches() -> None:
+    assert builders.rollout_patch("server", "7", "5") == {
+        "metadata": {"annotations": {"healthrisk.io/previous-model-version": "5"}},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": {"healthrisk.io/model-version": "7"}},
+                "spec": {
+                    "containers": [{"name": "server", "env": [{"name": "MODEL_VERSION", "value": "7"}]}]
+                },
+            }
+        },
+    }
+    back = builders.rollback_patch("server", None, "champion")
+    assert back["metadata"]["annotations"] == {"healthrisk.io/previous-model-version": None}
+    assert back["spec"]["template"]["spec"]["containers"][0]["env"] == [
+        {"name": "MODEL_VERSION", "value": "champion"}
+    ]
+
+
+def test_inference_container_choice() -> None:
+    deployment = {"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}}}
+    assert builders.inference_container_name(deployment, None) == "a"
+    assert builders.inference_container_name(deployment, "b") == "b"
+    with pytest.raises(ValueError, match="not in Deployment"):
+        builders.inference_container_name(deployment, "c")
+
+
+def test_names_fit_kubernetes_limits() -> None:
+    name = "a" * 40  # the CRD's maximum
+    assert len(builders.superlink_name(name, 9999)) <= 63  # Service names are DNS-1035 labels
+    spec = parse_spec(MINIMAL_SPEC)
+    assert len(builders.supernode_name(name, 9999, spec.sites[0])) <= 253
+
+
+def test_event_is_about_the_training() -> None:
+    now = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    body = builders.event(
+        TRAINING, event_type="Warning", reason="RolledBack", message="m", now=now, suffix="x1"
+    )
+    assert body["involvedObject"]["uid"] == "0b5c-uid"
+    assert body["metadata"] == {"name": "diabetes.x1", "namespace": "health-risk-mlops"}
+    assert (body["type"], body["reason"], body["lastTimestamp"]) == (
+        "Warning",
+        "RolledBack",
+        "2026-01-02T03:04:05Z",
+    )
