@@ -6,8 +6,10 @@ the root app registers them as top-level commands.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -124,7 +126,8 @@ def _run_checks(
     tracking_uri: str | None,
 ) -> list[PublishedDrift]:
     options = DriftOptions.evidently_defaults() if evidently_defaults else DriftOptions.calibrated()
-    with console.status("checking drift") as status:
+    # MLflow announces every finished run on stdout; stdout is for --json.
+    with console.status("checking drift") as status, contextlib.redirect_stdout(sys.stderr):
         return check_sites(
             data_root,
             sites,
@@ -159,7 +162,9 @@ def print_summary(result: PublishedDrift) -> None:
         highlight=False,
     )
     if summary.html_report:
-        console.print(f"  HTML report (kept at the site): {summary.html_report}", highlight=False, soft_wrap=True)
+        console.print(
+            f"  HTML report (kept at the site): {summary.html_report}", highlight=False, soft_wrap=True
+        )
     if result.run_id:
         console.print(f"  summary published: MLflow run {result.run_id}", highlight=False, soft_wrap=True)
 
