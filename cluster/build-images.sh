@@ -38,7 +38,8 @@ build_base() {
     rm -rf "$rootfs"
   fi
   step "docker import $BASE_IMAGE_DEBIAN"
-  docker import -c 'CMD ["/bin/bash"]' -c 'ENV LANG=C.UTF-8' "$tarball" "$BASE_IMAGE_DEBIAN" >/dev/null
+  docker import -c 'CMD ["/bin/bash"]' -c 'ENV LANG=C.UTF-8' \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tarball" "$BASE_IMAGE_DEBIAN" >/dev/null
 }
 
 build_python() {

@@ -47,7 +47,7 @@ wait_for() {
 CLUSTER_ID="hr$(printf '%s' "$STATE" | sha1sum | cut -c1-6)"
 API_PORT="${CLUSTER_API_PORT:-6443}"          # host 127.0.0.1 port forwarded into the node
 NODE_NAME="${CLUSTER_NODE_NAME:-health-risk-node}"
-NODE_IP="10.200.0.2"                          # on a dummy link inside the node netns only
+NODE_IP="10.200.0.2"                          # on a veth inside the node netns only
 POD_CIDR="10.244.0.0/24"
 SERVICE_CIDR="10.96.0.0/16"
 KUBERNETES_SVC_IP="10.96.0.1"

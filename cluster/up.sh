@@ -18,7 +18,7 @@ source "$(dirname "$0")/lib.sh"
 [[ $EUID -eq 0 ]] || die "cluster-up needs root (it runs containerd, kubelet, namespaces)"
 
 # ---------------------------------------------------------------- fast path: already up
-if holder_pid >/dev/null && [[ -f $KUBECONFIG_HOST ]] && [[ -x $TOOLS_BIN/kubectl ]] &&
+if holder_pid >/dev/null && [[ -f $RUN/up.done ]] && [[ -f $KUBECONFIG_HOST ]] && [[ -x $TOOLS_BIN/kubectl ]] &&
    kc get --raw /readyz >/dev/null 2>&1 &&
    [[ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]; then
   step "cluster $CLUSTER_ID already up"
@@ -151,8 +151,11 @@ echo $! > "$RUN/holder.pid"
 wait_for 10 holder_pid || die "node namespace holder did not start"
 # wait until the holder has exec'd into sleep (mounts done)
 wait_for 10 bash -c "grep -q '^sleep' /proc/$(cat "$RUN/holder.pid")/comm"
-in_node ip link add hr0 type dummy
+# the node's own address: a veth pair with both ends inside the node netns (this
+# kernel has no dummy driver); nothing connects it to the host
+in_node ip link add hr0 type veth peer name hr0p
 in_node ip addr add "$NODE_IP/24" dev hr0
+in_node ip link set hr0p up
 in_node ip link set hr0 up
 in_node ip route add "$SERVICE_CIDR" dev hr0       # so ClusterIPs route before DNAT
 info "holder pid $(holder_pid); node ip $NODE_IP; no default route (no egress)"
@@ -245,6 +248,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
   stream_server_port = "0"
   netns_mounts_under_state_dir = true
   disable_apparmor = true
+  # this machine withholds CAP_SYS_RESOURCE (see CapEff in /proc/self/status): runc
+  # cannot lower oom_score_adj (sandboxes ask for -998) unless it is clamped to ours
+  restrict_oom_score_adj = true
   enable_selinux = false
   max_container_log_line_size = 16384
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -352,7 +358,7 @@ sed -e "s|@COREDNS_IMAGE@|local/coredns:$COREDNS_VERSION|g" -e "s|@DNS_IP@|$DNS_
     -e "s|@CLUSTER_DOMAIN@|$CLUSTER_DOMAIN|g" \
     -e "s|@LOCALPATH_IMAGE@|local/local-path-provisioner:$LOCALPATH_VERSION|g" \
     -e "s|@STORAGE_DIR@|$STATE/storage|g" -e "s|@HELPER_IMAGE@|local/debian:bookworm|g" \
-    "$CLUSTER_DIR"/manifests/*.yaml | kc apply -f - >/dev/null
+    <(for f in "$CLUSTER_DIR"/manifests/*.yaml; do echo "---"; cat "$f"; done) | kc apply -f - >/dev/null
 mkdir -p "$STATE/storage"
 kc -n kube-system rollout status deploy/coredns --timeout=120s >/dev/null \
   || { kc -n kube-system describe pods -l k8s-app=kube-dns | tail -30 >&2; die "CoreDNS not ready"; }
@@ -361,6 +367,7 @@ kc -n local-path-storage rollout status deploy/local-path-provisioner --timeout=
 # the default ServiceAccount must exist before anyone creates pods in default
 wait_for 30 kc -n default get serviceaccount default
 
+touch "$RUN/up.done"
 mkdir -p "$STATE/bin"
 for t in kubectl helm; do ln -sf "$TOOLS_BIN/$t" "$STATE/bin/$t"; done
 step "cluster $CLUSTER_ID is up: $(kc version -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\(v1[^"]*\)".*/\1/p' | tail -1), node $NODE_NAME Ready"
