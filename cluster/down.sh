@@ -8,28 +8,41 @@ source "$(dirname "$0")/lib.sh"
 KEEP_DOCKER=0; PURGE=0
 for a in "$@"; do case $a in --keep-docker) KEEP_DOCKER=1 ;; --purge) PURGE=1 ;; *) die "unknown option $a" ;; esac; done
 
-stop_pid() { # name pid : TERM, wait, KILL
-  local name=$1 pid=$2
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.25; done
-  info "$name (pid $pid) did not stop on TERM: KILL"
-  kill -KILL "$pid" 2>/dev/null || true
+stop_pids() { # TERM them all, wait up to $1 s, then KILL the rest
+  local grace=$1; shift
+  local live=() p
+  for p in "$@"; do kill -0 "$p" 2>/dev/null && live+=("$p"); done
+  ((${#live[@]})) || return 0
+  kill -TERM "${live[@]}" 2>/dev/null || true
+  local end=$(( $(date +%s%N) + grace * 1000000000 ))
+  while (( $(date +%s%N) < end )); do
+    local still=()
+    for p in "${live[@]}"; do kill -0 "$p" 2>/dev/null && still+=("$p"); done
+    ((${#still[@]})) || return 0
+    sleep 0.2
+  done
+  for p in "${live[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then
+      info "pid $p ($(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | cut -c1-60)) did not stop on TERM in ${grace}s: KILL"
+      kill -KILL "$p" 2>/dev/null || true
+    fi
+  done
 }
+pids_of() { local n f out=(); for n in "$@"; do f="$RUN/$n.pid"; [[ -f $f ]] && out+=("$(cat "$f")"); done; echo "${out[@]}"; }
 
 step "stopping cluster $CLUSTER_ID"
-# 1. the daemons, newest first, each by its recorded pid
-for name in api-forward-host kube-proxy kubelet kube-scheduler kube-controller-manager \
-            kube-apiserver api-forward-node containerd etcd; do
-  f="$RUN/$name.pid"; [[ -f $f ]] || continue
-  stop_pid "$name" "$(cat "$f")"; rm -f "$f"
-done
+# 1. the daemons, each by its recorded pid: first the node agents and the control
+#    plane (their state is thrown away, so a short grace is enough), then the runtime
+# shellcheck disable=SC2046
+stop_pids 5 $(pids_of api-forward-host kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver api-forward-node)
+# shellcheck disable=SC2046
+stop_pids 10 $(pids_of containerd etcd)
 # 2. whatever else is left in our cgroups: container shims, pod processes, socat
 #    children, the namespace holder. Each by pid, until the cgroups are empty.
 for round in $(seq 1 40); do
   pids="$(cluster_pids)"
   [[ -z $pids ]] && break
-  sig=TERM; ((round > 8)) && sig=KILL
+  sig=TERM; ((round > 4)) && sig=KILL
   # shellcheck disable=SC2086
   kill -$sig $pids 2>/dev/null || true
   sleep 0.25

@@ -189,6 +189,7 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
   --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
   --kubelet-certificate-authority "$PKI/ca.crt" \
+  --kubelet-preferred-address-types InternalIP,Hostname \
   --service-account-key-file "$PKI/sa.pub" \
   --service-account-signing-key-file "$PKI/sa.key" \
   --service-account-issuer "https://kubernetes.default.svc.$CLUSTER_DOMAIN" \

@@ -15,22 +15,16 @@ registry: pods use ``imagePullPolicy: Never``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shlex
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-HARNESS_KUBECONFIG = REPO / ".cluster" / "kubeconfig"
-CACHE = Path(os.environ.get("HEALTHRISK_CACHE", "/var/cache/health-risk"))
+from clusterkit import HARNESS_KUBECONFIG, REPO, Kube, SmokeImage, find_tool, uses_harness
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,11 +38,6 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def uses_harness() -> bool:
-    env = os.environ.get("KUBECONFIG")
-    return not env or Path(env).resolve() == HARNESS_KUBECONFIG.resolve()
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if uses_harness():
         return
@@ -58,59 +47,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
-
-
-def find_tool(name: str) -> str:
-    """The pinned binary from the harness if there, else one on PATH."""
-    for cand in (REPO / ".cluster" / "bin" / name, CACHE / "tools" / "bin" / name):
-        if cand.exists():
-            return str(cand)
-    found = shutil.which(name)
-    if not found:
-        pytest.fail(f"`{name}` not found: run `make cluster-up` (it provides a pinned one) or put it on PATH")
-    return found
-
-
-@dataclass
-class Kube:
-    kubeconfig: str
-    kubectl: str
-
-    def run(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        cmd = [self.kubectl, "--kubeconfig", self.kubeconfig, *args]
-        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc
-
-    def out(self, *args: str, **kw: object) -> str:
-        return self.run(*args, **kw).stdout  # type: ignore[arg-type]
-
-    def apply(self, manifest: str, namespace: str | None = None) -> None:
-        ns = ["-n", namespace] if namespace else []
-        self.run(*ns, "apply", "-f", "-", input=manifest)
-
-    def json(self, *args: str) -> dict:
-        return json.loads(self.out(*args, "-o", "json"))
-
-    def wait_for(self, what: str, predicate, timeout: float = 180, interval: float = 1.0):
-        """Poll `predicate()` until truthy; fail with `what` and the last value otherwise."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                last = predicate()
-            except AssertionError as exc:  # kubectl failing is worth retrying
-                last = exc
-            else:
-                if last:
-                    return last
-            time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="session")
@@ -166,12 +102,6 @@ CMD ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory",
 """
 
 
-@dataclass
-class SmokeImage:
-    ref: str
-    marker: str
-
-
 @pytest.fixture(scope="session")
 def smoke_image(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> SmokeImage:
     """A locally built HTTP-server image, loaded into the cluster's runtime."""
@@ -192,7 +122,7 @@ def smoke_image(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> SmokeIm
             pytrace=False,
         )
     ctx = tmp_path_factory.mktemp("smoke-image")
-    (ctx / "Dockerfile").write_text(SMOKE_DOCKERFILE.format(marker=marker))
+    (ctx / "Dockerfile").write_text(SMOKE_DOCKERFILE.replace("{marker}", marker))
     build = subprocess.run(
         [docker, "build", "--network", "host", "--build-arg", f"BASE={base}", "-t", ref, str(ctx)],
         capture_output=True,

@@ -11,8 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from .conftest import Kube, SmokeImage
+from clusterkit import Kube, SmokeImage
 
 pytestmark = pytest.mark.cluster
 
@@ -62,7 +61,7 @@ def run_pod(kube: Kube, ns: str, name: str, image: str, script: str, timeout: fl
           - name: main
             image: {image}
             imagePullPolicy: Never
-            command: ["python3", "-c", {script!r}]
+            command: ["python3", "-c", {json.dumps(script)}]
         """
     )
     kube.apply(manifest, ns)
@@ -184,7 +183,7 @@ def test_pvc_binds_and_keeps_data(kube: Kube, namespace: str, smoke_image: Smoke
           - name: main
             image: {image}
             imagePullPolicy: Never
-            command: ["python3", "-c", {script!r}]
+            command: ["python3", "-c", {script}]
             volumeMounts: [{{name: data, mountPath: /data}}]
           volumes:
           - name: data
@@ -194,7 +193,7 @@ def test_pvc_binds_and_keeps_data(kube: Kube, namespace: str, smoke_image: Smoke
     write = f"open('/data/token', 'w').write('{token}'); print('wrote')"
     read = "print(open('/data/token').read())"
     for name, script in (("writer", write), ("reader", read)):
-        kube.apply(volume_pod.format(name=name, image=smoke_image.ref, script=script), namespace)
+        kube.apply(volume_pod.format(name=name, image=smoke_image.ref, script=json.dumps(script)), namespace)
         phase = kube.wait_for(
             f"pod {name} to finish",
             lambda n=name: (

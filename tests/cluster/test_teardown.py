@@ -17,8 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from .conftest import REPO, Kube, find_tool
+from clusterkit import REPO, Kube, find_tool
 
 pytestmark = [pytest.mark.cluster, pytest.mark.harness]
 
