@@ -196,6 +196,8 @@ def _pod(
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {}}, *volumes],
     }
+    if config.pod_scheduler_name:
+        spec["schedulerName"] = config.pod_scheduler_name
     selector = {**config.pod_node_selector, **node_selector}
     if selector:
         spec["nodeSelector"] = selector
@@ -453,6 +455,8 @@ def drift_pod(
             {"name": ENV_DRIFT_THRESHOLD, "value": repr(spec.retraining.drift.threshold)},
         ],
         "volumeMounts": [mount],
+        # A drift check that fails leaves its error in the pod status, not only in a log.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     return _pod(
         _metadata(

@@ -44,6 +44,9 @@ class OperatorConfig(BaseSettings):
 
     # Scheduling and security of every pod the operator creates.
     pod_node_selector: dict[str, str] = Field(default_factory=dict)
+    # A gang scheduler (Volcano, scheduler-plugins) keeps a run's pods all-or-nothing;
+    # tests also use a name no scheduler serves, to play the kubelet themselves.
+    pod_scheduler_name: str | None = None
     pod_run_as_user: int = 10001
     pod_cpu_request: str = "100m"
     pod_memory_request: str = "256Mi"

@@ -168,13 +168,17 @@ class Reconciler:
                 and drift.get("running")
                 and view.drift_check == drift.get("check")
             ):
-                view = dataclasses.replace(view, summary=self._drift_summary(training, view.name))
+                summary = self._drift_summary(training, view.name) or last_json_line(
+                    view.termination_message or ""
+                )
+                view = dataclasses.replace(view, summary=summary)
             views.append(view)
         return tuple(views)
 
     def _drift_summary(self, training: Training, pod: str) -> dict[str, Any] | None:
         # Pod logs rather than MLflow: the pod's own verdict, readable even when the
-        # registry is down, and gone with the pod once it has been evaluated.
+        # registry is down, and gone with the pod once it has been evaluated. When the
+        # log is gone (node rotated it) the caller falls back to the termination message.
         try:
             text = self.core.read_namespaced_pod_log(pod, training.namespace, tail_lines=50)
         except ApiException as exc:

@@ -76,7 +76,8 @@ class PodView:
             detail = f": {self.waiting_message}" if self.waiting_message else ""
             return f"pod {self.name} {self.waiting_reason}{detail}"
         if self.phase == "Failed":
-            parts = [p for p in (self.terminated_reason, self.termination_message) if p]
+            message = (self.termination_message or "")[-300:]
+            parts = [p for p in (self.terminated_reason, message) if p]
             code = f" (exit code {self.exit_code})" if self.exit_code is not None else ""
             return f"pod {self.name} failed{code}" + (": " + "; ".join(parts) if parts else "")
         return f"pod {self.name} {self.phase}" + (
@@ -99,7 +100,7 @@ def pod_view(pod: Mapping[str, Any], summary: Mapping[str, Any] | None = None) -
         if "terminated" in state:
             exit_code = state["terminated"].get("exitCode")
             terminated_reason = state["terminated"].get("reason")
-            termination_message = (state["terminated"].get("message") or "").strip()[-500:] or None
+            termination_message = (state["terminated"].get("message") or "").strip() or None
     scheduled = conditions.get("PodScheduled")
     if waiting_reason is None and scheduled is not None and scheduled.get("status") == "False":
         waiting_reason = scheduled.get("reason") or "Unschedulable"

@@ -1,0 +1,329 @@
+"""Real-cluster helpers for the operator's cluster tests and benchmark.
+
+The cluster is the project's harness (`make cluster-up` → .cluster/kubeconfig) or any
+cluster KUBECONFIG points at. Nothing here mocks the API server: objects are created,
+validated, defaulted, garbage-collected by the real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from healthrisk_operator.constants import GROUP, KIND, LABEL_TRAINING, PLURAL, VERSION
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from healthrisk.processes import free_port
+
+from .helpers import CRD_PATH, REPO
+
+T = TypeVar("T")
+MERGE = "application/merge-patch+json"
+# Run pods in cluster tests carry this scheduler name, which no scheduler serves: they
+# stay unscheduled, and a test that says so plays the kubelet by writing pod status.
+FAKE_SCHEDULER = "healthrisk-test-unscheduled"
+
+
+class NoCluster(RuntimeError):
+    pass
+
+
+def kubeconfig_path() -> Path:
+    return Path(os.environ.get("KUBECONFIG") or REPO / ".cluster" / "kubeconfig")
+
+
+def kubectl_path() -> str | None:
+    candidates = [
+        shutil.which("kubectl"),
+        str(REPO / ".cluster" / "bin" / "kubectl"),
+        "/var/cache/health-risk/tools/bin/kubectl",
+    ]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.5) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+class Kube:
+    def __init__(self) -> None:
+        path = kubeconfig_path()
+        if not path.exists():
+            raise NoCluster(f"no kubeconfig at {path}: run `make cluster-up` or set KUBECONFIG")
+        self.kubeconfig = path
+        self.api = k8s_config.new_client_from_config(str(path))
+        try:
+            k8s.VersionApi(self.api).get_code(_request_timeout=5)
+        except Exception as exc:
+            raise NoCluster(f"Kubernetes API in {path} not reachable: {exc}") from exc
+        self.core = k8s.CoreV1Api(self.api)
+        self.apps = k8s.AppsV1Api(self.api)
+        self.custom = k8s.CustomObjectsApi(self.api)
+        self.ext = k8s.ApiextensionsV1Api(self.api)
+
+    # ---- CRD and namespaces ------------------------------------------------------
+
+    def apply_crd(self) -> None:
+        body = yaml.safe_load(CRD_PATH.read_text())
+        name = body["metadata"]["name"]
+        try:
+            current = self.ext.read_custom_resource_definition(name)
+            body["metadata"]["resourceVersion"] = current.metadata.resource_version
+            self.ext.replace_custom_resource_definition(name, body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.ext.create_custom_resource_definition(body)
+
+        def established() -> bool:
+            crd = self.ext.read_custom_resource_definition(name)
+            return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+
+        wait_for("the CRD to be established", established, timeout=30)
+        # Served once discovery sees it: a list succeeds.
+        wait_for("the CRD to be served", lambda: self._can_list(), timeout=30)
+
+    def _can_list(self) -> bool:
+        try:
+            self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=1)
+            return True
+        except ApiException:
+            return False
+
+    def create_namespace(self, prefix: str) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace({"metadata": {"name": name, "labels": {"healthrisk.io/test": "operator"}}})
+        return name
+
+    def delete_namespace(self, name: str) -> None:
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespace(name)
+
+    # ---- FederatedTraining -------------------------------------------------------
+
+    def create_training(
+        self, namespace: str, name: str, spec: dict[str, Any], annotations: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": name, "annotations": annotations or {}},
+            "spec": spec,
+        }
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)  # type: ignore[return-value]
+
+    def training(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)  # type: ignore[return-value]
+
+    def status(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.training(namespace, name).get("status") or {}
+
+    def patch_training(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+
+    def delete_trainings(self, namespace: str, timeout: float = 30) -> None:
+        """Delete every training; strip finalizers of those no operator releases in time."""
+        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]  # type: ignore[index]
+        for item in items:
+            with contextlib.suppress(ApiException):
+                self.custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, item["metadata"]["name"]
+                )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            left = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]  # type: ignore[index]
+            if not left:
+                return
+            time.sleep(0.5)
+        for item in left:
+            with contextlib.suppress(ApiException):
+                self.patch_training(namespace, item["metadata"]["name"], {"metadata": {"finalizers": None}})
+
+    def condition(self, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
+        conditions = self.status(namespace, name).get("conditions") or []
+        return next((c for c in conditions if c["type"] == kind), None)
+
+    def event_reasons(self, namespace: str, name: str) -> list[str]:
+        events = self.core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={name}"
+        ).items
+        return [e.reason for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]
+
+    # ---- pods --------------------------------------------------------------------
+
+    def pods(self, namespace: str, training: str) -> dict[str, k8s.V1Pod]:
+        items = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_TRAINING}={training}").items
+        return {p.metadata.name: p for p in items if p.metadata.deletion_timestamp is None}
+
+    def services(self, namespace: str, training: str) -> list[str]:
+        items = self.core.list_namespaced_service(
+            namespace, label_selector=f"{LABEL_TRAINING}={training}"
+        ).items
+        return sorted(s.metadata.name for s in items if s.metadata.deletion_timestamp is None)
+
+    def fake_pod(
+        self,
+        namespace: str,
+        name: str,
+        phase: str,
+        *,
+        ready: bool = False,
+        exit_code: int | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Play the kubelet for an unscheduled pod: write the status it would report."""
+        pod = self.core.read_namespaced_pod(name, namespace)
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if phase in ("Succeeded", "Failed"):
+            code = exit_code if exit_code is not None else (0 if phase == "Succeeded" else 1)
+            terminated: dict[str, Any] = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": now,
+                "finishedAt": now,
+            }
+            if message:
+                terminated["message"] = message
+            state: dict[str, Any] = {"terminated": terminated}
+        else:
+            state = {"running": {"startedAt": now}}
+        container = pod.spec.containers[0]
+        status = {
+            "phase": phase,
+            "startTime": now,
+            "conditions": [
+                {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": now},
+                {
+                    "type": "ContainersReady",
+                    "status": "True" if ready else "False",
+                    "lastTransitionTime": now,
+                },
+            ],
+            "containerStatuses": [
+                {
+                    "name": container.name,
+                    "image": container.image,
+                    "imageID": "",
+                    "ready": ready,
+                    "restartCount": 0,
+                    "started": phase == "Running",
+                    "state": state,
+                }
+            ],
+        }
+        self.core.patch_namespaced_pod_status(name, namespace, {"status": status}, _content_type=MERGE)
+
+    # ---- kubectl -----------------------------------------------------------------
+
+    def kubectl(self, *args: str) -> str:
+        binary = kubectl_path()
+        if binary is None:
+            raise AssertionError("kubectl not found (PATH, .cluster/bin, /var/cache/health-risk/tools/bin)")
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        done = subprocess.run(
+            [binary, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
+        return done.stdout
+
+
+class OperatorProcess:
+    """`healthrisk operator run` as a real subprocess watching one namespace."""
+
+    def __init__(self, kube: Kube, namespace: str, log_path: Path, env: dict[str, str]) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.log_path = log_path
+        self.env = env
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def liveness_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/healthz"
+
+    def start(self) -> None:
+        command = [
+            str(Path(sys.executable).with_name("healthrisk")),
+            "operator",
+            "run",
+            "--namespace",
+            self.namespace,
+            "--liveness",
+            self.liveness_url,
+        ]
+        env = {**os.environ, "KUBECONFIG": str(self.kube.kubeconfig), **self.env}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_for("the operator's liveness endpoint", self.alive, timeout=60)
+
+    def alive(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            raise AssertionError(f"the operator exited; log:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(self.liveness_url, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, not a graceful stop."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def running_operator(
+    kube: Kube, namespace: str, log_path: Path, env: dict[str, str]
+) -> Iterator[OperatorProcess]:
+    operator = OperatorProcess(kube, namespace, log_path, env)
+    operator.start()
+    try:
+        yield operator
+    finally:
+        kube.delete_trainings(namespace)  # while the operator runs, so it releases its finalizer
+        operator.stop()
+
+
+def run_config_of(pod: k8s.V1Pod) -> dict[str, Any]:
+    args = list(pod.spec.containers[0].args)
+    return dict(json.loads(args[args.index("--run-config-json") + 1]))

@@ -1,0 +1,545 @@
+"""The operator against a real Kubernetes API server (the project's harness or KUBECONFIG).
+
+Real here: the API server (CRD schema validation, defaulting, status subresource,
+printer columns), the garbage collector (owner references), the Deployment controller
+and kubelet (inference rollout and rollback, ImagePullBackOff-style start failures),
+a real `mlflow server`, and `healthrisk operator run` as a subprocess.
+
+Faked, and why: the Flower image is built in a later issue, so the SuperLink, SuperNode
+and submit pods of most tests are given a scheduler name nobody serves and the test
+writes their pod status as a kubelet would (`Kube.fake_pod`); likewise the test writes
+to MLflow what the ServerApp would (`FakeServerApp`). The end-to-end issue runs real
+training pods. Every test below states which pods it fakes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from healthrisk_operator.constants import ANNOTATION_MODEL_VERSION, ANNOTATION_RETRAIN
+
+from healthrisk.constants import (
+    TAG_PROMOTION,
+    TAG_RUN_NUMBER,
+    TAG_TRAINING,
+    TAG_VAL_AUC,
+    TRAINING_EXPERIMENT,
+)
+
+from .kube import Kube, OperatorProcess, run_config_of, wait_for
+
+pytestmark = pytest.mark.cluster
+
+IDLE_IMAGE = "local/pause:3.10"  # the harness's sandbox image: present on the node, does nothing
+
+
+def spec(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "rounds": 2,
+        "sites": [
+            {"name": "hospital_01", "data": {"persistentVolumeClaim": "hospital-01-data"}},
+            {"name": "hospital_02", "data": {"persistentVolumeClaim": "hospital-02-data"}},
+        ],
+        "dataWindow": {"from": "2024-01-01", "to": "2024-01-10"},
+    }
+    base.update(changes)
+    return base
+
+
+class FakeServerApp:
+    """Writes to MLflow what the Flower ServerApp writes: per-round metrics, a version."""
+
+    def __init__(self, tracking_uri: str, model_name: str, training: dict[str, Any], run: int) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri)
+        self.model_name = model_name
+        meta = training["metadata"]
+        self.tags = {
+            TAG_TRAINING: f"{meta['namespace']}/{meta['name']}/{meta['uid']}",
+            TAG_RUN_NUMBER: str(run),
+        }
+        experiment = self.client.get_experiment_by_name(TRAINING_EXPERIMENT)
+        experiment_id = (
+            experiment.experiment_id if experiment else self.client.create_experiment(TRAINING_EXPERIMENT)
+        )
+        self.run_id = self.client.create_run(experiment_id, tags=self.tags).info.run_id
+
+    def log_round(self, round_number: int, auc: float) -> None:
+        from mlflow.entities import Metric
+
+        values = {"round": round_number, "val_auc": auc, "val_loss": 0.5, "val_accuracy": 0.75}
+        stamp = int(time.time() * 1000)
+        # One batch per round, as the ServerApp's mlflow.log_metrics(batch, step=round).
+        self.client.log_batch(
+            self.run_id, [Metric(k, float(v), stamp, round_number) for k, v in values.items()]
+        )
+
+    def register(self, auc: float) -> str:
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # registered already by an earlier run
+            self.client.create_registered_model(self.model_name)
+        version = self.client.create_model_version(
+            self.model_name,
+            source=f"runs:/{self.run_id}/model",
+            run_id=self.run_id,
+            tags={**self.tags, TAG_VAL_AUC: str(auc)},
+        )
+        return str(version.version)
+
+
+def wait_pods(
+    kube: Kube, namespace: str, training: str, names: set[str], timeout: float = 60
+) -> dict[str, Any]:
+    return wait_for(
+        f"pods {sorted(names)}",
+        lambda: (pods := kube.pods(namespace, training)) and names <= set(pods) and pods,
+        timeout=timeout,
+    )
+
+
+def wait_status(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    what: str,
+    check: Callable[[dict[str, Any]], bool],
+    timeout: float = 60,
+) -> dict[str, Any]:
+    return wait_for(what, lambda: (s := kube.status(namespace, name)) and check(s) and s, timeout=timeout)
+
+
+def bring_up_run(kube: Kube, namespace: str, name: str, run: int = 1) -> dict[str, Any]:
+    """Fake the SuperLink and SuperNodes Running+Ready; wait for the submit pod."""
+    servers = {
+        f"{name}-r{run}-superlink",
+        f"{name}-r{run}-supernode-hospital-01",
+        f"{name}-r{run}-supernode-hospital-02",
+    }
+    wait_pods(kube, namespace, name, servers)
+    for pod in servers:
+        kube.fake_pod(namespace, pod, "Running", ready=True)
+    pods = wait_pods(kube, namespace, name, {f"{name}-r{run}-submit-0"})
+    return pods
+
+
+def inference_deployment(
+    name: str, *, ready_port: int | None = None, version: str = "champion"
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": IDLE_IMAGE,
+        "imagePullPolicy": "Never",
+        "env": [{"name": "MODEL_VERSION", "value": version}],
+    }
+    if ready_port is not None:
+        # Nothing listens there: the pods never become ready, the rollout never completes.
+        container["readinessProbe"] = {"tcpSocket": {"port": ready_port}, "periodSeconds": 1}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def deployment_ready(kube: Kube, namespace: str, name: str) -> bool:
+    d = kube.apps.read_namespaced_deployment(name, namespace)
+    return bool(
+        d.status.observed_generation == d.metadata.generation
+        and (d.status.updated_replicas or 0) == 1
+        and (d.status.available_replicas or 0) == 1
+        and (d.status.replicas or 0) == 1
+    )
+
+
+# ---- schema ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "message"),
+    [
+        (
+            "bad-window",
+            {"dataWindow": {"from": "2024-02-01", "to": "2024-01-01"}},
+            "dataWindow.from must not be after",
+        ),
+        ("bad-min-sites", {"minSites": 3}, "minSites must not exceed the number of sites"),
+        ("bad-strategy", {"strategy": {"name": "FedSGD"}}, 'Unsupported value: "FedSGD"'),
+        ("bad-fedprox", {"strategy": {"name": "FedProx"}}, "FedProx needs proximalMu > 0"),
+        ("bad-rounds", {"rounds": 0}, "spec.rounds: Invalid value: 0"),
+        ("bad-policy", {"runPolicy": {"cleanPodPolicy": "Sometimes"}}, "cleanPodPolicy: Unsupported value"),
+        (
+            "bad-site",
+            {"sites": [{"name": "Hospital 1", "data": {"persistentVolumeClaim": "x"}}]},
+            "sites[0].name",
+        ),
+        ("bad-auth", {"security": {"supernodeAuth": True}}, "supernodeAuth needs security.tlsSecretName"),
+        ("no-sites", {"sites": []}, "spec.sites"),
+        ("a" * 41, {}, "at most 40 characters"),
+    ],
+)
+def test_api_server_rejects_invalid_objects_with_a_clear_message(
+    kube: Kube, namespace: str, name: str, changes: dict[str, Any], message: str
+) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    with pytest.raises(ApiException) as refused:
+        kube.create_training(namespace, name, spec(**changes))
+    assert refused.value.status == 422
+    assert message in json.loads(refused.value.body)["message"]
+
+
+def test_defaults_printer_columns_short_names_and_category(kube: Kube, namespace: str) -> None:
+    created = kube.create_training(namespace, "defaults", spec(suspend=True))
+    assert created["spec"]["runPolicy"] == {
+        "backoffLimit": 2,
+        "activeDeadlineSeconds": 3600,
+        "startDeadlineSeconds": 600,
+        "ttlSecondsAfterFinished": 86400,
+        "cleanPodPolicy": "Running",
+    }
+    assert created["spec"]["strategy"] == {"name": "FedAvg", "localEpochs": 1, "proximalMu": 0}
+    header = kube.kubectl("get", "ft", "-n", namespace).splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "RUN", "ROUND", "SITES", "AUC", "MODEL", "AGE"]
+    wide = kube.kubectl("get", "fedtrain", "-n", namespace, "-o", "wide").splitlines()[0].split()
+    assert {"PROMOTED", "TRIGGER", "DRIFT", "STRATEGY", "SUSPENDED", "MESSAGE"} <= set(wide)
+    assert "defaults" in kube.kubectl("get", "healthrisk", "-n", namespace)
+
+
+# ---- a whole run -----------------------------------------------------------------
+
+
+def test_run_lifecycle_promotes_and_rolls_out(
+    kube: Kube, namespace: str, operator: OperatorProcess, mlflow_uri: str
+) -> None:
+    """Faked: the SuperLink/SuperNode/submit pods and the ServerApp's MLflow writes.
+    Real: API server, garbage collector, the inference Deployment's controller and pods."""
+    model = f"risk-{namespace}"
+    kube.apps.create_namespaced_deployment(namespace, inference_deployment("inference"))
+    wait_for("the inference Deployment", lambda: deployment_ready(kube, namespace, "inference"), timeout=120)
+    training = kube.create_training(
+        namespace,
+        "life",
+        spec(model={"registeredName": model}, promotion={"inferenceDeployment": "inference"}),
+    )
+    uid = training["metadata"]["uid"]
+
+    pods = bring_up_run(kube, namespace, "life")
+    for pod in pods.values():
+        owner = pod.metadata.owner_references[0]
+        assert (owner.kind, owner.name, owner.uid, owner.controller) == (
+            "FederatedTraining",
+            "life",
+            uid,
+            True,
+        )
+        assert pod.metadata.labels["healthrisk.io/training"] == "life"
+        assert pod.metadata.labels["healthrisk.io/run"] == "1"
+    assert kube.services(namespace, "life") == ["life-r1-superlink"]
+    submit = pods["life-r1-submit-0"]
+    assert run_config_of(submit)["training-ref"] == f"{namespace}/life/{uid}"
+    assert pods["life-r1-supernode-hospital-01"].metadata.labels["healthrisk.io/site"] == "hospital_01"
+
+    kube.fake_pod(namespace, "life-r1-submit-0", "Running", ready=True)
+    server_app = FakeServerApp(mlflow_uri, model, training, run=1)
+    server_app.log_round(1, 0.70)
+    server_app.log_round(2, 0.80)
+    status = wait_status(kube, namespace, "life", "round 2 in status", lambda s: s.get("round") == 2)
+    assert status["phase"] == "Training" and status["sitesReady"] == "2/2"
+    assert status["metrics"]["auc"] == 0.8 and status["progress"] == "2/2"
+
+    version = server_app.register(0.8)
+    kube.fake_pod(namespace, "life-r1-submit-0", "Succeeded")
+    status = wait_status(
+        kube, namespace, "life", "phase Succeeded", lambda s: s.get("phase") == "Succeeded", 120
+    )
+    assert status["modelVersion"] == version and status["promoted"] is True
+    assert status["history"][0]["result"] == "Succeeded" and status["history"][0]["version"] == version
+
+    from mlflow import MlflowClient
+
+    assert MlflowClient(mlflow_uri).get_model_version_by_alias(model, "champion").version == version
+    deployment = kube.apps.read_namespaced_deployment("inference", namespace)
+    assert deployment.spec.template.metadata.annotations[ANNOTATION_MODEL_VERSION] == version
+    env = {e.name: e.value for e in deployment.spec.template.spec.containers[0].env}
+    assert env["MODEL_VERSION"] == version
+    assert deployment_ready(kube, namespace, "inference")
+
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "True" and conditions["Promoted"]["status"] == "True"
+    assert conditions["Training"]["status"] == "False" and conditions["Failed"]["status"] == "False"
+    assert all(c["lastTransitionTime"] and c["reason"] for c in conditions.values())
+    reasons = kube.event_reasons(namespace, "life")
+    for reason in ("RunStarted", "Submitted", "RoundCompleted", "TrainingFinished", "Promoted",
+                   "RolloutStarted", "RolloutComplete", "RunSucceeded"):  # fmt: skip
+        assert reason in reasons
+    assert reasons.count("RunStarted") == 1
+
+    # cleanPodPolicy Running: servers and Service gone, the finished submit pod kept for logs.
+    wait_for("cleanup", lambda: set(kube.pods(namespace, "life")) == {"life-r1-submit-0"})
+    wait_for("Service cleanup", lambda: kube.services(namespace, "life") == [])
+    row = kube.kubectl("get", "ft", "life", "-n", namespace, "--no-headers").split()
+    assert row[1:6] == ["Succeeded", "1", "2/2", "2/2", "0.8"] and row[6] == version
+
+    # Owner references: deleting the training takes its pods with it (garbage collector).
+    kube.delete_trainings(namespace)
+    wait_for("garbage collection", lambda: kube.pods(namespace, "life") == {}, timeout=60)
+
+
+def test_operator_restart_mid_run_duplicates_nothing(
+    kube: Kube, namespace: str, start_operator: Callable[..., OperatorProcess], mlflow_uri: str
+) -> None:
+    """Faked: run pods and ServerApp writes. The operator is SIGKILLed mid-training."""
+    operator = start_operator()
+    model = f"risk-{namespace}"
+    training = kube.create_training(namespace, "restart", spec(model={"registeredName": model}))
+    bring_up_run(kube, namespace, "restart")
+    kube.fake_pod(namespace, "restart-r1-submit-0", "Running", ready=True)
+    wait_status(kube, namespace, "restart", "phase Training", lambda s: s.get("phase") == "Training")
+
+    operator.kill()
+    server_app = FakeServerApp(mlflow_uri, model, training, run=1)
+    server_app.log_round(1, 0.75)
+    operator.start()
+
+    wait_status(kube, namespace, "restart", "round 1 after restart", lambda s: s.get("round") == 1)
+    server_app.log_round(2, 0.79)
+    version = server_app.register(0.79)
+    kube.fake_pod(namespace, "restart-r1-submit-0", "Succeeded")
+    status = wait_status(
+        kube, namespace, "restart", "Succeeded", lambda s: s.get("phase") == "Succeeded", 120
+    )
+    assert status["run"] == 1 and len(status["history"]) == 1 and status["modelVersion"] == version
+    assert set(kube.pods(namespace, "restart")) == {"restart-r1-submit-0"}
+    from mlflow import MlflowClient
+
+    assert len(MlflowClient(mlflow_uri).search_model_versions(f"name = '{model}'")) == 1
+    assert kube.event_reasons(namespace, "restart").count("RunStarted") == 1
+    assert kube.event_reasons(namespace, "restart").count("Submitted") == 1
+
+
+# ---- runPolicy -------------------------------------------------------------------
+
+
+def test_missing_image_fails_the_run_at_the_start_deadline(
+    kube: Kube, namespace: str, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    """Nothing faked: real scheduler and kubelet; the image is not on the node and the
+    pull policy is Never (no registry may be contacted), so pods sit in ErrImageNeverPull."""
+    start_operator(
+        HEALTHRISK_OPERATOR_POD_SCHEDULER_NAME="",
+        HEALTHRISK_OPERATOR_FLOWER_IMAGE="health-risk/not-built:test",
+        HEALTHRISK_OPERATOR_IMAGE_PULL_POLICY="Never",
+    )
+    kube.create_training(
+        namespace,
+        "stuck",
+        spec(
+            sites=[{"name": "hospital_01", "data": {"persistentVolumeClaim": "missing-data"}}],
+            runPolicy={"startDeadlineSeconds": 20},
+        ),
+    )
+    status = wait_status(kube, namespace, "stuck", "phase Failed", lambda s: s.get("phase") == "Failed", 120)
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["status"] == "True" and failed["reason"] == "StartDeadlineExceeded"
+    assert "stuck-r1-superlink" in failed["message"]
+    assert "ErrImageNeverPull" in failed["message"] or "Unschedulable" in failed["message"]
+    assert "PodsNotStarting" in kube.event_reasons(namespace, "stuck")
+    wait_for("running pods deleted", lambda: kube.pods(namespace, "stuck") == {})
+
+
+def test_fewer_ready_sites_than_min_sites_waits_then_fails(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    """Faked: the SuperLink and one SuperNode are reported ready; the other never is."""
+    kube.create_training(namespace, "few", spec(runPolicy={"startDeadlineSeconds": 8}))
+    wait_pods(kube, namespace, "few", {"few-r1-superlink", "few-r1-supernode-hospital-01"})
+    kube.fake_pod(namespace, "few-r1-superlink", "Running", ready=True)
+    kube.fake_pod(namespace, "few-r1-supernode-hospital-01", "Running", ready=True)
+    status = wait_status(kube, namespace, "few", "1/2 sites", lambda s: s.get("sitesReady") == "1/2")
+    assert status["phase"] == "Pending" and "minSites 2" in status["message"]
+    assert "few-r1-submit-0" not in kube.pods(namespace, "few")
+    status = wait_status(kube, namespace, "few", "Failed", lambda s: s.get("phase") == "Failed", 60)
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "MinSitesNotReady" and "1/2 sites ready" in failed["message"]
+
+
+def test_backoff_limit_then_ttl_cleanup(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    """Faked: run pods; the submit pod is reported failed twice (exit code 1, then 3)."""
+    kube.create_training(
+        namespace, "flaky", spec(runPolicy={"backoffLimit": 1, "ttlSecondsAfterFinished": 5})
+    )
+    bring_up_run(kube, namespace, "flaky")
+    kube.fake_pod(namespace, "flaky-r1-submit-0", "Failed", exit_code=1, message="superlink unreachable")
+    wait_pods(kube, namespace, "flaky", {"flaky-r1-submit-1"})
+    kube.fake_pod(namespace, "flaky-r1-submit-1", "Failed", exit_code=3, message="flower run failed")
+    status = wait_status(kube, namespace, "flaky", "Failed", lambda s: s.get("phase") == "Failed")
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "BackoffLimitExceeded"
+    assert "exit code 3" in failed["message"] and "flower run failed" in failed["message"]
+    assert status["history"][0]["attempts"] == 2
+    assert kube.event_reasons(namespace, "flaky").count("SubmitFailed") == 1
+    wait_for(
+        "TTL cleanup",
+        lambda: kube.pods(namespace, "flaky") == {} and not kube.services(namespace, "flaky"),
+        30,
+    )
+
+
+# ---- suspend, spec change, annotation ---------------------------------------------
+
+
+def test_suspend_resume_and_spec_change(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    """Faked: run pods (never finished here)."""
+    kube.create_training(namespace, "pause", spec())
+    bring_up_run(kube, namespace, "pause")
+    kube.patch_training(namespace, "pause", {"spec": {"suspend": True}})
+    wait_status(kube, namespace, "pause", "Suspended", lambda s: s.get("phase") == "Suspended")
+    wait_for("pods deleted on suspend", lambda: kube.pods(namespace, "pause") == {})
+    assert kube.condition(namespace, "pause", "Suspended")["status"] == "True"  # type: ignore[index]
+
+    kube.patch_training(namespace, "pause", {"spec": {"suspend": False}})
+    wait_pods(kube, namespace, "pause", {"pause-r1-superlink"}, timeout=90)
+    status = kube.status(namespace, "pause")
+    assert status["run"] == 1  # suspend/resume is not a spec change: same run
+
+    kube.patch_training(namespace, "pause", {"spec": {"rounds": 3}})
+    status = wait_status(kube, namespace, "pause", "run 2", lambda s: s.get("run") == 2)
+    assert status["trigger"] == "spec-change" and status["history"][0]["result"] == "Superseded"
+    assert status["observedGeneration"] == kube.training(namespace, "pause")["metadata"]["generation"]
+    wait_pods(kube, namespace, "pause", {"pause-r2-superlink"}, timeout=90)
+
+
+def test_retrain_annotation_starts_a_manual_run(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    """Faked: run pods; run 1 fails fast (backoffLimit 0) so the object is idle."""
+    kube.create_training(namespace, "manual", spec(runPolicy={"backoffLimit": 0}))
+    bring_up_run(kube, namespace, "manual")
+    kube.fake_pod(namespace, "manual-r1-submit-0", "Failed")
+    wait_status(kube, namespace, "manual", "Failed", lambda s: s.get("phase") == "Failed")
+    kube.patch_training(namespace, "manual", {"metadata": {"annotations": {ANNOTATION_RETRAIN: "now"}}})
+    status = wait_status(kube, namespace, "manual", "run 2", lambda s: s.get("run") == 2)
+    assert status["trigger"] == "manual"
+    wait_for(
+        "the annotation to be consumed",
+        lambda: (
+            ANNOTATION_RETRAIN
+            not in (kube.training(namespace, "manual")["metadata"].get("annotations") or {})
+        ),
+    )
+
+
+# ---- drift -----------------------------------------------------------------------
+
+
+def test_drift_pods_on_the_interval_and_drift_retrains(
+    kube: Kube, namespace: str, operator: OperatorProcess, mlflow_uri: str
+) -> None:
+    """Faked: run pods, ServerApp writes, and the drift pods (their summary is written as
+    the container's termination message, which the operator reads when no log exists)."""
+    model = f"risk-{namespace}"
+    training = kube.create_training(
+        namespace,
+        "drifty",
+        spec(model={"registeredName": model}, retraining={"drift": {"interval": "3s", "threshold": 0.5}}),
+    )
+    bring_up_run(kube, namespace, "drifty")
+    FakeServerApp(mlflow_uri, model, training, run=1).register(0.8)
+    kube.fake_pod(namespace, "drifty-r1-submit-0", "Succeeded")
+    wait_status(kube, namespace, "drifty", "Monitoring", lambda s: s.get("phase") == "Monitoring", 60)
+
+    drift_pods = {"drifty-drift1-hospital-01", "drifty-drift1-hospital-02"}
+    pods = wait_pods(kube, namespace, "drifty", drift_pods, timeout=60)
+    args = pods["drifty-drift1-hospital-01"].spec.containers[0].args
+    assert args[:4] == ["drift", "check", "--site", "hospital_01"] and "--publish" in args
+    summaries = {"drifty-drift1-hospital-01": 0.64, "drifty-drift1-hospital-02": 0.1}
+    for pod, share in summaries.items():
+        summary = json.dumps({"site": pod.rsplit("-", 2)[-2], "drift_share": share, "detected": share >= 0.5})
+        kube.fake_pod(namespace, pod, "Succeeded", message=f"report published\n{summary}")
+    status = wait_status(kube, namespace, "drifty", "drift run", lambda s: s.get("run") == 2, 60)
+    assert status["trigger"] == "drift"
+    assert status["drift"]["detected"] is True and status["drift"]["share"] == 0.64
+    assert status["drift"]["sites"]["hospital_01"] == {"share": 0.64, "detected": True}
+    assert kube.condition(namespace, "drifty", "DriftDetected")["status"] == "True"  # type: ignore[index]
+    assert "DriftDetected" in kube.event_reasons(namespace, "drifty")
+    wait_for("drift pods removed", lambda: not drift_pods & set(kube.pods(namespace, "drifty")))
+
+
+# ---- rollback ----------------------------------------------------------------------
+
+
+def test_rollout_that_never_gets_ready_is_rolled_back(
+    kube: Kube, namespace: str, operator: OperatorProcess, mlflow_uri: str
+) -> None:
+    """Faked: run pods and ServerApp writes. Real: the Deployment, whose new pods never
+    pass their readiness probe."""
+    from mlflow import MlflowClient
+
+    model = f"risk-{namespace}"
+    client = MlflowClient(mlflow_uri)
+    client.create_registered_model(model)
+    old = client.create_model_version(model, source="runs:/0/model", tags={TAG_VAL_AUC: "0.7"})
+    client.set_registered_model_alias(model, "champion", old.version)
+    kube.apps.create_namespaced_deployment(
+        namespace, inference_deployment("inference", ready_port=9, version="1")
+    )
+    training = kube.create_training(
+        namespace,
+        "rollback",
+        spec(
+            model={"registeredName": model},
+            promotion={"inferenceDeployment": "inference", "rolloutTimeoutSeconds": 10},
+        ),
+    )
+    bring_up_run(kube, namespace, "rollback")
+    new_version = FakeServerApp(mlflow_uri, model, training, run=1).register(0.8)
+    kube.fake_pod(namespace, "rollback-r1-submit-0", "Succeeded")
+    status = wait_status(
+        kube,
+        namespace,
+        "rollback",
+        "rolled back",
+        lambda s: (s.get("history") or [{}])[0].get("result") == "RolledBack",
+        120,
+    )
+    assert status["promoted"] is False and "not ready" in status["promotionReason"]
+    assert client.get_model_version_by_alias(model, "champion").version == old.version
+    assert client.get_model_version(model, new_version).tags[TAG_PROMOTION] == "rolled-back"
+    deployment = kube.apps.read_namespaced_deployment("inference", namespace)
+    assert deployment.spec.template.metadata.annotations[ANNOTATION_MODEL_VERSION] == "1"
+    assert {e.name: e.value for e in deployment.spec.template.spec.containers[0].env}["MODEL_VERSION"] == "1"
+    assert kube.condition(namespace, "rollback", "Promoted")["reason"] == "RolledBack"  # type: ignore[index]
+    assert {"RolloutStarted", "RolledBack"} <= set(kube.event_reasons(namespace, "rollback"))
+
+
+# ---- robustness ------------------------------------------------------------------
+
+
+def test_semantically_invalid_object_fails_without_hurting_the_operator(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    """No pods at all: the object is refused by the operator before any run."""
+    kube.create_training(namespace, "badcron", spec(retraining={"schedule": "61 * * * *"}))
+    status = wait_status(kube, namespace, "badcron", "Failed", lambda s: s.get("phase") == "Failed")
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "InvalidSpec" and "not a valid cron expression" in failed["message"]
+    time.sleep(3)  # several reconcile ticks: the Event is not repeated, nothing is created
+    assert kube.event_reasons(namespace, "badcron").count("InvalidSpec") == 1
+    assert kube.pods(namespace, "badcron") == {}
+    with urllib.request.urlopen(operator.liveness_url, timeout=5) as response:
+        assert response.status == 200
+    kube.patch_training(namespace, "badcron", {"spec": {"retraining": {"schedule": "0 3 * * 0"}}})
+    wait_status(kube, namespace, "badcron", "run 1 after the fix", lambda s: s.get("run") == 1)
