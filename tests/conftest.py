@@ -41,13 +41,15 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def register_version(mlflow_uri: str) -> Callable[..., str]:
+@pytest.fixture(scope="session")
+def version_registrar(mlflow_uri: str) -> Callable[..., str]:
     """Register a version of a fresh model name fitted centrally on generated rows.
 
-    Returns a factory `register(name, val_auc=..., scale_coef=1.0) -> version`. It is a
-    shortcut for tests of consumers of the registry (inference, drift); the federated
-    path that produces real versions is tested in tests/integration/test_federated.py.
+    Returns a factory `register(name, val_auc=..., scale_coef=1.0, tracking_uri=None) ->
+    version` (tracking_uri: another MLflow server than the session's). It is a shortcut
+    for tests of consumers of the registry (inference, drift); the federated path that
+    produces real versions is tested in tests/integration/test_federated.py. Session
+    scoped so that module-scoped fixtures can use it; tests use `register_version`.
     """
     import mlflow
     from sklearn.linear_model import LogisticRegression
@@ -56,7 +58,14 @@ def register_version(mlflow_uri: str) -> Callable[..., str]:
     from healthrisk.data.loader import load_site
     from healthrisk.registry import build_pipeline, dumps_tag, log_and_register
 
-    def register(name: str, *, data_root: Path, val_auc: float = 0.8, scale_coef: float = 1.0) -> str:
+    def register(
+        name: str,
+        *,
+        data_root: Path,
+        val_auc: float = 0.8,
+        scale_coef: float = 1.0,
+        tracking_uri: str | None = None,
+    ) -> str:
         sites = ["hospital_01", "hospital_02", "hospital_03"]
         parts = [load_site(data_root, s, TRAIN_WINDOW) for s in sites]
         x = np.vstack([p.features for p in parts])
@@ -64,7 +73,7 @@ def register_version(mlflow_uri: str) -> Callable[..., str]:
         mean, scale = x.mean(axis=0), x.std(axis=0)
         fitted = LogisticRegression(max_iter=500).fit((x - mean) / scale, y)
         pipeline = build_pipeline(mean, scale, fitted.coef_[0] * scale_coef, float(fitted.intercept_[0]))
-        mlflow.set_tracking_uri(mlflow_uri)
+        mlflow.set_tracking_uri(tracking_uri or mlflow_uri)
         mlflow.set_experiment("tests")
         with mlflow.start_run():
             version = log_and_register(
@@ -79,3 +88,9 @@ def register_version(mlflow_uri: str) -> Callable[..., str]:
         return str(version.version)
 
     return register
+
+
+@pytest.fixture
+def register_version(version_registrar: Callable[..., str]) -> Callable[..., str]:
+    """See `version_registrar`."""
+    return version_registrar

@@ -135,7 +135,8 @@ def test_cluster_down_leaves_no_process_mount_netns_or_iptables_rule(tmp_path: P
     holder = int((state / "run" / "holder.pid").read_text())
     node_netns = os.stat(f"/proc/{holder}/ns/net").st_ino
     pod_netns = {os.stat(f"/proc/{p}/ns/net").st_ino for p in pids if os.path.exists(f"/proc/{p}/ns/net")} - {
-        node_netns
+        node_netns,
+        os.stat("/proc/self/ns/net").st_ino,  # the host-side API forwarder
     }
     assert len(pids) > 10, f"expected the daemons, shims and pods in the cgroups, found {pids}"
     assert pod_netns, "expected pod network namespaces"

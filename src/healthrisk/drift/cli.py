@@ -213,7 +213,7 @@ def check_command(
     for result in results:
         print_summary(result)
     decision = decide([r.summary for r in results], policy)
-    console.print(decision.reason, highlight=False)
+    console.print(decision.reason, highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps([r.summary.as_dict() | {"mlflow_run_id": r.run_id} for r in results], indent=2))
     if fail_on_drift and decision.drifted_sites:
@@ -228,6 +228,7 @@ def _print_outcome(outcome: RetrainOutcome) -> None:
         f"version {outcome.version}, AUC {outcome.metrics.get('auc', float('nan')):.4f} → {verdict}: "
         f"{decision.reason}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -300,7 +301,7 @@ def retrain_command(
             for result in results:
                 print_summary(result)
             drift = DriftRound(results, decide([r.summary for r in results], policy))
-            console.print(drift.decision.reason, highlight=False)
+            console.print(drift.decision.reason, highlight=False, soft_wrap=True)
             if not drift.decision.retrain:
                 return
             until = window.end
@@ -392,7 +393,9 @@ def monitor_command(
 def _print_event(event: MonitorEvent) -> None:
     colour = {"error": "red", "retrain": "cyan", "skip": "yellow"}.get(event.kind, "white")
     stamp = f"{event.at:%Y-%m-%d %H:%M:%S}"
-    console.print(f"{stamp} [{colour}]{event.kind}[/{colour}] {event.detail}", highlight=False)
+    console.print(
+        f"{stamp} [{colour}]{event.kind}[/{colour}] {event.detail}", highlight=False, soft_wrap=True
+    )
     if event.outcome is not None:
         _print_outcome(event.outcome)
 

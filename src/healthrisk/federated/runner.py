@@ -22,7 +22,7 @@ from healthrisk.constants import (
     TAG_LOCAL_RUN,
     TRAINING_EXPERIMENT,
 )
-from healthrisk.data.loader import window_files
+from healthrisk.data.loader import load_site
 from healthrisk.data.window import DateWindow
 from healthrisk.federated.control import ControlClient, SuperLinkAddress, submit
 from healthrisk.federated.run_config import RunConfig
@@ -141,8 +141,10 @@ def train_federated(
 ) -> TrainingResult:
     import mlflow
 
-    for site in request.sites:  # refuse early, before any process starts
-        window_files(request.data_root, site, request.window)
+    # Embedded, every site's data is on this machine: refuse a bad file before any
+    # process starts (a remote site reports the same error through its reply).
+    for site in request.sites:
+        load_site(request.data_root, site, request.window)
     config = request.run_config(next_run_number(request.tracking_uri, request.registered_name))
     work = request.work_dir.resolve() / request.local_run_id
     client = mlflow.MlflowClient(request.tracking_uri)

@@ -118,6 +118,11 @@ def valid(replies: Iterable[Message]) -> list[Message]:
     return ok
 
 
+def site_errors(replies: Iterable[Message]) -> str:
+    reasons = [r.error.reason for r in replies if r.has_error()]
+    return f"; site errors: {' | '.join(reasons)}" if reasons else ""
+
+
 def weighted(metrics: list[Mapping[str, Any]], names: Iterable[str], weight_key: str) -> dict[str, float]:
     """Example-weighted means of per-site metrics (sites without a defined value skipped)."""
     weights = np.array([float(m[weight_key]) for m in metrics])
@@ -148,9 +153,12 @@ def federated_standardisation(grid: QuickPollGrid, nodes: list[int], settings: R
         Message(content=RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type="query.stats")
         for node in nodes
     ]
-    replies = valid(grid.send_and_receive(messages, timeout=settings.round_timeout_seconds))
+    received = list(grid.send_and_receive(messages, timeout=settings.round_timeout_seconds))
+    replies = valid(received)
     if len(replies) < settings.min_sites:
-        raise FederationError(f"only {len(replies)} sites sent statistics; {settings.min_sites} required")
+        raise FederationError(
+            f"only {len(replies)} sites sent statistics; {settings.min_sites} required{site_errors(received)}"
+        )
     parts, counts = [], {}
     for reply in replies:
         total, total_sq = reply.content["stats"].to_numpy_ndarrays()
@@ -204,10 +212,12 @@ def make_strategy(settings: RunConfig, tracker: RoundTracker) -> FedAvg:
         def aggregate_train(
             self, server_round: int, replies: Iterable[Message]
         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-            ok = valid(replies)
+            received = list(replies)
+            ok = valid(received)
             if len(ok) < settings.min_sites:
                 raise FederationError(
                     f"round {server_round}: only {len(ok)} sites replied; {settings.min_sites} required"
+                    f"{site_errors(received)}"
                 )
             # The replies evaluated the global model of the previous round.
             tracker.log(server_round - 1, ok, VAL_METRICS, "val-examples")
@@ -217,9 +227,10 @@ def make_strategy(settings: RunConfig, tracker: RoundTracker) -> FedAvg:
         def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
             if server_round < settings.num_server_rounds:
                 return None  # nothing was sent this round
-            ok = valid(replies)
+            received = list(replies)
+            ok = valid(received)
             if len(ok) < settings.min_sites:
-                raise FederationError(f"final evaluation: only {len(ok)} sites replied")
+                raise FederationError(f"final evaluation: only {len(ok)} sites replied{site_errors(received)}")
             tracker.final = tracker.log(server_round, ok, VAL_METRICS, "val-examples")
             return super().aggregate_evaluate(server_round, ok)
 

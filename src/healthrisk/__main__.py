@@ -1,0 +1,3 @@
+from healthrisk.cli import main
+
+main()

@@ -1,0 +1,187 @@
+"""Real `mlflow server`, a real SuperLink and one real SuperNode process per site."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pyarrow.parquet as pq
+import pytest
+
+from healthrisk.constants import (
+    CHAMPION_ALIAS,
+    TAG_CODE_VERSION,
+    TAG_DATA_WINDOWS,
+    TAG_LOCAL_RUN,
+    TAG_PROMOTION,
+    TAG_PROMOTION_REASON,
+    TAG_ROUNDS,
+    TAG_RUN_NUMBER,
+    TAG_SITES,
+    TAG_STRATEGY,
+    TAG_VAL_AUC,
+)
+from healthrisk.data.generator import DriftSpec, generate
+from healthrisk.federated.runner import TrainingRequest, train_federated
+from healthrisk.processes import descendants
+from healthrisk.registry import promote
+from tests.conftest import TRAIN_WINDOW
+
+pytestmark = pytest.mark.integration
+SITES = ["hospital_01", "hospital_02", "hospital_03"]
+
+
+def _request(data_root: Path, tmp_path: Path, mlflow_uri: str, name: str, rounds: int = 2) -> TrainingRequest:
+    return TrainingRequest(
+        data_root=data_root,
+        sites=SITES,
+        window=TRAIN_WINDOW,
+        tracking_uri=mlflow_uri,
+        rounds=rounds,
+        registered_name=name,
+        work_dir=tmp_path / "flower",
+        superlink_port=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> dict[str, object]:
+    """One real 2-round federated run, shared by the assertions below."""
+    name = "fed-it"
+    seen_rounds: list[int] = []
+    before = descendants(os.getpid())  # the session's mlflow server
+    result = train_federated(
+        _request(data_root, tmp_path_factory.mktemp("fed"), mlflow_uri, name),
+        progress=lambda p: seen_rounds.append(p.round),
+    )
+    return {"name": name, "result": result, "rounds": seen_rounds, "leftovers": descendants(os.getpid()) - before}
+
+
+def test_run_registers_a_version_with_provenance_tags(trained: dict[str, object]) -> None:
+    result = trained["result"]
+    client = mlflow.MlflowClient()
+    version = client.get_model_version(str(trained["name"]), result.version)  # type: ignore[attr-defined]
+    tags = version.tags
+    assert tags[TAG_LOCAL_RUN] == result.local_run_id  # type: ignore[attr-defined]
+    assert tags[TAG_RUN_NUMBER] == "1"
+    assert tags[TAG_SITES] == ",".join(SITES)
+    assert json.loads(tags[TAG_DATA_WINDOWS]) == {s: str(TRAIN_WINDOW) for s in SITES}
+    assert tags[TAG_ROUNDS] == "2"
+    assert tags[TAG_STRATEGY] == "FedAvg"
+    assert tags[TAG_CODE_VERSION]
+    assert 0.75 < float(tags[TAG_VAL_AUC]) <= 1.0
+    assert float(tags[TAG_VAL_AUC]) == pytest.approx(result.metrics["auc"], abs=1e-6)  # type: ignore[attr-defined]
+    # the logged model loads and scores the schema's columns
+    model = mlflow.sklearn.load_model(f"models:/{trained['name']}/{result.version}")  # type: ignore[attr-defined]
+    assert list(model.feature_names_in_) == list(model.named_steps["scaler"].feature_names_in_)
+    info = mlflow.models.get_model_info(f"models:/{trained['name']}/{result.version}")  # type: ignore[attr-defined]
+    assert info.signature is not None and len(info.signature.inputs.inputs) == 11
+
+
+def test_metrics_are_logged_per_round_and_per_site(trained: dict[str, object]) -> None:
+    result = trained["result"]
+    client = mlflow.MlflowClient()
+    run_id = result.mlflow_run_id  # type: ignore[attr-defined]
+    auc_steps = sorted(m.step for m in client.get_metric_history(run_id, "val_auc"))
+    assert auc_steps == [0, 1, 2]  # step 0 evaluates the initial all-zero model
+    assert client.get_metric_history(run_id, "val_auc")[0].value == pytest.approx(0.5)
+    assert sorted(m.step for m in client.get_metric_history(run_id, "train_loss")) == [1, 2]
+    for site in SITES:
+        history = client.get_metric_history(run_id, f"site.{site}.val_auc")
+        assert {m.step for m in history} >= {1, 2}
+    assert trained["rounds"][-1] == 2  # progress was reported up to the last round
+
+
+def test_only_parameters_and_aggregates_reach_the_server(trained: dict[str, object]) -> None:
+    result = trained["result"]
+    audit_path = mlflow.artifacts.download_artifacts(
+        run_id=result.mlflow_run_id,  # type: ignore[attr-defined]
+        artifact_path="federation_audit.json",
+    )
+    replies = json.loads(Path(audit_path).read_text())["replies"]
+    assert len(replies) == 3 + 3 * 2 + 3  # stats, 2 train rounds, final evaluation
+    allowed_metrics = {
+        "count", "num-examples", "val-examples", "train_loss", "val_loss", "val_auc", "val_accuracy",
+    }  # fmt: skip
+    expected_arrays = {"query.stats": [[11], [11]], "train": [[11], [1]]}
+    for reply in replies:
+        assert "error" not in reply
+        for key, record in reply["records"].items():
+            if record["kind"] == "arrays":
+                assert record["shapes"] == expected_arrays[reply["type"]], reply
+            elif record["kind"] == "metrics":
+                assert set(record["names"]) <= allowed_metrics, reply
+            else:
+                assert (key, record["names"]) == ("site", ["site"]), reply
+
+
+def test_no_process_outlives_the_run(trained: dict[str, object]) -> None:
+    assert trained["leftovers"] == set()
+
+
+def test_promotion_takes_a_better_model_and_refuses_a_worse_one(
+    trained: dict[str, object], data_root: Path, tmp_path: Path, mlflow_uri: str
+) -> None:
+    name = str(trained["name"])
+    client = mlflow.MlflowClient()
+    good = trained["result"].version  # type: ignore[attr-defined]
+    first = promote(client, name, good)
+    assert first.promoted and client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == good
+
+    # a consortium where every site's labels are corrupted trains a worse model
+    noisy_root = tmp_path / "noisy"
+    drifts = [DriftSpec.parse(f"label-noise:{s}:{TRAIN_WINDOW}") for s in SITES]
+    generate(noisy_root, n_sites=3, window=TRAIN_WINDOW, seed=42, drifts=drifts)
+    worse = train_federated(_request(noisy_root, tmp_path, mlflow_uri, name))
+    decision = promote(client, name, worse.version)
+    assert not decision.promoted
+    assert client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == good
+    tags = client.get_model_version(name, worse.version).tags
+    assert tags[TAG_PROMOTION] == "rejected"
+    assert "<" in tags[TAG_PROMOTION_REASON] and f"v{good}" in tags[TAG_PROMOTION_REASON]
+    # within the allowed drop, the same model is promoted
+    assert promote(client, name, worse.version, max_auc_drop=1.0).promoted
+
+
+def test_cli_refuses_a_malformed_file_before_starting_anything(
+    data_root: Path, tmp_path: Path, mlflow_uri: str
+) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    bad = root / "hospital_02" / "2024-01-04.parquet"
+    pq.write_table(pq.read_table(bad).drop(["pm10"]), bad)
+    completed = subprocess.run(
+        [sys.executable, "-m", "healthrisk", "train", "--data-root", str(root), "--window", str(TRAIN_WINDOW),
+         "--rounds", "1", "--tracking-uri", mlflow_uri, "--superlink-port", "0", "--work-dir", str(tmp_path / "w")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert str(bad) in completed.stderr.replace("\n", "") and "'pm10'" in completed.stderr
+
+
+def test_ctrl_c_stops_every_process_the_cli_started(data_root: Path, tmp_path: Path, mlflow_uri: str) -> None:
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "healthrisk", "train", "--data-root", str(data_root), "--window", str(TRAIN_WINDOW),
+         "--rounds", "50", "--tracking-uri", mlflow_uri, "--superlink-port", "0", "--work-dir", str(tmp_path / "w"),
+         "--model-name", "interrupted"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    tree: set[int] = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(tree) < 6:  # superlink + 3 supernodes + their helpers
+        tree |= descendants(cli.pid)
+        time.sleep(0.5)
+    assert len(tree) >= 4, "the CLI did not start the SuperLink and SuperNodes"
+    tree |= descendants(cli.pid)
+    cli.send_signal(signal.SIGINT)
+    assert cli.wait(timeout=60) != 0
+    time.sleep(0.5)
+    survivors = {pid for pid in tree if Path(f"/proc/{pid}").exists()}
+    assert survivors == set(), f"processes left behind: {survivors}"
