@@ -10,9 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 "$CLUSTER_DIR/docker-up.sh"
 
-PAUSE_IMAGE="${PAUSE_IMAGE:-local/pause:3.10}"
-BASE_IMAGE_DEBIAN="${BASE_IMAGE_DEBIAN:-local/debian:bookworm}"
-PYTHON_IMAGE="${PYTHON_IMAGE:-local/python:3.11-slim}"
+BASE_IMAGE_DEBIAN="$DEBIAN_IMAGE"
 dbuild() { # docker build, quiet unless it fails
   local log="$CACHE/logs/docker-build.log"; mkdir -p "$CACHE/logs"
   docker build --network host "$@" >"$log" 2>&1 || { tail -30 "$log" >&2; die "docker build $* failed"; }
@@ -71,8 +69,8 @@ build_pause() {
 
 build_addons() {
   "$CLUSTER_DIR/build-addons.sh"
-  scratch_image "local/coredns:$COREDNS_VERSION" "$CACHE/addons/coredns/$COREDNS_VERSION/coredns"
-  scratch_image "local/local-path-provisioner:$LOCALPATH_VERSION" \
+  scratch_image "$COREDNS_IMAGE" "$CACHE/addons/coredns/$COREDNS_VERSION/coredns"
+  scratch_image "$LOCALPATH_IMAGE" \
     "$CACHE/addons/local-path-provisioner/$LOCALPATH_VERSION/local-path-provisioner"
 }
 

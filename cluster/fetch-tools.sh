@@ -51,7 +51,7 @@ else
   echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri sid main" > "$sid/sources.list"
   APT=(apt-get -o Dir::Etc::SourceList="$sid/sources.list" -o Dir::Etc::SourceParts=/dev/null
        -o Dir::State::Lists="$sid/lists" -o Dir::Cache::Archives="$sid/archives"
-       -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o Debug::NoLocking=1)
+       -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
   "${APT[@]}" -qq update
   (cd "$sid/debs" && rm -f etcd-*.deb && "${APT[@]}" -qq download etcd-server etcd-client)
   for d in "$sid"/debs/etcd-*.deb; do dpkg-deb -x "$d" "$sid/root"; done

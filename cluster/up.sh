@@ -25,13 +25,15 @@ if holder_pid >/dev/null && [[ -f $RUN/up.done ]] && [[ -f $KUBECONFIG_HOST ]] &
   echo "$KUBECONFIG_HOST"
   exit 0
 fi
-if holder_pid >/dev/null || [[ -n "$(cluster_pids)" ]]; then
-  step "a half-running cluster $CLUSTER_ID was found: taking it down first"
+if holder_pid >/dev/null || [[ -n "$(cluster_pids)" ]] || [[ -d $RUN ]]; then
+  # a half-started cluster, or the remains of one whose processes were killed
+  # without cluster-down (e.g. at the end of a session): clean up first
+  step "leftovers of cluster $CLUSTER_ID found: cleaning them up first"
   "$CLUSTER_DIR/down.sh" --keep-docker
 fi
 
 # ---------------------------------------------------------------- build / fetch (cached)
-step "dependencies (debian packages, binaries, images; all cached)"
+step "dependencies (debian packages, binaries, images: built or fetched once, cached by version)"
 "$CLUSTER_DIR/install-deps.sh"
 "$CLUSTER_DIR/fetch-tools.sh"
 "$CLUSTER_DIR/build-k8s.sh"
@@ -96,6 +98,20 @@ gen_pki() {
   cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
   cert kube-proxy "/CN=system:kube-proxy"
   cert kubelet-serving "/CN=$NODE_NAME" "DNS:$NODE_NAME,DNS:localhost,IP:127.0.0.1,IP:$NODE_IP"
+  # front proxy (aggregated APIs such as metrics-server): its own CA and client cert
+  [[ -f front-proxy-ca.key ]] || {
+    openssl genrsa -out front-proxy-ca.key 2048 2>/dev/null
+    openssl req -x509 -new -nodes -key front-proxy-ca.key -subj "/CN=front-proxy-ca" -days 3650 \
+      -out front-proxy-ca.crt 2>/dev/null
+  }
+  [[ -f front-proxy-client.crt ]] || {
+    openssl genrsa -out front-proxy-client.key 2048 2>/dev/null
+    openssl req -new -key front-proxy-client.key -subj "/CN=front-proxy-client" -out fpc.csr 2>/dev/null
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' > fpc.ext
+    openssl x509 -req -in fpc.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key -CAcreateserial \
+      -days 3650 -extfile fpc.ext -out front-proxy-client.crt 2>/dev/null
+    rm -f fpc.csr fpc.ext
+  }
   chmod 600 ./*.key
   cd - >/dev/null
 }
@@ -194,6 +210,11 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --service-account-signing-key-file "$PKI/sa.key" \
   --service-account-issuer "https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
   --enable-admission-plugins NodeRestriction \
+  --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" \
+  --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key" \
   --allow-privileged=true --profiling=false \
   --cert-dir "$RUN/apiserver-certs" \
   --event-ttl 1h --v 1
@@ -284,8 +305,7 @@ start containerd containerd --config "$CD/config.toml"
 wait_for 30 ctr --address "$CONTAINERD_SOCK" version || { tail "$LOGS/containerd.log" >&2; die "containerd did not start"; }
 
 step "import local images into the node (pause, coredns, local-path, debian, python)"
-"$CLUSTER_DIR/load-image.sh" "$PAUSE_IMAGE" "local/coredns:$COREDNS_VERSION" \
-  "local/local-path-provisioner:$LOCALPATH_VERSION" local/debian:bookworm local/python:3.11-slim
+"$CLUSTER_DIR/load-image.sh" "$PAUSE_IMAGE" "$COREDNS_IMAGE" "$LOCALPATH_IMAGE" "$DEBIAN_IMAGE" "$PYTHON_IMAGE"
 
 # ---------------------------------------------------------------- kubelet
 step "kubelet (containerd CRI, cgroupfs, cgroupRoot $CGROUP_PODS)"
@@ -344,6 +364,7 @@ clusterCIDR: 10.244.0.0/16
 bindAddress: 0.0.0.0
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
+nodePortAddresses: [primary]
 iptables: {masqueradeAll: true, localhostNodePorts: false, syncPeriod: 30s, minSyncPeriod: 1s}
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
@@ -355,10 +376,10 @@ wait_for 120 bash -c "[[ \$(kubectl --kubeconfig '$KUBECONFIG_HOST' get node '$N
 
 # ---------------------------------------------------------------- add-ons
 step "add-ons: CoreDNS, local-path provisioner + default StorageClass"
-sed -e "s|@COREDNS_IMAGE@|local/coredns:$COREDNS_VERSION|g" -e "s|@DNS_IP@|$DNS_IP|g" \
+sed -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|g" -e "s|@DNS_IP@|$DNS_IP|g" \
     -e "s|@CLUSTER_DOMAIN@|$CLUSTER_DOMAIN|g" \
-    -e "s|@LOCALPATH_IMAGE@|local/local-path-provisioner:$LOCALPATH_VERSION|g" \
-    -e "s|@STORAGE_DIR@|$STATE/storage|g" -e "s|@HELPER_IMAGE@|local/debian:bookworm|g" \
+    -e "s|@LOCALPATH_IMAGE@|$LOCALPATH_IMAGE|g" \
+    -e "s|@STORAGE_DIR@|$STATE/storage|g" -e "s|@HELPER_IMAGE@|$DEBIAN_IMAGE|g" \
     <(for f in "$CLUSTER_DIR"/manifests/*.yaml; do echo "---"; cat "$f"; done) | kc apply -f - >/dev/null
 mkdir -p "$STATE/storage"
 kc -n kube-system rollout status deploy/coredns --timeout=120s >/dev/null \
