@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from rich.console import Console
 
+TAG_RETRAIN_MODEL = TAG_PREFIX + "retrain_model"
 TAG_RETRAIN_VERSION = TAG_PREFIX + "retrain_version"
 TAG_DRIFT_RUNS = TAG_PREFIX + "drift_runs"
 TAG_TRAINING_WINDOW = TAG_PREFIX + "training_window"
@@ -122,6 +123,7 @@ def retrain(
         run_name=f"retrain-{trigger.value}-v{version}",
         tags={
             TAG_TRIGGER: trigger.value,
+            TAG_RETRAIN_MODEL: registered_name,
             TAG_RETRAIN_VERSION: version,
             TAG_TRAINING_WINDOW: str(window),
             TAG_PROMOTION: "promoted" if decision.promoted else "rejected",

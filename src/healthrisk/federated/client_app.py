@@ -22,7 +22,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from healthrisk.data.loader import load_site
+from healthrisk.data.loader import SiteData, load_site
 from healthrisk.data.window import DateWindow
 from healthrisk.federated.model import Params, evaluate, train_sgd
 
@@ -39,17 +39,20 @@ class Split:
     y_val: np.ndarray
 
 
+def split(data: SiteData) -> Split:
+    """A stable per-site split: the same rows are held out in every round and every run."""
+    assert data.labels is not None
+    rng = np.random.default_rng(zlib.crc32(data.site.encode()))
+    held_out = rng.random(data.n_rows) < VALIDATION_FRACTION
+    y = data.labels.astype(np.float64)
+    return Split(data.features[~held_out], y[~held_out], data.features[held_out], y[held_out])
+
+
 def site_split(context: Context) -> tuple[str, Split]:
     site = str(context.node_config["site"])
     root = Path(str(context.node_config.get("data-root", "/data")))
     window = DateWindow.parse(f"{context.run_config['data-from']}..{context.run_config['data-to']}")
-    data = load_site(root, site, window)
-    assert data.labels is not None
-    # A stable per-site split: the same rows are held out in every round and every run.
-    rng = np.random.default_rng(zlib.crc32(site.encode()))
-    held_out = rng.random(data.n_rows) < VALIDATION_FRACTION
-    y = data.labels.astype(np.float64)
-    return site, Split(data.features[~held_out], y[~held_out], data.features[held_out], y[held_out])
+    return site, split(load_site(root, site, window))
 
 
 def standardise(x: np.ndarray, config: ConfigRecord) -> np.ndarray:
