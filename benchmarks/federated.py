@@ -33,7 +33,9 @@ N_SITES = 3
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--days", type=int, default=14)
     args = parser.parse_args()
@@ -78,7 +80,9 @@ def main() -> None:
     print(f"{'AUC (pooled validation)':24}{auc_federated:>12.4f}{auc_central:>14.4f}")
     print(f"{'AUC (site-weighted)':24}{result.metrics['auc']:>12.4f}{'':>14}")
     print(f"{'wall seconds':24}{result.seconds:>12.1f}{central_seconds:>14.2f}")
-    print(f"seconds per round: {result.seconds_per_round:.2f} (anchor: Flower's default deployment ~20 s/round)")
+    print(
+        f"seconds per round: {result.seconds_per_round:.2f} (anchor: Flower's default deployment ~20 s/round)"
+    )
     print(f"AUC gap: {abs(auc_federated - auc_central):.4f} (goal <= 0.005)")
     print(
         f"federated: seconds_per_round={result.seconds_per_round:.2f} auc_federated={auc_federated:.4f} "

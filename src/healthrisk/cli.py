@@ -54,15 +54,17 @@ TrackingUri = Annotated[
 
 @data_app.command("generate")
 def data_generate(
-    root: Annotated[Path, typer.Option("--root", help="data root: <root>/<site>/<YYYY-MM-DD>.parquet")] = Path(
-        "data"
-    ),
+    root: Annotated[
+        Path, typer.Option("--root", help="data root: <root>/<site>/<YYYY-MM-DD>.parquet")
+    ] = Path("data"),
     sites: Annotated[int, typer.Option(min=1, max=50, help="number of sites")] = 3,
     window: Annotated[str, typer.Option("--window", help="FROM..TO, inclusive")] = "2024-01-01..2024-01-14",
     seed: Annotated[int, typer.Option(help="random seed; same seed, same rows")] = 42,
     drift: Annotated[
         list[str] | None,
-        typer.Option(help="KIND:SITE:FROM..TO with KIND in smoke, firmware, heatwave, label-noise; repeatable"),
+        typer.Option(
+            help="KIND:SITE:FROM..TO with KIND in smoke, firmware, heatwave, label-noise; repeatable"
+        ),
     ] = None,
     file_format: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
 ) -> None:
@@ -73,7 +75,9 @@ def data_generate(
         raise typer.BadParameter(f"--format must be parquet or csv, got {file_format!r}")
     try:
         drifts = [DriftSpec.parse(d) for d in drift or []]
-        written = generate(root, n_sites=sites, window=_window(window), seed=seed, drifts=drifts, file_format=file_format)
+        written = generate(
+            root, n_sites=sites, window=_window(window), seed=seed, drifts=drifts, file_format=file_format
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     console.print(f"wrote {len(written)} files for {sites} sites under {root}")
@@ -81,7 +85,9 @@ def data_generate(
 
 @app.command("mlflow")
 def mlflow_server(
-    state_dir: Annotated[Path, typer.Option(help="sqlite database and artifacts live here")] = Path(".state/mlflow"),
+    state_dir: Annotated[Path, typer.Option(help="sqlite database and artifacts live here")] = Path(
+        ".state/mlflow"
+    ),
     host: str = "127.0.0.1",
     port: int = MLFLOW_PORT,
 ) -> None:
@@ -122,7 +128,9 @@ def train(
     from healthrisk.data.loader import DataError, list_sites
     from healthrisk.workflows import run_training
 
-    site_list = list_sites(data_root) if sites == "all" else [s.strip() for s in sites.split(",") if s.strip()]
+    site_list = (
+        list_sites(data_root) if sites == "all" else [s.strip() for s in sites.split(",") if s.strip()]
+    )
     try:
         outcome = run_training(
             data_root=data_root,
@@ -152,7 +160,9 @@ def train_submit(
     superlink: Annotated[str, typer.Option(help="SuperLink host:port", envvar=ENV_SERVER_ADDRESS)],
     run_config_json: Annotated[str, typer.Option(help="run config as JSON (keys as in the Flower App)")],
     insecure: Annotated[bool, typer.Option(help="no TLS (loopback or a mesh that encrypts)")] = False,
-    root_certificates: Annotated[Path | None, typer.Option(help="CA bundle that signed the SuperLink")] = None,
+    root_certificates: Annotated[
+        Path | None, typer.Option(help="CA bundle that signed the SuperLink")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 3600.0,
 ) -> None:
     """Submit one run to a running SuperLink and wait for it (what the operator's submit pod runs)."""
@@ -205,7 +215,10 @@ def promote(
     client = mlflow.MlflowClient(_tracking_uri(tracking_uri))
     decision = decide(client, model_name, version, alias=alias, max_auc_drop=max_auc_drop)
     colour = "green" if decision.promoted else "yellow"
-    console.print(f"[{colour}]version {version}: {'promoted' if decision.promoted else 'not promoted'}[/] — {decision.reason}")
+    console.print(
+        f"[{colour}]version {version}: {'promoted' if decision.promoted else 'not promoted'}[/]"
+        f" — {decision.reason}"
+    )
     print(json.dumps(decision.as_dict()))
 
 
@@ -224,9 +237,10 @@ def demo(
 
 
 def _register_subcommands() -> None:
-    from healthrisk.drift.cli import app as drift_app
     from healthrisk_inference.cli import app as serve_app
     from healthrisk_operator.cli import app as operator_app
+
+    from healthrisk.drift.cli import app as drift_app
 
     app.add_typer(drift_app, name="drift")
     app.add_typer(serve_app, name="serve")

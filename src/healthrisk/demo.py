@@ -33,7 +33,12 @@ N_SITES = 3
 SAMPLE_RECORDS = {
     "typical adult": EXAMPLE_RECORD,
     "sedentary, heavy smoke": {**EXAMPLE_RECORD, "steps": 1500, "sleep_hours": 5, "pm25": 180, "pm10": 260},
-    "fever, fast breathing": {**EXAMPLE_RECORD, "heart_rate": 112, "respiratory_rate": 26, "body_temp": 102.4},
+    "fever, fast breathing": {
+        **EXAMPLE_RECORD,
+        "heart_rate": 112,
+        "respiratory_rate": 26,
+        "body_temp": 102.4,
+    },
 }
 
 
@@ -97,7 +102,9 @@ def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> N
             shutil.rmtree(state_dir / "mlflow", ignore_errors=True)
             (state_dir / "mlflow").mkdir(parents=True)
             mlflow_child = group.start(
-                "mlflow", mlflow_server_argv(state_dir / "mlflow", "127.0.0.1", mlflow_port), env=MLFLOW_SERVER_ENV
+                "mlflow",
+                mlflow_server_argv(state_dir / "mlflow", "127.0.0.1", mlflow_port),
+                env=MLFLOW_SERVER_ENV,
             )
             tracking_uri = f"http://127.0.0.1:{mlflow_port}"
             wait_for_http(f"{tracking_uri}/health", timeout=120, child=mlflow_child)
@@ -137,14 +144,20 @@ def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> N
                 table.add_column(column)
             for person, record in SAMPLE_RECORDS.items():
                 reply = _post(f"{api_url}/predict", dict(record))
-                table.add_row(person, f"{reply['risk_score']:.3f}", str(reply["risk_level"]), str(reply["model_version"]))
+                table.add_row(
+                    person,
+                    f"{reply['risk_score']:.3f}",
+                    str(reply["risk_level"]),
+                    str(reply["model_version"]),
+                )
             console.print(table)
 
         console.print(stages.table())
         console.print(
             f"model [bold]{REGISTERED_MODEL}[/] v{outcome['version']} is {CHAMPION_ALIAS} "
             f"(federated AUC {outcome['metrics']['auc']:.4f})\n"
-            f"MLflow UI: [bold]{tracking_uri}[/]  (experiment health-risk-federated, model {REGISTERED_MODEL})\n"
+            f"MLflow UI: [bold]{tracking_uri}[/]  "
+            f"(experiment health-risk-federated, model {REGISTERED_MODEL})\n"
             f"API:       [bold]{api_url}/docs[/]  ·  curl -X POST {api_url}/predict "
             f"-H 'Content-Type: application/json' -d '{json.dumps(EXAMPLE_RECORD)}'"
         )

@@ -53,10 +53,8 @@ class Child:
         """
         tree = descendants(self.popen.pid)
         _signal_all(self.popen.pid, tree, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
         tree |= descendants(self.popen.pid)
         deadline = time.monotonic() + grace
         while (alive := {pid for pid in tree if _alive(pid)}) and time.monotonic() < deadline:
@@ -226,10 +224,12 @@ def wait_for_http(url: str, *, timeout: float, child: Child | None = None) -> No
     while time.monotonic() < deadline:
         if child is not None and not child.alive():
             raise ProcessError(f"{child.name} exited before {url} answered:\n{child.log_tail()}")
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(url, timeout=1) as response,
+        ):
+            if response.status == 200:
+                return
         time.sleep(0.2)
     raise ProcessError(f"{url} did not answer 200 within {timeout:.0f} s")
 

@@ -32,9 +32,7 @@ if TYPE_CHECKING:
 MODEL_PIP_REQUIREMENTS = ("scikit-learn>=1.6,<1.10", "numpy>=2,<2.5", "skops>=0.11")
 
 
-def build_pipeline(
-    mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float
-) -> Pipeline:
+def build_pipeline(mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float) -> Pipeline:
     """An sklearn Pipeline(StandardScaler → LogisticRegression) from federated parameters."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -146,7 +144,9 @@ def promote(
             f" - maxAucDrop {max_auc_drop:g}"
         )
         decision = PromotionDecision(version, promoted, reason, auc, champion.version, champion_auc)
-    client.set_model_version_tag(name, version, TAG_PROMOTION, "promoted" if decision.promoted else "rejected")
+    client.set_model_version_tag(
+        name, version, TAG_PROMOTION, "promoted" if decision.promoted else "rejected"
+    )
     client.set_model_version_tag(name, version, TAG_PROMOTION_REASON, decision.reason)
     if decision.promoted:
         client.set_registered_model_alias(name, alias, version)

@@ -68,13 +68,20 @@ def run_training(
         def on_round(update: RoundProgress) -> None:
             auc = update.metrics.get("val_auc")
             detail = f"val AUC {auc:.4f}" if auc is not None else "waiting for sites"
-            bar.update(task, completed=update.round, description=f"round {update.round}/{update.rounds} · {detail}")
+            bar.update(
+                task, completed=update.round, description=f"round {update.round}/{update.rounds} · {detail}"
+            )
 
         result = train_federated(request, progress=on_round)
-        bar.update(task, completed=rounds, description=f"done · val AUC {result.metrics.get('auc', float('nan')):.4f}")
+        bar.update(
+            task,
+            completed=rounds,
+            description=f"done · val AUC {result.metrics.get('auc', float('nan')):.4f}",
+        )
     console.print(
         f"registered [bold]{model_name}[/] version [bold]{result.version}[/] "
-        f"(AUC {result.metrics['auc']:.4f}, {result.seconds_per_round:.2f} s/round, {result.seconds:.1f} s total)"
+        f"(AUC {result.metrics['auc']:.4f}, {result.seconds_per_round:.2f} s/round, "
+        f"{result.seconds:.1f} s total)"
     )
     outcome: dict[str, Any] = {
         "version": result.version,
@@ -86,7 +93,11 @@ def run_training(
     }
     if promote_alias:
         decision = promote(
-            mlflow.MlflowClient(tracking_uri), model_name, result.version, alias=promote_alias, max_auc_drop=max_auc_drop
+            mlflow.MlflowClient(tracking_uri),
+            model_name,
+            result.version,
+            alias=promote_alias,
+            max_auc_drop=max_auc_drop,
         )
         colour = "green" if decision.promoted else "yellow"
         verdict = f"promoted to {promote_alias}" if decision.promoted else "not promoted"
@@ -96,7 +107,11 @@ def run_training(
 
 
 def submit_and_wait(
-    superlink: str, run_config_json: str, root_certificates: Path | None, timeout: float, home: Path | None = None
+    superlink: str,
+    run_config_json: str,
+    root_certificates: Path | None,
+    timeout: float,
+    home: Path | None = None,
 ) -> RunStatus:
     """Submit one run to a remote SuperLink and block until it finishes (a pod's job)."""
     try:

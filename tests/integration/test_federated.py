@@ -61,7 +61,12 @@ def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory, mlflow_ur
         _request(data_root, tmp_path_factory.mktemp("fed"), mlflow_uri, name),
         progress=lambda p: seen_rounds.append(p.round),
     )
-    return {"name": name, "result": result, "rounds": seen_rounds, "leftovers": descendants(os.getpid()) - before}
+    return {
+        "name": name,
+        "result": result,
+        "rounds": seen_rounds,
+        "leftovers": descendants(os.getpid()) - before,
+    }
 
 
 def test_run_registers_a_version_with_provenance_tags(trained: dict[str, object]) -> None:
@@ -158,8 +163,9 @@ def test_cli_refuses_a_malformed_file_before_starting_anything(
     bad = root / "hospital_02" / "2024-01-04.parquet"
     pq.write_table(pq.read_table(bad).drop(["pm10"]), bad)
     completed = subprocess.run(
-        [sys.executable, "-m", "healthrisk", "train", "--data-root", str(root), "--window", str(TRAIN_WINDOW),
-         "--rounds", "1", "--tracking-uri", mlflow_uri, "--superlink-port", "0", "--work-dir", str(tmp_path / "w")],
+        [sys.executable, "-m", "healthrisk", "train", "--data-root", str(root),
+         "--window", str(TRAIN_WINDOW), "--rounds", "1", "--tracking-uri", mlflow_uri,
+         "--superlink-port", "0", "--work-dir", str(tmp_path / "w")],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert completed.returncode == 2
@@ -168,9 +174,9 @@ def test_cli_refuses_a_malformed_file_before_starting_anything(
 
 def test_ctrl_c_stops_every_process_the_cli_started(data_root: Path, tmp_path: Path, mlflow_uri: str) -> None:
     cli = subprocess.Popen(
-        [sys.executable, "-m", "healthrisk", "train", "--data-root", str(data_root), "--window", str(TRAIN_WINDOW),
-         "--rounds", "50", "--tracking-uri", mlflow_uri, "--superlink-port", "0", "--work-dir", str(tmp_path / "w"),
-         "--model-name", "interrupted"],
+        [sys.executable, "-m", "healthrisk", "train", "--data-root", str(data_root),
+         "--window", str(TRAIN_WINDOW), "--rounds", "50", "--tracking-uri", mlflow_uri,
+         "--superlink-port", "0", "--work-dir", str(tmp_path / "w"), "--model-name", "interrupted"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     tree: set[int] = set()

@@ -20,7 +20,9 @@ from healthrisk.federated.stats import FeatureStats
 
 def test_federated_statistics_equal_pooled_statistics() -> None:
     rng = np.random.default_rng(0)
-    sites = [rng.normal(loc, scale, size=(n, 11)) for loc, scale, n in [(0, 1, 300), (5, 3, 120), (-2, 0.5, 77)]]
+    sites = [
+        rng.normal(loc, scale, size=(n, 11)) for loc, scale, n in [(0, 1, 300), (5, 3, 120), (-2, 0.5, 77)]
+    ]
     merged = FeatureStats.merge(FeatureStats.of(x) for x in sites)
     pooled = np.vstack(sites)
     mean, scale = merged.mean_and_scale()

@@ -146,7 +146,9 @@ def test_drift_injection_hits_only_its_site_and_dates(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not one of"):
         DriftSpec.parse("volcano:hospital_01:2024-01-01")
     with pytest.raises(ValueError, match="drift site"):
-        generate(tmp_path / "x", n_sites=1, window=window, drifts=[DriftSpec.parse("smoke:hospital_05:2024-01-01")])
+        generate(
+            tmp_path / "x", n_sites=1, window=window, drifts=[DriftSpec.parse("smoke:hospital_05:2024-01-01")]
+        )
 
 
 def test_generated_values_respect_the_hard_limits(root: Path) -> None:

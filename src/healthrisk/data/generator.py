@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from healthrisk.data.loader import write_day
 from healthrisk.data.window import DateWindow
-from healthrisk.schema import DATE_COLUMN, FEATURES, FEATURE_NAMES, LABEL, SITE_COLUMN
+from healthrisk.schema import DATE_COLUMN, FEATURE_NAMES, FEATURES, LABEL, SITE_COLUMN
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,20 @@ class SiteProfile:
 # Three archetypes, cycled when more sites are asked for: an urban hospital with an
 # older population, a suburban one, and a rural one with a younger, fitter population.
 PROFILES: tuple[SiteProfile, ...] = (
-    SiteProfile(fitness=-0.5, pollution=1.8, climate_temp=78, climate_humidity=65, baseline_risk=-1.9, rows_per_day=240),
-    SiteProfile(fitness=0.0, pollution=1.0, climate_temp=64, climate_humidity=50, baseline_risk=-1.3, rows_per_day=200),
-    SiteProfile(fitness=0.6, pollution=0.5, climate_temp=55, climate_humidity=40, baseline_risk=-1.4, rows_per_day=160),
+    SiteProfile(
+        fitness=-0.5,
+        pollution=1.8,
+        climate_temp=78,
+        climate_humidity=65,
+        baseline_risk=-1.9,
+        rows_per_day=240,
+    ),
+    SiteProfile(
+        fitness=0.0, pollution=1.0, climate_temp=64, climate_humidity=50, baseline_risk=-1.3, rows_per_day=200
+    ),
+    SiteProfile(
+        fitness=0.6, pollution=0.5, climate_temp=55, climate_humidity=40, baseline_risk=-1.4, rows_per_day=160
+    ),
 )
 
 # (centre, scale, weight) per feature: weight on the standardised deviation.
@@ -134,9 +145,7 @@ def risk_logit(columns: dict[str, np.ndarray], baseline: float) -> np.ndarray:
     return logit
 
 
-def generate_day(
-    seed: int, site_index: int, day: dt.date, drift_kinds: Sequence[str] = ()
-) -> pa.Table:
+def generate_day(seed: int, site_index: int, day: dt.date, drift_kinds: Sequence[str] = ()) -> pa.Table:
     profile = PROFILES[site_index % len(PROFILES)]
     rng = np.random.default_rng(np.random.SeedSequence([seed, site_index, day.toordinal()]))
     n = int(rng.normal(profile.rows_per_day, profile.rows_per_day * 0.05))

@@ -19,7 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from healthrisk.data.window import DateWindow
-from healthrisk.schema import DATE_COLUMN, FEATURES, FEATURE_NAMES, LABEL, SITE_COLUMN
+from healthrisk.schema import DATE_COLUMN, FEATURE_NAMES, FEATURES, LABEL, SITE_COLUMN
 
 SUFFIXES = (".parquet", ".csv")
 

@@ -24,9 +24,7 @@ class DateWindow:
             start = dt.date.fromisoformat(first.strip())
             end = dt.date.fromisoformat(last.strip()) if sep else start
         except ValueError as exc:
-            raise ValueError(
-                f"date window {text!r} is not of the form YYYY-MM-DD..YYYY-MM-DD"
-            ) from exc
+            raise ValueError(f"date window {text!r} is not of the form YYYY-MM-DD..YYYY-MM-DD") from exc
         return cls(start, end)
 
     def days(self) -> Iterator[dt.date]:

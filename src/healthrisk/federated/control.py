@@ -84,9 +84,21 @@ def submit(superlink: SuperLinkAddress, config: RunConfig, home: Path) -> int:
     env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0"}
     try:
         completed = subprocess.run(
-            [venv_bin("flwr"), "run", str(app_dir()), CONNECTION_NAME, "--format", "json",
-             "--run-config", overrides.name],
-            capture_output=True, text=True, env=env, timeout=120, check=False,
+            [
+                venv_bin("flwr"),
+                "run",
+                str(app_dir()),
+                CONNECTION_NAME,
+                "--format",
+                "json",
+                "--run-config",
+                overrides.name,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
         )
     finally:
         os.unlink(overrides.name)

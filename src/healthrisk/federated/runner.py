@@ -114,7 +114,9 @@ def superlink_argv(port: int, host: str = "127.0.0.1", *, insecure: bool = True)
     return [*argv, "--insecure"] if insecure else argv
 
 
-def supernode_argv(superlink: str, port: int, site: str, data_root: Path, *, insecure: bool = True) -> list[str]:
+def supernode_argv(
+    superlink: str, port: int, site: str, data_root: Path, *, insecure: bool = True
+) -> list[str]:
     argv = [
         venv_bin("flower-supernode"),
         "--superlink",
@@ -151,7 +153,9 @@ def train_federated(
     started = time.monotonic()
     with ProcessGroup(work / "logs") as group:
         port = request.superlink_port or free_port()
-        link = group.start("superlink", superlink_argv(port), env=FLOWER_ENV | {"FLWR_HOME": str(work / "superlink")})
+        link = group.start(
+            "superlink", superlink_argv(port), env=FLOWER_ENV | {"FLWR_HOME": str(work / "superlink")}
+        )
         wait_for_port("127.0.0.1", port, timeout=60, child=link)
         for site in request.sites:
             group.start(
@@ -173,7 +177,9 @@ def train_federated(
         raise TrainingError(f"Flower run {flower_run} {status}; logs in {work / 'logs'}")
     run = _mlflow_run(client, request.local_run_id)
     if run is None or "healthrisk.model_version" not in run.data.tags:
-        raise TrainingError(f"Flower run {flower_run} finished without registering a model; logs in {work / 'logs'}")
+        raise TrainingError(
+            f"Flower run {flower_run} finished without registering a model; logs in {work / 'logs'}"
+        )
     seconds = time.monotonic() - started
     return TrainingResult(
         version=run.data.tags["healthrisk.model_version"],
@@ -212,7 +218,9 @@ def _follow(
         if status.finished:
             return status
         if time.monotonic() - started > request.timeout_seconds:
-            raise TrainingError(f"Flower run {flower_run} did not finish within {request.timeout_seconds:.0f} s")
+            raise TrainingError(
+                f"Flower run {flower_run} did not finish within {request.timeout_seconds:.0f} s"
+            )
         time.sleep(0.5)
 
 
@@ -240,4 +248,11 @@ def _seconds_per_round(client: object, mlflow_run_id: str) -> float:
     return (history[-1].timestamp - history[0].timestamp) / 1000 / (len(history) - 1)
 
 
-__all__ = ["ProcessError", "RoundProgress", "TrainingError", "TrainingRequest", "TrainingResult", "train_federated"]
+__all__ = [
+    "ProcessError",
+    "RoundProgress",
+    "TrainingError",
+    "TrainingRequest",
+    "TrainingResult",
+    "train_federated",
+]

@@ -130,7 +130,9 @@ def weighted(metrics: list[Mapping[str, Any]], names: Iterable[str], weight_key:
     for name in names:
         values = np.array([float(m[name]) for m in metrics])
         usable = np.isfinite(values)  # a site with one class has no AUC
-        out[name] = float(np.average(values[usable], weights=weights[usable])) if usable.any() else float("nan")
+        out[name] = (
+            float(np.average(values[usable], weights=weights[usable])) if usable.any() else float("nan")
+        )
     return out
 
 
@@ -146,11 +148,13 @@ def wait_for_sites(grid: Grid, settings: RunConfig) -> list[int]:
     return nodes
 
 
-def federated_standardisation(grid: QuickPollGrid, nodes: list[int], settings: RunConfig) -> tuple[
-    np.ndarray, np.ndarray, dict[str, int]
-]:
+def federated_standardisation(
+    grid: QuickPollGrid, nodes: list[int], settings: RunConfig
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     messages = [
-        Message(content=RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type="query.stats")
+        Message(
+            content=RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type="query.stats"
+        )
         for node in nodes
     ]
     received = list(grid.send_and_receive(messages, timeout=settings.round_timeout_seconds))
@@ -177,7 +181,9 @@ class RoundTracker:
         self.sites: set[str] = set()
         self.final: dict[str, float] = {}
 
-    def log(self, step: int, replies: list[Message], names: Iterable[str], weight_key: str) -> dict[str, float]:
+    def log(
+        self, step: int, replies: list[Message], names: Iterable[str], weight_key: str
+    ) -> dict[str, float]:
         import mlflow
 
         names = list(names)
@@ -230,7 +236,9 @@ def make_strategy(settings: RunConfig, tracker: RoundTracker) -> FedAvg:
             received = list(replies)
             ok = valid(received)
             if len(ok) < settings.min_sites:
-                raise FederationError(f"final evaluation: only {len(ok)} sites replied{site_errors(received)}")
+                raise FederationError(
+                    f"final evaluation: only {len(ok)} sites replied{site_errors(received)}"
+                )
             tracker.final = tracker.log(server_round, ok, VAL_METRICS, "val-examples")
             return super().aggregate_evaluate(server_round, ok)
 
