@@ -491,7 +491,10 @@ def test_rollout_that_never_gets_ready_is_rolled_back(
     model = f"risk-{namespace}"
     client = MlflowClient(mlflow_uri)
     client.create_registered_model(model)
-    old = client.create_model_version(model, source="runs:/0/model", tags={TAG_VAL_AUC: "0.7"})
+    earlier = client.create_run(client.create_experiment(f"earlier-{namespace}")).info.run_id
+    old = client.create_model_version(
+        model, source=f"runs:/{earlier}/model", run_id=earlier, tags={TAG_VAL_AUC: "0.7"}
+    )
     client.set_registered_model_alias(model, "champion", old.version)
     kube.apps.create_namespaced_deployment(
         namespace, inference_deployment("inference", ready_port=9, version="1")
