@@ -17,6 +17,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -82,18 +83,18 @@ def stats(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     site, split = site_split(context)
-    config = msg.content["config"]
-    incoming = Params.from_arrays(msg.content["arrays"].to_numpy_ndarrays())
+    config = msg.content.config_records["config"]
+    incoming = Params.from_arrays(msg.content.array_records["arrays"].to_numpy_ndarrays())
     x_train, x_val = standardise(split.x_train, config), standardise(split.x_val, config)
     before = evaluate(incoming, x_val, split.y_val)
-    server_round = int(config["server-round"])
+    server_round = int(cast(int, config["server-round"]))
     updated = train_sgd(
         incoming,
         x_train,
         split.y_train,
         epochs=int(context.run_config["local-epochs"]),
         learning_rate=float(context.run_config["learning-rate"]),
-        proximal_mu=float(config.get("proximal-mu", 0.0)),
+        proximal_mu=float(cast(float, config.get("proximal-mu", 0.0))),
         seed=server_round * 7919 + zlib.crc32(site.encode()),
     )
     after = evaluate(updated, x_train, split.y_train)
@@ -119,8 +120,8 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
     site, split = site_split(context)
-    params = Params.from_arrays(msg.content["arrays"].to_numpy_ndarrays())
-    result = evaluate(params, standardise(split.x_val, msg.content["config"]), split.y_val)
+    params = Params.from_arrays(msg.content.array_records["arrays"].to_numpy_ndarrays())
+    result = evaluate(params, standardise(split.x_val, msg.content.config_records["config"]), split.y_val)
     content = RecordDict(
         {
             "metrics": MetricRecord(

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from healthrisk import __version__
 from healthrisk.constants import (
@@ -24,7 +25,7 @@ from healthrisk.constants import (
 )
 from healthrisk.data.loader import load_site
 from healthrisk.data.window import DateWindow
-from healthrisk.federated.control import ControlClient, SuperLinkAddress, submit
+from healthrisk.federated.control import ControlClient, RunStatus, SuperLinkAddress, submit
 from healthrisk.federated.run_config import RunConfig
 from healthrisk.processes import ProcessError, ProcessGroup, free_port, venv_bin, wait_for_port
 
@@ -32,6 +33,10 @@ from healthrisk.processes import ProcessError, ProcessGroup, free_port, venv_bin
 # on PATH: put the interpreter's own bin directory first.
 # FLWR_SUPEREXEC_TASK_POLL_INTERVAL: the SuperExec otherwise waits up to 1 s before it
 # starts the ServerApp/ClientApp process of a waiting task, every round.
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.05",
@@ -195,16 +200,13 @@ def train_federated(
 def _follow(
     request: TrainingRequest,
     config: RunConfig,
-    client: object,
+    client: MlflowClient,
     control: ControlClient,
     flower_run: int,
     group: ProcessGroup,
     progress: Callable[[RoundProgress], None] | None,
     started: float,
-) -> object:
-    from mlflow import MlflowClient
-
-    assert isinstance(client, MlflowClient)
+) -> RunStatus:
     reported = -1
     while True:
         group.check_alive()
@@ -224,10 +226,7 @@ def _follow(
         time.sleep(0.5)
 
 
-def _mlflow_run(client: object, local_run_id: str) -> object | None:
-    from mlflow import MlflowClient
-
-    assert isinstance(client, MlflowClient)
+def _mlflow_run(client: MlflowClient, local_run_id: str) -> Run | None:
     experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT)
     if experiment is None:
         return None
@@ -237,11 +236,8 @@ def _mlflow_run(client: object, local_run_id: str) -> object | None:
     return runs[0] if runs else None
 
 
-def _seconds_per_round(client: object, mlflow_run_id: str) -> float:
+def _seconds_per_round(client: MlflowClient, mlflow_run_id: str) -> float:
     """Wall time between the first and last round's metrics, per round."""
-    from mlflow import MlflowClient
-
-    assert isinstance(client, MlflowClient)
     history = sorted(client.get_metric_history(mlflow_run_id, "train_loss"), key=lambda m: m.step)
     if len(history) < 2:
         return float("nan")

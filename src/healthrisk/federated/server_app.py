@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -105,7 +105,7 @@ def describe(message: Message) -> dict[str, Any]:
 
 
 def site_of(message: Message) -> str:
-    return str(message.content["site"]["site"])
+    return str(message.content.config_records["site"]["site"])
 
 
 def valid(replies: Iterable[Message]) -> list[Message]:
@@ -119,7 +119,7 @@ def valid(replies: Iterable[Message]) -> list[Message]:
 
 
 def site_errors(replies: Iterable[Message]) -> str:
-    reasons = [r.error.reason for r in replies if r.has_error()]
+    reasons = [str(r.error.reason) for r in replies if r.has_error()]
     return f"; site errors: {' | '.join(reasons)}" if reasons else ""
 
 
@@ -165,8 +165,8 @@ def federated_standardisation(
         )
     parts, counts = [], {}
     for reply in replies:
-        total, total_sq = reply.content["stats"].to_numpy_ndarrays()
-        count = int(reply.content["metrics"]["count"])
+        total, total_sq = reply.content.array_records["stats"].to_numpy_ndarrays()
+        count = int(cast(int, reply.content.metric_records["metrics"]["count"]))
         parts.append(FeatureStats(count, total, total_sq))
         counts[site_of(reply)] = count
     mean, scale = FeatureStats.merge(parts).mean_and_scale()
@@ -187,13 +187,13 @@ class RoundTracker:
         import mlflow
 
         names = list(names)
-        metrics = weighted([r.content["metrics"] for r in replies], names, weight_key)
+        metrics = weighted([r.content.metric_records["metrics"] for r in replies], names, weight_key)
         batch = {k: v for k, v in metrics.items() if np.isfinite(v)}
         for reply in replies:
             site = site_of(reply)
             self.sites.add(site)
             for name in names:
-                value = float(reply.content["metrics"][name])
+                value = float(cast(float, reply.content.metric_records["metrics"][name]))
                 if np.isfinite(value):
                     batch[f"site.{site}.{name}"] = value
         batch["round"] = float(step)
