@@ -131,10 +131,7 @@ def test_a_failing_check_is_reported_and_the_loop_goes_on() -> None:
 
 
 def test_invalid_schedule_is_refused() -> None:
+    clock = Clock()
+    recorder = Recorder(clock, [_round(False, "2024-01-12")])
     with pytest.raises(ValueError, match="not a valid cron expression"):
-        Monitor(
-            interval=dt.timedelta(hours=1),
-            check=lambda: None,
-            retrain=lambda t, d: None,
-            schedule="every sunday",
-        )  # type: ignore[arg-type,return-value]
+        _monitor(clock, recorder, schedule="every sunday")

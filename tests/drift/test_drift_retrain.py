@@ -21,7 +21,7 @@ from healthrisk.constants import (
     TAG_TRIGGER,
 )
 from healthrisk.drift.publish import TAG_SITE
-from healthrisk.drift.retrain import RETRAIN_ARTIFACT, TAG_DRIFT_RUNS, TAG_RETRAIN_VERSION
+from healthrisk.drift.retrain import RETRAIN_ARTIFACT, TAG_DRIFT_RUNS, TAG_RETRAIN_MODEL, TAG_RETRAIN_VERSION
 from healthrisk.registry import promote
 
 pytestmark = pytest.mark.integration
@@ -98,11 +98,13 @@ def test_retrain_if_drift_makes_a_version_and_records_the_decision(
     client = MlflowClient(mlflow_uri)
     assert client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == "1"
 
+    experiment = client.get_experiment_by_name(DRIFT_EXPERIMENT)
+    assert experiment is not None
     (record,) = client.search_runs(
-        [client.get_experiment_by_name(DRIFT_EXPERIMENT).experiment_id],
-        filter_string=f"tags.`{TAG_RETRAIN_VERSION}` = '2' and tags.`{TAG_TRIGGER}` = 'drift'",
+        [experiment.experiment_id],
+        filter_string=f"tags.`{TAG_RETRAIN_MODEL}` = '{name}' and tags.`{TAG_RETRAIN_VERSION}` = '2'",
     )
-    record = next(r for r in [record] if r.data.tags[TAG_RETRAIN_VERSION] == "2")
+    assert record.data.tags[TAG_TRIGGER] == "drift"
     (drift_run_id,) = record.data.tags[TAG_DRIFT_RUNS].split(",")
     assert client.get_run(drift_run_id).data.tags[TAG_SITE] == "hospital_01"
     retrain_json = Path(client.download_artifacts(record.info.run_id, RETRAIN_ARTIFACT, str(tmp_path)))
