@@ -76,7 +76,9 @@ def metric_samples(service: Service) -> dict[tuple[str, frozenset[tuple[str, str
     }
 
 
-def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: str, /, **labels: str) -> float:
+def sample(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: str, /, **labels: str
+) -> float:
     return samples.get((metric, frozenset(labels.items())), 0.0)
 
 
@@ -88,9 +90,9 @@ def record(**overrides: Any) -> dict[str, Any]:
     return {**EXAMPLE_RECORD, **overrides}
 
 
-def raw_json(body: str) -> dict[str, str]:
-    """Arguments for httpx to send `body` as-is (e.g. with NaN literals json.dumps would write)."""
-    return {"content": body, "headers": {"content-type": "application/json"}}
+def post_raw(client: httpx.Client, path: str, body: str) -> httpx.Response:
+    """POST `body` as-is: JSON text that a serializer would not write (e.g. NaN literals)."""
+    return client.post(path, content=body, headers={"content-type": "application/json"})
 
 
 @dataclass
@@ -116,3 +118,36 @@ def basic(
         )
         wait_ready(service)
         yield BasicDeployment(name, version, service)
+
+
+def register_bad_signature(tracking_uri: str, name: str) -> str:
+    """A version whose signature renames `humidity`: the service must refuse to serve it."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from healthrisk.registry import MODEL_PIP_REQUIREMENTS, build_pipeline
+    from healthrisk.schema import N_FEATURES
+
+    pipeline = build_pipeline(np.zeros(N_FEATURES), np.ones(N_FEATURES), np.full(N_FEATURES, 0.01), 0.0)
+    example = (
+        pd.DataFrame([EXAMPLE_RECORD]).astype("float64").rename(columns={"humidity": "relative_humidity"})
+    )
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("tests")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=infer_signature(example, pd.Series([0.5])),
+            pip_requirements=list(MODEL_PIP_REQUIREMENTS),
+            registered_model_name=name,
+        )
+    return str(info.registered_model_version)
+
+
+def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version)

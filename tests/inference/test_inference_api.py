@@ -14,7 +14,7 @@ from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES
 from tests.inference.conftest import (
     BasicDeployment,
     metric_samples,
-    raw_json,
+    post_raw,
     record,
     sample,
     start_service,
@@ -39,7 +39,7 @@ def bad_fields(response: httpx.Response) -> set[str]:
 
 def test_the_seed_request_works_unchanged(basic: BasicDeployment) -> None:
     with basic.service.client() as client:
-        response = client.post("/predict", **raw_json(SEED_REQUEST))  # type: ignore[arg-type]
+        response = post_raw(client, "/predict", SEED_REQUEST)
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == {"risk_score", "risk_level", "model_version"}
@@ -50,7 +50,9 @@ def test_the_seed_request_works_unchanged(basic: BasicDeployment) -> None:
 
 def test_explanation_sums_with_the_intercept_to_the_logit(basic: BasicDeployment) -> None:
     with basic.service.client() as client:
-        body = client.post("/predict", params={"explain": "true"}, json=record(pm25=400, heart_rate=130)).json()
+        body = client.post(
+            "/predict", params={"explain": "true"}, json=record(pm25=400, heart_rate=130)
+        ).json()
     explanation = body["explanation"]
     assert list(explanation["contributions"]) == list(FEATURE_NAMES)
     logit = explanation["intercept"] + sum(explanation["contributions"].values())
@@ -60,9 +62,9 @@ def test_explanation_sums_with_the_intercept_to_the_logit(basic: BasicDeployment
 
 def test_batch_matches_single_predictions(basic: BasicDeployment) -> None:
     rng = np.random.default_rng(1)
-    records = [
-        {f.name: float(rng.uniform(f.minimum, f.maximum)) for f in FEATURES} for _ in range(50)
-    ] + [EXAMPLE_RECORD]
+    records = [{f.name: float(rng.uniform(f.minimum, f.maximum)) for f in FEATURES} for _ in range(50)] + [
+        EXAMPLE_RECORD
+    ]
     with basic.service.client() as client:
         batch = client.post("/predict/batch", json={"records": records})
         assert batch.status_code == 200, batch.text
@@ -99,7 +101,7 @@ def test_bad_records_are_refused_naming_each_field(
 def test_json_nan_and_infinity_literals_are_refused(basic: BasicDeployment, literal: str) -> None:
     body = SEED_REQUEST.replace('"pm10": 25', f'"pm10": {literal}')
     with basic.service.client() as client:
-        assert bad_fields(client.post("/predict", **raw_json(body))) == {"pm10"}  # type: ignore[arg-type]
+        assert bad_fields(post_raw(client, "/predict", body)) == {"pm10"}
 
 
 def test_a_bad_record_in_a_batch_is_named_with_its_index(basic: BasicDeployment) -> None:
@@ -159,7 +161,10 @@ def test_open_inference_protocol_v2(basic: BasicDeployment) -> None:
         assert [i["name"] for i in metadata["inputs"]] == list(FEATURE_NAMES)
         matrix = client.post(
             f"/v2/models/{basic.name}/infer",
-            json={"id": "r1", "inputs": [{"name": "input-0", "shape": [2, 11], "datatype": "FP64", "data": rows}]},
+            json={
+                "id": "r1",
+                "inputs": [{"name": "input-0", "shape": [2, 11], "datatype": "FP64", "data": rows}],
+            },
         )
         assert matrix.status_code == 200, matrix.text
         per_feature = client.post(
@@ -174,7 +179,9 @@ def test_open_inference_protocol_v2(basic: BasicDeployment) -> None:
         batch = client.post("/predict/batch", json={"records": [EXAMPLE_RECORD, record(pm25=500)]}).json()
         out_of_range = client.post(
             f"/v2/models/{basic.name}/infer",
-            json={"inputs": [{"name": "x", "shape": [1, 11], "datatype": "FP64", "data": [*rows[0][:-1], 101]}]},
+            json={
+                "inputs": [{"name": "x", "shape": [1, 11], "datatype": "FP64", "data": [*rows[0][:-1], 101]}]
+            },
         )
         unknown = client.post("/v2/models/nope/infer", json={"inputs": per_feature["outputs"][:1]})
     body = matrix.json()
@@ -206,7 +213,10 @@ def test_metrics_have_the_fixed_names(basic: BasicDeployment) -> None:
     assert delta("predictions_total", model_version=v, endpoint="predict_batch", outcome="success") == 1
     assert delta("predictions_total", model_version="none", endpoint="predict", outcome="invalid") == 1
     assert delta("prediction_latency_seconds_count", endpoint="predict") == 4
-    assert ("prediction_latency_seconds_bucket", frozenset({("endpoint", "predict"), ("le", "0.0005")})) in after
+    assert (
+        "prediction_latency_seconds_bucket",
+        frozenset({("endpoint", "predict"), ("le", "0.0005")}),
+    ) in after
     assert delta("prediction_risk_score_count", model_version=v) == 7
     assert sample(after, "model_info", name=basic.name, version=v, alias="") == 1
     assert sample(after, "model_reloads_total") == 1
@@ -248,6 +258,10 @@ def test_api_key_is_required_when_configured(basic: BasicDeployment, mlflow_uri:
         with service.client(Authorization="Bearer s3cret") as bearer:
             assert bearer.post("/predict", json=EXAMPLE_RECORD).status_code == 200
         unauthorized = sample(
-            metric_samples(service), "predictions_total", model_version="none", endpoint="predict", outcome="unauthorized"
+            metric_samples(service),
+            "predictions_total",
+            model_version="none",
+            endpoint="predict",
+            outcome="unauthorized",
         )
         assert unauthorized == 2

@@ -74,4 +74,7 @@ def serve(
         access_log=access_log,
         # Health data: request bodies are never logged; the access log holds the path only.
         server_header=False,
+        # The service never uses the client's address, so X-Forwarded-* headers need no
+        # parsing (uvicorn would parse its trusted-proxy list on every request).
+        proxy_headers=False,
     )

@@ -1,0 +1,179 @@
+"""Model lifecycle under real MLflow: hot swap, registry outage, integrity refusal."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from healthrisk.constants import CHAMPION_ALIAS
+from healthrisk.processes import MLFLOW_SERVER_ENV, ProcessGroup, free_port, mlflow_server_argv, wait_for_http
+from healthrisk.schema import EXAMPLE_RECORD
+from tests.inference.conftest import (
+    Service,
+    fresh_name,
+    metric_samples,
+    register_bad_signature,
+    sample,
+    set_alias,
+    start_service,
+    wait_ready,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+class Traffic:
+    """Predictions fired back to back from a thread; records (status, model_version)."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.answers: list[tuple[int, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.service.client() as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post("/predict", json=EXAMPLE_RECORD)
+                except httpx.HTTPError:
+                    self.answers.append((0, None))
+                    continue
+                version = response.json().get("model_version") if response.status_code == 200 else None
+                self.answers.append((response.status_code, version))
+                self._stop.wait(0.02)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def serving(service: Service, version: str) -> Callable[[], bool]:
+    return lambda: service.model().get("version") == version
+
+
+def test_hot_swap_to_a_new_champion_without_restart(
+    mlflow_uri: str, data_root: Path, register_version: Callable[..., str], tmp_path: Path
+) -> None:
+    name = fresh_name("inference-swap")
+    first = register_version(name, data_root=data_root)
+    set_alias(mlflow_uri, name, CHAMPION_ALIAS, first)
+    with ProcessGroup(tmp_path) as group:
+        service = start_service(group, {"MLFLOW_TRACKING_URI": mlflow_uri, "MODEL_NAME": name})
+        wait_ready(service)
+        pid = service.child.pid
+        with Traffic(service) as traffic:
+            second = register_version(name, data_root=data_root, scale_coef=-1.0)
+            set_alias(mlflow_uri, name, CHAMPION_ALIAS, second)
+            wait_until(serving(service, second), timeout=90, what=f"version {second} to be served")
+            wait_until(
+                lambda: len(traffic.answers) > 5 and traffic.answers[-1][1] == second,
+                timeout=10,
+                what="traffic",
+            )
+
+            # A new champion that fails the integrity checks is refused; the current one stays.
+            bad = register_bad_signature(mlflow_uri, name)
+            set_alias(mlflow_uri, name, CHAMPION_ALIAS, bad)
+            wait_until(
+                lambda: "refused" in (service.model().get("last_load_error") or ""),
+                timeout=90,
+                what="the bad version to be refused",
+            )
+        assert service.child.alive() and service.child.pid == pid
+        described = service.model()
+        assert (described["version"], described["alias"], described["ready"]) == (
+            second,
+            CHAMPION_ALIAS,
+            True,
+        )
+        assert "signature" in described["last_load_error"]
+
+        statuses = {status for status, _ in traffic.answers}
+        versions = [version for _, version in traffic.answers]
+        assert statuses == {200}, "every prediction during the swaps succeeded"
+        switched = versions.index(second)
+        assert set(versions[:switched]) == {first} and set(versions[switched:]) == {second}
+
+        samples = metric_samples(service)
+        assert sample(samples, "model_reloads_total") == 2
+        assert sample(samples, "model_info", name=name, version=second, alias=CHAMPION_ALIAS) == 1
+        assert sample(samples, "model_info", name=name, version=first, alias=CHAMPION_ALIAS) == 0
+        assert sample(samples, "model_load_failures_total", reason="refused") == 1
+
+
+def test_registry_outage_keeps_serving_then_picks_up_new_versions(
+    data_root: Path, register_version: Callable[..., str], tmp_path: Path
+) -> None:
+    name = fresh_name("inference-outage")
+    port = free_port()
+    registry_uri = f"http://127.0.0.1:{port}"
+    registry_argv = mlflow_server_argv(tmp_path / "registry", "127.0.0.1", port)
+    (tmp_path / "registry").mkdir()
+    with ProcessGroup(tmp_path / "logs") as group:
+        registry = group.start("registry", registry_argv, env=MLFLOW_SERVER_ENV)
+        wait_for_http(f"{registry_uri}/health", timeout=90, child=registry)
+        first = register_version(name, data_root=data_root, tracking_uri=registry_uri)
+        service = start_service(
+            group, {"MLFLOW_TRACKING_URI": registry_uri, "MODEL_NAME": name, "MODEL_VERSION": "latest"}
+        )
+        wait_ready(service)
+
+        registry.stop()
+        wait_until(
+            lambda: service.model()["registry"]["reachable"] is False,
+            timeout=30,
+            what="the outage to be seen",
+        )
+        with service.client() as client:
+            answers = [client.post("/predict", json=EXAMPLE_RECORD) for _ in range(20)]
+        assert {a.status_code for a in answers} == {200}
+        assert {a.json()["model_version"] for a in answers} == {first}
+        described = service.model()
+        assert described["ready"] is True and described["version"] == first
+        assert described["registry"]["last_error"] and described["registry"]["last_success"]
+        assert sample(metric_samples(service), "model_registry_reachable") == 0
+
+        registry = group.start("registry-again", registry_argv, env=MLFLOW_SERVER_ENV)
+        wait_for_http(f"{registry_uri}/health", timeout=90, child=registry)
+        second = register_version(name, data_root=data_root, tracking_uri=registry_uri, scale_coef=0.5)
+        wait_until(serving(service, second), timeout=90, what=f"version {second} after the outage")
+        assert service.model()["registry"]["reachable"] is True
+        assert sample(metric_samples(service), "model_registry_reachable") == 1
+        assert "registry unreachable" in service.log()
+
+
+def test_a_model_whose_signature_breaks_the_schema_is_refused(mlflow_uri: str, tmp_path: Path) -> None:
+    name = fresh_name("inference-badsig")
+    version = register_bad_signature(mlflow_uri, name)
+    with ProcessGroup(tmp_path) as group:
+        service = start_service(
+            group, {"MLFLOW_TRACKING_URI": mlflow_uri, "MODEL_NAME": name, "MODEL_VERSION": version}
+        )
+        wait_until(
+            lambda: service.model().get("last_load_error") is not None,
+            timeout=90,
+            what="the load to be refused",
+        )
+        described = service.model()
+        assert described["ready"] is False and described["version"] is None
+        assert "relative_humidity" in described["last_load_error"]
+        with service.client() as client:
+            assert client.get("/ready").status_code == 503
+            assert client.get("/v2/health/ready").status_code == 503
+            refused = client.post("/predict", json=EXAMPLE_RECORD)
+        assert refused.status_code == 503
+        assert "refusing model" in service.log() and "signature" in service.log()
+        # Refused once, not retried on every poll.
+        checked = described["registry"]["last_check"]
+        wait_until(lambda: service.model()["registry"]["last_check"] > checked + 1, timeout=10, what="more polls")
+        assert sample(metric_samples(service), "model_load_failures_total", reason="refused") == 1
