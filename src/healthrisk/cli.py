@@ -237,11 +237,13 @@ def demo(
 
 
 def _register_subcommands() -> None:
+    from healthrisk.drift.cli import app as drift_app
+    from healthrisk.drift.cli import monitor_command, retrain_command
     from healthrisk_inference.cli import app as serve_app
     from healthrisk_operator.cli import app as operator_app
 
-    from healthrisk.drift.cli import app as drift_app
-
+    app.command("retrain")(retrain_command)
+    app.command("monitor")(monitor_command)
     app.add_typer(drift_app, name="drift")
     app.add_typer(serve_app, name="serve")
     app.add_typer(operator_app, name="operator")
