@@ -27,6 +27,8 @@ from healthrisk.processes import (
 from healthrisk.schema import EXAMPLE_RECORD
 
 TRAIN_WINDOW = DateWindow.parse("2024-01-01..2024-01-14")
+NEW_DAYS = DateWindow.parse("2024-01-15..2024-01-21")
+SMOKE_SITE = "hospital_01"
 N_SITES = 3
 
 # A few people to score: the example record, a sedentary smoker-lung in smoke, a fever.
@@ -84,6 +86,25 @@ def _post(url: str, body: dict[str, object]) -> dict[str, object]:
     with urllib.request.urlopen(request, timeout=10) as response:
         result: dict[str, object] = json.loads(response.read())
         return result
+
+
+def _get(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        result: dict[str, object] = json.loads(response.read())
+        return result
+
+
+def _served_version(api_url: str) -> str:
+    return str(_get(f"{api_url}/model")["version"])
+
+
+def _wait_for_version(api_url: str, version: str, timeout: float) -> float:
+    started = time.monotonic()
+    while _served_version(api_url) != version:
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"the API still serves v{_served_version(api_url)} after {timeout:.0f} s")
+        time.sleep(0.5)
+    return time.monotonic() - started
 
 
 def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> None:
@@ -151,6 +172,47 @@ def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> N
                     str(reply["model_version"]),
                 )
             console.print(table)
+
+        with stages.stage(f"6. new data: wildfire smoke at {SMOKE_SITE}, drift check, retrain"):
+            from healthrisk.data.generator import DriftSpec
+            from healthrisk.drift.cli import retrain_command
+
+            generate(
+                data_root,
+                n_sites=N_SITES,
+                window=NEW_DAYS,
+                seed=42,
+                drifts=[DriftSpec("smoke", SMOKE_SITE, NEW_DAYS)],
+            )
+            console.print(f"wrote {NEW_DAYS} for every site; smoke injected at {SMOKE_SITE} only")
+            before = _served_version(api_url)
+            retrain_command(
+                if_drift=True,
+                date_from=NEW_DAYS.start.isoformat(),
+                date_to=NEW_DAYS.end.isoformat(),
+                data_root=data_root,
+                tracking_uri=tracking_uri,
+                rounds=rounds,
+                report_dir=state_dir / "drift-reports",
+                work_dir=state_dir / "flower",
+            )
+            import mlflow
+
+            champion = mlflow.MlflowClient(tracking_uri).get_model_version_by_alias(
+                REGISTERED_MODEL, CHAMPION_ALIAS
+            )
+            if champion.version != before:
+                waited = _wait_for_version(api_url, champion.version, timeout=120)
+                console.print(
+                    f"the running API switched from v{before} to v{champion.version} "
+                    f"{waited:.1f} s after promotion, without a restart"
+                )
+            else:
+                console.print(f"the API keeps serving v{before}: the champion did not change")
+            reply = _post(f"{api_url}/predict", dict(SAMPLE_RECORDS["sedentary, heavy smoke"]))
+            console.print(
+                f"sedentary, heavy smoke → risk {reply['risk_score']:.3f} from v{reply['model_version']}"
+            )
 
         console.print(stages.table())
         console.print(
