@@ -39,7 +39,7 @@ cluster-pytest-deps:
 
 cluster-test: cluster-up cluster-pytest-deps
 	KUBECONFIG=$${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig} $(CLUSTER_PY) -m pytest -m cluster \
-	  -p no:cacheprovider $(CLUSTER_PYTEST_ARGS) $(CURDIR)/tests/cluster
+	  -p no:cacheprovider --confcutdir=$(CURDIR)/tests/cluster $(CLUSTER_PYTEST_ARGS) $(CURDIR)/tests/cluster
 
 cluster-test-only: cluster-pytest-deps
-	$(CLUSTER_PY) -m pytest -m cluster -p no:cacheprovider $(CLUSTER_PYTEST_ARGS) $(CURDIR)/tests/cluster
+	$(CLUSTER_PY) -m pytest -m cluster -p no:cacheprovider --confcutdir=$(CURDIR)/tests/cluster $(CLUSTER_PYTEST_ARGS) $(CURDIR)/tests/cluster
