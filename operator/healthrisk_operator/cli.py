@@ -25,9 +25,11 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Reconcile FederatedTraining objects: in a pod (ServiceAccount) or with KUBECONFIG."""
+    import logging
+
     import kopf
 
-    import healthrisk_operator.handlers  # noqa: F401  (registers the handlers)
+    from healthrisk_operator.handlers import QuietWakeups  # importing registers the handlers
 
     in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
     chosen = log_format or ("json" if in_cluster else "plain")
@@ -35,6 +37,7 @@ def run(
         verbose=verbose,
         log_format=kopf.LogFormat.JSON if chosen == "json" else kopf.LogFormat.PLAIN,
     )
+    logging.getLogger("kopf.objects").addFilter(QuietWakeups())
     namespaces = namespace or []
     # standalone: one replica (the Deployment uses the Recreate strategy), no peering CRDs.
     kopf.run(

@@ -31,6 +31,18 @@ from healthrisk_operator.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
 
+MAX_BACKOFF_S = 300.0
+WAKE_HANDLERS = ("training_changed", "pod_changed", "deployment_changed")
+
+
+class QuietWakeups(logging.Filter):
+    """Drop kopf's 'Handler ... succeeded' line for the wake handlers: they fire on every
+    pod event and would drown the log; their failures still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.endswith("succeeded.") and any(f"'{h}'" in message for h in WAKE_HANDLERS))
+
 
 @dataclass
 class Wakers:
@@ -88,15 +100,20 @@ async def reconcile_loop(
     wakeup = memo.wakers.events.setdefault(key, asyncio.Event())
     reconciler: Reconciler = memo.reconciler
     interval: float = memo.config.reconcile_interval_s
+    failures = 0
     try:
         while not stopped:
             wakeup.clear()
             try:
                 await asyncio.to_thread(reconciler.reconcile, *key)
-            except Exception:  # transient (API server, registry): log and retry next tick
-                logger.exception("reconcile of %s/%s failed; retrying", namespace, name)
+                failures = 0
+            except Exception:  # API server or registry trouble: retried, with backoff
+                failures += 1
+                logger.exception("reconcile of %s/%s failed (%d in a row)", namespace, name, failures)
+            # Errors back off exponentially (to MAX_BACKOFF_S) so a lasting one is not hammered.
+            timeout = min(interval * 2**failures, MAX_BACKOFF_S) if failures else interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), timeout=interval)
+                await asyncio.wait_for(wakeup.wait(), timeout=timeout)
     finally:
         memo.wakers.events.pop(key, None)
 

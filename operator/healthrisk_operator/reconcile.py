@@ -244,19 +244,22 @@ class Reconciler:
         uri = self._tracking_uri(observed)
         if plan.promote is not None:
             p = plan.promote
-            decision = tracking.promote(uri, p.registered_name, p.version, p.alias, p.max_auc_drop)
-            log.info("promotion of %s v%s: %s", p.registered_name, p.version, decision.reason)
+            try:
+                decision = tracking.promote(uri, p.registered_name, p.version, p.alias, p.max_auc_drop)
+                log.info("promotion of %s v%s: %s", p.registered_name, p.version, decision.reason)
+            except ValueError as exc:  # e.g. no numeric val_auc tag: retrying will not add one
+                permanent.append(f"promotion of {p.registered_name} version {p.version} refused: {exc}")
         if plan.rollout is not None:
-            self.apps.patch_namespaced_deployment(
-                plan.rollout.deployment, namespace, plan.rollout.patch, _content_type=STRATEGIC_MERGE
-            )
+            error = self._patch_deployment(namespace, plan.rollout.deployment, plan.rollout.patch)
+            if error:
+                permanent.append(error)
         if plan.rollback is not None:
             r = plan.rollback
             # Deployment first: if we crash in between, the next reconcile sees the patch
             # gone and repeats the whole rollback (both halves are idempotent).
-            self.apps.patch_namespaced_deployment(
-                r.deployment, namespace, r.patch, _content_type=STRATEGIC_MERGE
-            )
+            error = self._patch_deployment(namespace, r.deployment, r.patch)
+            if error:
+                log.error("rollback: %s", error)
             tracking.rollback(uri, r.registered_name, r.alias, r.to_version, r.reason)
         if plan.remove_annotations:
             patch = {"metadata": {"annotations": dict.fromkeys(plan.remove_annotations)}}
@@ -271,6 +274,15 @@ class Reconciler:
             return parse_spec(observed.spec).model.tracking_uri or self.config.tracking_uri
         except SpecError:
             return self.config.tracking_uri
+
+    def _patch_deployment(self, namespace: str, name: str, patch: Manifest) -> str | None:
+        try:
+            self.apps.patch_namespaced_deployment(name, namespace, patch, _content_type=STRATEGIC_MERGE)
+        except ApiException as exc:
+            if exc.status in PERMANENT_STATUSES:
+                return f"Deployment {name} refused the patch: {_api_message(exc)}"
+            raise
+        return None
 
     def _create(self, namespace: str, manifest: Manifest) -> str | None:
         kind, name = manifest["kind"], manifest["metadata"]["name"]

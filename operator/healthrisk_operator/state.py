@@ -249,7 +249,8 @@ class _Decider:
 
     def _start_run(self, trigger: str) -> None:
         run = int(self.st.get("run") or 0) + 1
-        if trigger == TRIGGER_MANUAL:
+        if ANNOTATION_RETRAIN in self.obs.annotations:
+            # Whatever started this run also answers a pending retrain request.
             self.plan.remove_annotations.append(ANNOTATION_RETRAIN)
         for key in (
             "completionTime",
@@ -287,7 +288,7 @@ class _Decider:
         run = int(self.st["run"])
         policy = self.spec.run_policy
         if self.obs.action_errors:
-            self._fail("CreateFailed", "; ".join(self.obs.action_errors))
+            self._fail("Refused", "; ".join(self.obs.action_errors))
             return
         elapsed = self._seconds_since(self.st.get("startTime"))
         if self.st.get("trainingFinishedAt") is None and elapsed > policy.active_deadline_seconds:

@@ -247,5 +247,6 @@ class Observed:
     version: VersionView | None = None
     registry_error: str | None = None
     deployment: DeploymentView | None = None
-    # Creates the API server refused for good (400/403/422) in this reconcile.
+    # What the API server or the registry refused for good in this reconcile (a create
+    # rejected with 400/403/422, a version that cannot be promoted): the run fails.
     action_errors: tuple[str, ...] = ()

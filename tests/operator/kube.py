@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from healthrisk_operator.constants import GROUP, KIND, LABEL_TRAINING, PLURAL, VERSION
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from healthrisk.processes import free_port
+from healthrisk_operator.constants import GROUP, KIND, LABEL_TRAINING, PLURAL, VERSION
 
 from .helpers import CRD_PATH, REPO
 

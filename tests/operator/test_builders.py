@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 import pytest
+
 from healthrisk_operator import builders
 from healthrisk_operator.builders import Training
 from healthrisk_operator.config import OperatorConfig

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from healthrisk_operator.constants import ANNOTATION_MODEL_VERSION, ANNOTATION_RETRAIN
 
 from healthrisk.constants import (
     TAG_PROMOTION,
@@ -31,6 +30,7 @@ from healthrisk.constants import (
     TAG_VAL_AUC,
     TRAINING_EXPERIMENT,
 )
+from healthrisk_operator.constants import ANNOTATION_MODEL_VERSION, ANNOTATION_RETRAIN
 
 from .kube import Kube, OperatorProcess, run_config_of, wait_for
 

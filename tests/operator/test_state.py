@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from healthrisk_operator.constants import ANNOTATION_RETRAIN
 from healthrisk_operator.views import DeploymentView, PodView, RunProgress, VersionView
 
@@ -349,7 +350,7 @@ def test_refused_creates_fail_the_run() -> None:
     world.step()
     world.action_errors = ("Pod ft-r1-superlink refused: exceeded quota",)
     world.step()
-    assert world.condition("Failed")["reason"] == "CreateFailed"
+    assert world.condition("Failed")["reason"] == "Refused"
     assert "exceeded quota" in world.condition("Failed")["message"]
 
 
