@@ -1,0 +1,193 @@
+{{/*
+Names and labels shared by every template (the cert-manager / kube-prometheus-stack way).
+*/}}
+
+{{/* Chart name, overridable. */}}
+{{- define "health-risk.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified release name. A release called "health-risk" keeps that name, so the
+defaults the operator and FederatedTraining objects assume (health-risk-mlflow,
+health-risk-inference) hold without extra settings.
+*/}}
+{{- define "health-risk.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of one component's objects: <fullname>-<component>. */}}
+{{- define "health-risk.componentName" -}}
+{{- printf "%s-%s" (include "health-risk.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "health-risk.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels of a component; call with (dict "root" $ "component" "mlflow"). */}}
+{{- define "health-risk.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "health-risk.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Standard labels of a component's objects. */}}
+{{- define "health-risk.labels" -}}
+{{ include "health-risk.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: health-risk
+helm.sh/chart: {{ include "health-risk.chart" .root }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* image reference from {repository, tag, digest}; tag defaults to the chart's appVersion. */}}
+{{- define "health-risk.image" -}}
+{{- $registry := .root.Values.global.imageRegistry -}}
+{{- $repo := .image.repository -}}
+{{- if $registry }}{{ $repo = printf "%s/%s" $registry $repo }}{{ end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $repo .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (default .root.Chart.AppVersion .image.tag | toString) -}}
+{{- end -}}
+{{- end }}
+
+{{- define "health-risk.imagePullPolicy" -}}
+{{- default .root.Values.global.imagePullPolicy .image.pullPolicy }}
+{{- end }}
+
+{{- define "health-risk.imagePullSecrets" -}}
+{{- with .Values.global.imagePullSecrets }}
+imagePullSecrets:
+{{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level security: non-root, fixed uid/gid, RuntimeDefault seccomp. */}}
+{{- define "health-risk.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.podSecurity.runAsUser }}
+runAsGroup: {{ .Values.podSecurity.runAsGroup }}
+fsGroup: {{ .Values.podSecurity.fsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container-level security: read-only root filesystem, no privilege escalation, no capabilities. */}}
+{{- define "health-risk.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+{{- end }}
+
+{{/* In-cluster address of MLflow, fully qualified so pods in other namespaces reach it too. */}}
+{{- define "health-risk.mlflow.host" -}}
+{{- printf "%s.%s.svc" (include "health-risk.componentName" (dict "root" . "component" "mlflow")) .Release.Namespace }}
+{{- end }}
+
+{{- define "health-risk.mlflow.uri" -}}
+{{- if .Values.mlflow.enabled -}}
+{{- printf "http://%s:%d" (include "health-risk.mlflow.host" .) (int .Values.mlflow.service.port) -}}
+{{- else -}}
+{{- required "mlflow.externalTrackingUri is required when mlflow.enabled=false" .Values.mlflow.externalTrackingUri -}}
+{{- end -}}
+{{- end }}
+
+{{/* Namespaces whose FederatedTrainings the operator reconciles (empty list = all). */}}
+{{- define "health-risk.operator.namespaces" -}}
+{{- if .Values.operator.clusterWide -}}
+{{- list | toJson -}}
+{{- else -}}
+{{- default (list .Release.Namespace) .Values.operator.watchNamespaces | uniq | toJson -}}
+{{- end -}}
+{{- end }}
+
+{{/* Name of the Secret holding the SuperLink's TLS material. */}}
+{{- define "health-risk.flower.tlsSecretName" -}}
+{{- default (include "health-risk.componentName" (dict "root" . "component" "flower-tls")) .Values.flower.tls.existingSecret }}
+{{- end }}
+
+{{/* Name of the Secret holding the inference API key. */}}
+{{- define "health-risk.inference.apiKeySecretName" -}}
+{{- default (include "health-risk.componentName" (dict "root" . "component" "inference-api-key")) .Values.inference.apiKey.existingSecret }}
+{{- end }}
+
+{{- define "health-risk.operator.serviceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create }}
+{{- default (include "health-risk.componentName" (dict "root" . "component" "operator")) .Values.operator.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.operator.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator's permissions, derived from what it calls (healthrisk_operator.reconcile and
+kopf): its own objects and their status; the pods and Services of a run; the inference
+Deployment it rolls; Events it writes. Nothing else: no Secrets (run pods mount them,
+which needs no read access by the creator), no Jobs, no deletes of Deployments.
+*/}}
+{{- define "health-risk.operator.rules" -}}
+- apiGroups: ["healthrisk.io"]
+  resources: ["federatedtrainings"]
+  # patch: kopf's finalizer and progress annotations, and the retrain annotation.
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["healthrisk.io"]
+  resources: ["federatedtrainings/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  # patch: adopting a run's orphaned pods after an operator restart
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  # the submitter's and drift pods' outcome when no termination message was written
+  resources: ["pods/log"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["list", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/* Does MLflow need its own volume (sqlite and/or local artifacts)? */}}
+{{- define "health-risk.mlflow.needsVolume" -}}
+{{- if or (not .Values.mlflow.backendStore.existingSecret) (not .Values.mlflow.artifacts.destination) }}true{{ end }}
+{{- end }}
+
+{{- define "health-risk.mlflow.claimName" -}}
+{{- default (include "health-risk.componentName" (dict "root" . "component" "mlflow")) .Values.mlflow.persistence.existingClaim }}
+{{- end }}
+
+{{/*
+Host headers MLflow accepts: every name of its Service, with and without the port (clients
+send the port unless it is the scheme's default; a missing one means 403 on every call).
+*/}}
+{{- define "health-risk.mlflow.allowedHosts" -}}
+{{- $svc := include "health-risk.componentName" (dict "root" . "component" "mlflow") }}
+{{- $port := int .Values.mlflow.service.port }}
+{{- $hosts := list }}
+{{- range $name := list $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) "localhost" "127.0.0.1" }}
+{{- $hosts = append $hosts $name }}
+{{- $hosts = append $hosts (printf "%s:%d" $name $port) }}
+{{- end }}
+{{- concat $hosts .Values.mlflow.extraAllowedHosts | uniq | join "," }}
+{{- end }}

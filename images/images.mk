@@ -1,0 +1,54 @@
+# Container images (issue 7). Included by the top-level Makefile.
+#
+#   make wheels        every wheel the images need, into wheelhouse/ (needs the package index once)
+#   make images        build all images from the wheelhouse with the local docker engine,
+#                      offline, and print each image's size
+#   make images-load   import them into the local harness node (cluster/load-image.sh)
+#
+# BASE_IMAGE defaults to the official python:3.11-slim; with no registry (the harness,
+# an air-gapped site) use a local one: `make images BASE_IMAGE=local/python:3.11-slim`.
+# The docker build context is the wheelhouse itself: nothing else is needed to build.
+
+WHEELHOUSE     ?= $(CURDIR)/wheelhouse
+IMAGE_PREFIX   ?= health-risk
+IMAGE_TAG      ?= dev
+BASE_IMAGE     ?= python:3.11-slim
+# Only the Prometheus image for the tests and compose starts from plain Debian.
+DEBIAN_BASE_IMAGE ?= debian:bookworm-slim
+DOCKER         ?= docker
+DOCKER_BUILD_FLAGS ?= --network host
+IMAGES         := operator flower inference mlflow
+IMAGE_REFS      = $(foreach i,$(IMAGES),$(IMAGE_PREFIX)/$(i):$(IMAGE_TAG))
+PROMETHEUS_IMAGE ?= $(IMAGE_PREFIX)/prometheus:$(IMAGE_TAG)
+
+.PHONY: wheels images images-load image-prometheus $(addprefix image-,$(IMAGES))
+
+# Third-party wheels change only with the pins; the project's own wheel with every edit,
+# so it is rebuilt on each `make wheels` (a few seconds).
+$(WHEELHOUSE)/.deps: constraints.txt pyproject.toml images/requirements-mlflow.txt | $(STAMP)
+	mkdir -p $(WHEELHOUSE)
+	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) -c constraints.txt \
+	  ".[all]" -r images/requirements-mlflow.txt
+	touch $@
+
+wheels: $(WHEELHOUSE)/.deps
+	rm -f $(WHEELHOUSE)/health_risk-*.whl
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .
+	cp constraints.txt images/requirements-mlflow.txt $(WHEELHOUSE)/
+	@echo "wheelhouse: $$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1)"
+
+$(addprefix image-,$(IMAGES)): image-%: wheels
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  -t $(IMAGE_PREFIX)/$*:$(IMAGE_TAG) -f images/$*.Dockerfile $(WHEELHOUSE)
+
+image-prometheus:
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg BASE_IMAGE=$(DEBIAN_BASE_IMAGE) \
+	  -t $(PROMETHEUS_IMAGE) -f images/prometheus.Dockerfile images
+
+images: $(addprefix image-,$(IMAGES))
+	@$(DOCKER) image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' \
+	  | grep -E '^$(IMAGE_PREFIX)/($(subst $(eval) ,|,$(IMAGES))):$(IMAGE_TAG) '
+
+images-load:
+	bash cluster/load-image.sh $(IMAGE_REFS) \
+	  $$($(DOCKER) image inspect $(PROMETHEUS_IMAGE) >/dev/null 2>&1 && echo $(PROMETHEUS_IMAGE))
