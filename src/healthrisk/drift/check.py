@@ -18,17 +18,18 @@ from healthrisk.data.window import DateWindow
 from healthrisk.schema import FEATURE_NAMES
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
-# Wearable and bedside measurements: stable per population, so PSI past the usual
-# "significant shift" level of 0.25 means the population or the device changed; a
-# one-day window of ~160 rows reaches 0.17 by chance alone (30 bins).
-VITAL_SIGNS = ("heart_rate", "steps", "sleep_hours", "respiratory_rate", "body_temp")
+# Each person's wearable and bedside measurements: stable for a site's population, so PSI
+# past the usual "significant shift" level of 0.25 means the population or a device
+# changed; a one-day window of ~160 rows reaches 0.17 by chance alone (PSI's 30 bins).
+PERSONAL_FEATURES = ("heart_rate", "steps", "sleep_hours", "respiratory_rate", "body_temp")
 # Weather and air quality move a whole site from one day to the next; a short current
-# window after a few bad-air days reaches PSI 0.3-0.7 at sites with no real drift (see
-# tests/drift), while a smoke episode reaches PSI > 2. Only a shift of that size counts.
-ENVIRONMENT = ("pm25", "pm10", "o3", "no2", "temperature", "humidity")
-VITAL_PSI_THRESHOLD = 0.25
+# window after a few bad-air days reaches PSI 0.3-0.7 at the generator's sites without
+# drift, a smoke episode PSI > 2 (tests/drift/test_drift_check.py). Only that size counts.
+ENVIRONMENT_FEATURES = ("pm25", "pm10", "o3", "no2", "temperature", "humidity")
+PERSONAL_PSI_THRESHOLD = 0.25
 ENVIRONMENT_PSI_THRESHOLD = 1.0
 # PSI bins the reference into fixed bins, so past a few ten thousand rows more rows do not
 # change the score, only the time (benchmarks/drift.py measures both).
@@ -52,8 +53,8 @@ class DriftOptions:
     @classmethod
     def calibrated(cls) -> DriftOptions:
         """PSI on every feature with thresholds that tell weather from drift (see above)."""
-        thresholds = {name: VITAL_PSI_THRESHOLD for name in VITAL_SIGNS}
-        thresholds.update({name: ENVIRONMENT_PSI_THRESHOLD for name in ENVIRONMENT})
+        thresholds = {name: PERSONAL_PSI_THRESHOLD for name in PERSONAL_FEATURES}
+        thresholds.update({name: ENVIRONMENT_PSI_THRESHOLD for name in ENVIRONMENT_FEATURES})
         return cls(
             per_column_method=dict.fromkeys(FEATURE_NAMES, "psi"),
             per_column_threshold=thresholds,
@@ -104,7 +105,7 @@ class SiteDrift:
         return data
 
 
-def frame(features: Any) -> pd.DataFrame:
+def frame(features: np.ndarray) -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame(features, columns=list(FEATURE_NAMES))
