@@ -71,9 +71,7 @@ def _api_client() -> Any:
     return client.ApiClient()
 
 
-@kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    config: OperatorConfig = get_config()
+def apply_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     # kopf's silent-watch problem: without these a watch the server or a proxy drops
     # without closing never delivers another event and the operator goes quiet.
     settings.watching.server_timeout = config.watch_server_timeout_s
@@ -81,7 +79,14 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.connect_timeout = config.watch_connect_timeout_s
     # Our own Events are written by the reconciler; kopf's are for handler crashes only.
     settings.posting.level = logging.WARNING
+    # The daemon's finalizer lets kopf stop it cleanly when a training is deleted.
     settings.persistence.finalizer = f"{GROUP}/operator"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    config: OperatorConfig = get_config()
+    apply_settings(settings, config)
     memo.config = config
     memo.reconciler = Reconciler(_api_client(), config)
     memo.wakers = Wakers()

@@ -330,6 +330,30 @@ def test_operator_restart_mid_run_duplicates_nothing(
     assert kube.event_reasons(namespace, "restart").count("Submitted") == 1
 
 
+def test_a_site_pod_killed_mid_run_is_recreated(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    """Faked: run pods. The SuperNode pod of one site is deleted mid-training (as a node
+    drain or `kubectl delete pod` would); the run goes on with a new pod of the same name."""
+    kube.create_training(namespace, "killed", spec())
+    pods = bring_up_run(kube, namespace, "killed")
+    kube.fake_pod(namespace, "killed-r1-submit-0", "Running", ready=True)
+    victim = "killed-r1-supernode-hospital-02"
+    old_uid = pods[victim].metadata.uid
+    kube.core.delete_namespaced_pod(victim, namespace, grace_period_seconds=0)
+    replaced = wait_for(
+        "the SuperNode pod to be recreated",
+        lambda: (pod := kube.pods(namespace, "killed").get(victim)) and pod.metadata.uid != old_uid and pod,
+        timeout=60,
+    )
+    assert replaced.metadata.owner_references[0].name == "killed"
+    status = kube.status(namespace, "killed")
+    assert status["run"] == 1 and status["active"] is True and status.get("failures", 0) == 0
+    assert set(kube.pods(namespace, "killed")) == {
+        "killed-r1-superlink", "killed-r1-supernode-hospital-01", victim, "killed-r1-submit-0"
+    }  # fmt: skip
+
+
 # ---- runPolicy -------------------------------------------------------------------
 
 

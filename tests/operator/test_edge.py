@@ -1,0 +1,133 @@
+"""The operator's edges without a cluster: status patches, views, kopf settings, and the
+MLflow side against a real `mlflow server`."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+import pytest
+
+from healthrisk.constants import TAG_PROMOTION, TAG_RUN_NUMBER, TAG_TRAINING, TAG_VAL_AUC, TRAINING_EXPERIMENT
+from healthrisk_operator import tracking
+from healthrisk_operator.config import OperatorConfig
+from healthrisk_operator.constants import TAG_PREVIOUS_CHAMPION
+from healthrisk_operator.handlers import QuietWakeups, apply_settings
+from healthrisk_operator.reconcile import merge_patch
+from healthrisk_operator.views import deployment_view, last_json_line
+
+
+def test_merge_patch_deletes_what_disappeared_and_replaces_lists() -> None:
+    old = {"phase": "Training", "rollout": {"version": "3", "startedAt": "t"}, "history": [1], "round": 2}
+    new = {"phase": "Succeeded", "rollout": {"version": "3"}, "history": [2, 1], "round": 2}
+    assert merge_patch(old, new) == {"phase": "Succeeded", "rollout": {"startedAt": None}, "history": [2, 1]}
+    assert merge_patch(new, new) == {}
+    assert merge_patch({"drift": {"x": 1}}, {}) == {"drift": None}
+
+
+def test_deployment_view_follows_rollout_status() -> None:
+    deployment = {
+        "metadata": {"generation": 4, "annotations": {"healthrisk.io/previous-model-version": "5"}},
+        "spec": {
+            "replicas": 2,
+            "template": {
+                "metadata": {"annotations": {"healthrisk.io/model-version": "7"}},
+                "spec": {"containers": [{"name": "api", "env": [{"name": "MODEL_VERSION", "value": "7"}]}]},
+            },
+        },
+        "status": {"observedGeneration": 4, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2},
+    }
+    view = deployment_view("inference", deployment, None)
+    assert (view.version, view.previous, view.container) == ("7", "5", "api")
+    assert view.ready is False  # an old pod is still there
+    deployment["status"]["replicas"] = 2
+    assert deployment_view("inference", deployment, None).ready is True
+    deployment["status"]["conditions"] = [{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}]
+    assert "progress deadline" in str(deployment_view("inference", deployment, None).failure)
+    assert deployment_view("inference", deployment, "missing").error is not None
+    assert deployment_view("inference", None, None).found is False
+    unpinned = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [{"name": "a", "env": [{"name": "MODEL_VERSION", "value": "champion"}]}]
+                }
+            }
+        }
+    }
+    assert deployment_view("inference", unpinned, None).served_version == "champion"
+
+
+def test_last_json_line_of_a_drift_log() -> None:
+    assert last_json_line('progress...\n{"drift_share": 0.2, "detected": false}\n') == {
+        "drift_share": 0.2,
+        "detected": False,
+    }
+    assert last_json_line("no summary here") is None
+    assert last_json_line("{broken") is None
+
+
+def test_watch_timeouts_and_finalizer_are_set() -> None:
+    settings = kopf.OperatorSettings()
+    apply_settings(settings, OperatorConfig(watch_server_timeout_s=120, watch_client_timeout_s=150))
+    assert settings.watching.server_timeout == 120
+    assert settings.watching.client_timeout == 150
+    assert settings.watching.connect_timeout == 30
+    assert settings.persistence.finalizer == "healthrisk.io/operator"
+
+
+def test_quiet_wakeups_hides_only_wake_handler_successes() -> None:
+    quiet = QuietWakeups()
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, message, None, None)
+
+    assert not quiet.filter(record("Handler 'pod_changed' succeeded."))
+    assert quiet.filter(record("Handler 'pod_changed' failed with an exception. Will ignore."))
+    assert quiet.filter(record("Handler 'reconcile' succeeded."))
+
+
+@pytest.mark.integration
+def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str) -> None:
+    """The operator's MLflow edge on a real server: found by tags, promotion records the
+    champion it replaced, rollback restores it."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    name = "operator-edge-model"
+    ref = "ns/edge/uid-9"
+    client.create_registered_model(name)
+    experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(TRAINING_EXPERIMENT)
+
+    def training_run(run: int, auc: float) -> str:
+        tags = {TAG_TRAINING: ref, TAG_RUN_NUMBER: str(run)}
+        run_id = client.create_run(experiment_id, tags=tags).info.run_id
+        for step in (1, 2):
+            client.log_metric(run_id, "round", step, step=step)
+            client.log_metric(run_id, "val_auc", auc - 0.1 / step, step=step)
+        version = client.create_model_version(
+            name, f"runs:/{run_id}/model", run_id=run_id, tags={**tags, TAG_VAL_AUC: str(auc)}
+        )
+        return str(version.version)
+
+    assert tracking.run_progress(mlflow_uri, ref, 1) is None
+    first = training_run(1, 0.80)
+    progress = tracking.run_progress(mlflow_uri, ref, 1)
+    assert progress is not None and progress.round == 2 and progress.auc == pytest.approx(0.75)
+    found = tracking.find_version(mlflow_uri, name, ref, 1)
+    assert found is not None and (found.version, found.auc, found.promotion) == (first, 0.8, None)
+    assert tracking.find_version(mlflow_uri, name, ref, 2) is None
+
+    assert tracking.promote(mlflow_uri, name, first, "champion", 0.0).promoted
+    second = training_run(2, 0.85)
+    assert tracking.promote(mlflow_uri, name, second, "champion", 0.0).promoted
+    promoted = tracking.find_version(mlflow_uri, name, ref, 2)
+    assert promoted is not None and promoted.previous_champion == first
+    assert client.get_model_version(name, second).tags[TAG_PREVIOUS_CHAMPION] == first
+
+    tracking.rollback(mlflow_uri, name, "champion", first, "Deployment not ready")
+    assert client.get_model_version_by_alias(name, "champion").version == first
+    assert client.get_model_version(name, second).tags[TAG_PROMOTION] == "rolled-back"
+    third = training_run(3, 0.5)
+    assert not tracking.promote(mlflow_uri, name, third, "champion", 0.0).promoted
