@@ -8,6 +8,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from healthrisk.processes import ProcessGroup
 from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES
@@ -265,3 +274,33 @@ def test_api_key_is_required_when_configured(basic: BasicDeployment, mlflow_uri:
             outcome="unauthorized",
         )
         assert unauthorized == 2
+
+
+FUZZ_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
+def test_fuzzing_the_openapi_spec_finds_no_5xx_and_no_off_schema_response(
+    basic: BasicDeployment, mode: GenerationMode
+) -> None:
+    # Driven by hand rather than with schemathesis' pytest plugin, whose lazy fixture
+    # loading does not work with pytest 9.
+    schema = schemathesis.openapi.from_url(f"{basic.service.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 11
+
+    for operation in operations:
+        if mode is GenerationMode.NEGATIVE and not operation.body:
+            continue  # only a body can be invalid; a path name is any string
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def call(case: schemathesis.Case) -> None:
+            case.call_and_validate(checks=FUZZ_CHECKS)
+
+        call()

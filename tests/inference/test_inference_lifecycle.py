@@ -175,5 +175,7 @@ def test_a_model_whose_signature_breaks_the_schema_is_refused(mlflow_uri: str, t
         assert "refusing model" in service.log() and "signature" in service.log()
         # Refused once, not retried on every poll.
         checked = described["registry"]["last_check"]
-        wait_until(lambda: service.model()["registry"]["last_check"] > checked + 1, timeout=10, what="more polls")
+        wait_until(
+            lambda: service.model()["registry"]["last_check"] > checked + 1, timeout=10, what="more polls"
+        )
         assert sample(metric_samples(service), "model_load_failures_total", reason="refused") == 1

@@ -22,6 +22,7 @@ ENDPOINTS = {
 V2_INFER_SUFFIX = "/infer"
 _OUTCOMES = {
     200: "success",
+    400: "invalid",
     401: "unauthorized",
     404: "not_found",
     413: "too_large",

@@ -76,6 +76,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 PREDICTION_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
+    400: {"model": ErrorResponse, "description": "The body could not be read as JSON text."},
     413: {"model": ErrorResponse, "description": "Batch or body too large."},
     503: {"model": ErrorResponse, "description": "No model loaded yet."},
 }
