@@ -16,7 +16,9 @@ RUN python3 -m venv /opt/health-risk \
  && /opt/health-risk/bin/pip uninstall --yes pip
 
 FROM ${BASE_IMAGE}
-RUN useradd --system --uid 10001 --user-group --home-dir /home/healthrisk --create-home healthrisk
+# /data owned by the runtime user: a fresh named volume mounted there (compose) inherits it.
+RUN useradd --uid 10001 --user-group --home-dir /home/healthrisk --create-home healthrisk \
+ && mkdir -p /data && chown 10001:10001 /data
 COPY --from=build /opt/health-risk /opt/health-risk
 # FLWR_HOME under /tmp: pods run with a read-only root filesystem and an emptyDir there.
 ENV PATH=/opt/health-risk/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \

@@ -52,3 +52,9 @@ images: $(addprefix image-,$(IMAGES))
 images-load:
 	bash cluster/load-image.sh $(IMAGE_REFS) \
 	  $$($(DOCKER) image inspect $(PROMETHEUS_IMAGE) >/dev/null 2>&1 && echo $(PROMETHEUS_IMAGE))
+
+# The chart on a real cluster (tests/chart, marked `cluster`): brings the harness up,
+# builds and loads the images, installs, tests, upgrades and uninstalls the chart.
+.PHONY: chart-test
+chart-test: install cluster-up
+	KUBECONFIG=$${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig} $(BIN)/pytest -m cluster -p no:cacheprovider tests/chart

@@ -5,21 +5,24 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
 COPY . /wheelhouse
 # --no-index: the build never reaches a package index, so it runs air-gapped.
+# pandas: the loader checks the extracted parameters against the sklearn pipeline on a
+# DataFrame. pyarrow (a core dependency, for reading site data) is never imported by the
+# service and is the largest package, so it goes.
 RUN python3 -m venv /opt/health-risk \
  && /opt/health-risk/bin/pip install --no-index --find-links /wheelhouse --no-cache-dir \
-      -c /wheelhouse/constraints.txt "health-risk[inference,cli]" \
- && /opt/health-risk/bin/pip uninstall --yes pip \
+      -c /wheelhouse/constraints.txt "health-risk[inference,cli]" pandas \
+ && /opt/health-risk/bin/pip uninstall --yes pyarrow pip \
  # Headers, Cython sources and the packages' own test suites are never used at run time;
- # they are a third of pyarrow/scipy and keep the image under its 500 MB budget.
+ # dropping them keeps the image under its 500 MB budget.
  && site=/opt/health-risk/lib/python3.11/site-packages \
- && rm -rf "$site"/pyarrow/include "$site"/pyarrow/src "$site"/pyarrow/tests \
+ && rm -rf \
       "$site"/scipy/*/tests "$site"/scipy/*/*/tests "$site"/sklearn/*/tests "$site"/sklearn/tests \
       "$site"/numpy/*/tests "$site"/numpy/tests "$site"/pandas/tests \
  && find "$site" \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h' \) -delete
 
 FROM ${BASE_IMAGE}
 # A fixed uid so the chart's runAsUser and file ownership agree on every base image.
-RUN useradd --system --uid 10001 --user-group --home-dir /home/healthrisk --create-home healthrisk
+RUN useradd --uid 10001 --user-group --home-dir /home/healthrisk --create-home healthrisk
 COPY --from=build /opt/health-risk /opt/health-risk
 ENV PATH=/opt/health-risk/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001

@@ -12,7 +12,7 @@ RUN python3 -m venv /opt/mlflow \
  && /opt/mlflow/bin/pip uninstall --yes pip
 
 FROM ${BASE_IMAGE}
-RUN useradd --system --uid 10001 --user-group --home-dir /home/mlflow --create-home mlflow \
+RUN useradd --uid 10001 --user-group --home-dir /home/mlflow --create-home mlflow \
  && mkdir -p /mlflow && chown 10001:10001 /mlflow
 COPY --from=build /opt/mlflow /opt/mlflow
 # The job runner is off: with it the server forks a huey consumer (~2.5 GiB, slow start)

@@ -5,13 +5,15 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
 COPY . /wheelhouse
 # --no-index: the build never reaches a package index, so it runs air-gapped.
+# pyarrow (a core dependency, for reading site data) is never imported by the operator
+# and is the largest package, so it goes.
 RUN python3 -m venv /opt/health-risk \
  && /opt/health-risk/bin/pip install --no-index --find-links /wheelhouse --no-cache-dir \
       -c /wheelhouse/constraints.txt "health-risk[operator,cli]" \
- && /opt/health-risk/bin/pip uninstall --yes pip
+ && /opt/health-risk/bin/pip uninstall --yes pyarrow pip
 
 FROM ${BASE_IMAGE}
-RUN useradd --system --uid 10001 --user-group --home-dir /home/healthrisk --create-home healthrisk
+RUN useradd --uid 10001 --user-group --home-dir /home/healthrisk --create-home healthrisk
 COPY --from=build /opt/health-risk /opt/health-risk
 ENV PATH=/opt/health-risk/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001

@@ -1,0 +1,278 @@
+"""The chart on a real cluster: server-side validation, install, helm test, upgrade,
+Prometheus scraping the inference pods, uninstall.
+
+The cluster is KUBECONFIG or the local harness (`make cluster-up`); without one these
+tests FAIL. Images are built from the wheelhouse with `make images` on the base image
+CHART_TEST_BASE_IMAGE (default: the harness's local/python:3.11-slim) and loaded with
+CLUSTER_LOAD_IMAGE (default cluster/load-image.sh; `kind load docker-image` for kind).
+Pods use imagePullPolicy Never: nothing is pulled. CHART_TEST_BUILD_IMAGES=0 uses the
+images already loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chartkit import CHART, HARNESS_KUBECONFIG, REPO, VALUE_SETS, find_tool, render, run, wait_for, with_namespace
+
+pytestmark = pytest.mark.cluster
+
+IMAGE_TAG = "dev"
+BASE_IMAGE = os.environ.get("CHART_TEST_BASE_IMAGE", "local/python:3.11-slim")
+DEBIAN_BASE_IMAGE = os.environ.get("CHART_TEST_DEBIAN_IMAGE", "local/debian:bookworm")
+RECORD = {
+    "heart_rate": 75, "steps": 8000, "sleep_hours": 7.5, "respiratory_rate": 16, "body_temp": 98.6,
+    "pm25": 15, "pm10": 25, "o3": 0.05, "no2": 0.02, "temperature": 72, "humidity": 50,
+}  # fmt: skip
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    kubectl: str
+    helm: str
+
+    def kubectl_run(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return run([self.kubectl, "--kubeconfig", self.kubeconfig, *args], **kw)
+
+    def helm_run(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return run([self.helm, "--kubeconfig", self.kubeconfig, *args], **kw)
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl_run(*args, "-o", "json").stdout)
+
+    def create_namespace(self, name: str) -> None:
+        self.kubectl_run("create", "namespace", name)
+        wait_for(
+            f"default ServiceAccount in {name}",
+            lambda: self.kubectl_run("-n", name, "get", "sa", "default", check=False).returncode == 0,
+            timeout=60,
+        )
+
+    @contextlib.contextmanager
+    def port_forward(self, namespace: str, target: str, port: int) -> Iterator[str]:
+        """`kubectl port-forward` to a free loopback port; yields http://127.0.0.1:PORT."""
+        proc = subprocess.Popen(
+            [self.kubectl, "--kubeconfig", self.kubeconfig, "-n", namespace, "port-forward",
+             "--address", "127.0.0.1", target, f":{port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            match = re.search(r"127\.0\.0\.1:(\d+)", line)
+            assert match, f"port-forward to {target} said: {line}"
+            yield f"http://127.0.0.1:{match.group(1)}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Cluster:
+    env = os.environ.get("KUBECONFIG")
+    kubeconfig = env or str(HARNESS_KUBECONFIG)
+    if not Path(kubeconfig).exists():
+        pytest.fail(f"No cluster: {kubeconfig} does not exist; run `make cluster-up` or set KUBECONFIG", pytrace=False)
+    c = Cluster(kubeconfig, find_tool("kubectl"), find_tool("helm"))
+    ready = c.kubectl_run("get", "--raw", "/readyz", check=False, timeout=30)
+    if ready.returncode != 0:
+        pytest.fail(f"cluster at {kubeconfig} is not reachable:\n{ready.stderr}", pytrace=False)
+    return c
+
+
+@pytest.fixture(scope="module")
+def images(cluster: Cluster) -> dict[str, str]:
+    """The platform's images, built from the wheelhouse and loaded into the cluster."""
+    refs = {name: f"health-risk/{name}:{IMAGE_TAG}" for name in ("operator", "flower", "inference", "mlflow", "prometheus")}
+    if os.environ.get("CHART_TEST_BUILD_IMAGES", "1") != "0":
+        make = ["make", "-C", str(REPO), f"IMAGE_TAG={IMAGE_TAG}"]
+        run([*make, "images", f"BASE_IMAGE={BASE_IMAGE}"], timeout=3000)
+        run([*make, "image-prometheus", f"DEBIAN_BASE_IMAGE={DEBIAN_BASE_IMAGE}"], timeout=900)
+        loader = os.environ.get("CLUSTER_LOAD_IMAGE") or str(REPO / "cluster" / "load-image.sh")
+        run([*shlex.split(loader), *refs.values()], timeout=1800)
+    return refs
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"hr-chart-{uuid.uuid4().hex[:6]}"
+    cluster.create_namespace(name)
+    yield name
+    cluster.kubectl_run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_rendered_manifests_are_accepted_by_the_api_server(
+    cluster: Cluster, namespace: str, value_set: str, tmp_path: Path
+) -> None:
+    values = with_namespace(VALUE_SETS[value_set], namespace)
+    extra = [ns for ns in values.get("operator", {}).get("watchNamespaces", [])]
+    for ns in extra:
+        cluster.create_namespace(ns)
+    try:
+        docs = render(cluster.helm, values, tmp_path, namespace=namespace)
+        manifest = yaml.safe_dump_all(docs)
+        out = cluster.kubectl_run("apply", "--dry-run=server", "-f", "-", input=manifest)
+        assert out.stdout.count("(server dry run)") == len(docs), out.stdout
+    finally:
+        for ns in extra:
+            cluster.kubectl_run("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def register_champion(cluster: Cluster, namespace: str, release: str, flower_image: str) -> str:
+    """Register a model version with alias champion in the release's MLflow, from inside
+    the cluster (a pod of the Flower image, which carries the training code)."""
+    script = """
+import mlflow, numpy as np
+from mlflow import MlflowClient
+from healthrisk.registry import build_pipeline, log_and_register
+mlflow.set_experiment("chart-test")
+n = 11
+pipeline = build_pipeline(np.zeros(n), np.ones(n), np.linspace(-0.5, 0.5, n) / 100, -1.0)
+with mlflow.start_run():
+    version = log_and_register(pipeline, registered_name="health-risk", tags={"healthrisk.source": "chart-test"})
+MlflowClient().set_registered_model_alias("health-risk", "champion", version.version)
+print("registered", version.version)
+"""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "register-champion",
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/instance": release, "app.kubernetes.io/component": "test"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "register",
+                "image": flower_image,
+                "imagePullPolicy": "Never",
+                "command": ["python3", "-c", script],
+                "env": [{"name": "MLFLOW_TRACKING_URI", "value": f"http://{release}-mlflow:5000"}],
+            }],
+        },
+    }  # fmt: skip
+    cluster.kubectl_run("apply", "-f", "-", input=json.dumps(pod))
+    phase = wait_for(
+        "the registering pod to finish",
+        lambda: (p := cluster.json("-n", namespace, "get", "pod", "register-champion")["status"].get("phase"))
+        in ("Succeeded", "Failed") and p,
+        timeout=300,
+    )
+    logs = cluster.kubectl_run("-n", namespace, "logs", "register-champion", check=False).stdout
+    assert phase == "Succeeded", logs
+    return logs.strip().split()[-1]
+
+
+def http_json(url: str, body: dict[str, Any] | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def release_leftovers(cluster: Cluster, namespace: str, release: str) -> dict[str, list[str]]:
+    selector = f"app.kubernetes.io/instance={release}"
+    kinds = "deployments,replicasets,pods,services,secrets,configmaps,serviceaccounts,roles,rolebindings,networkpolicies,hpa,pvc"
+    items = cluster.json("-n", namespace, "get", kinds, "-l", selector)["items"]
+    cluster_items = cluster.json("get", "clusterroles,clusterrolebindings", "-l", selector)["items"]
+    left: dict[str, list[str]] = {}
+    for item in items + [i for i in cluster_items if namespace in i["metadata"]["name"]]:
+        left.setdefault(item["kind"], []).append(item["metadata"]["name"])
+    return left
+
+
+@pytest.mark.timeout(3600)
+def test_install_test_upgrade_metrics_uninstall(
+    cluster: Cluster, images: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    release = "health-risk"
+    image = lambda name: {"repository": f"health-risk/{name}", "tag": IMAGE_TAG}  # noqa: E731
+    values = {
+        "global": {"imagePullPolicy": "Never"},
+        "operator": {"image": image("operator"), "runPods": {"image": image("flower"), "driftImage": image("flower")}},
+        "mlflow": {"image": image("mlflow"), "persistence": {"size": "1Gi"}},
+        # No model is registered yet on a fresh install: inference starts at zero replicas
+        # and the upgrade below scales it up once the test has registered a champion.
+        "inference": {"image": image("inference"), "replicaCount": 0},
+        "metrics": {"prometheus": {"enabled": True, "image": image("prometheus"), "scrapeInterval": "5s"}},
+    }
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+
+    started = time.monotonic()
+    cluster.helm_run("install", release, str(CHART), "-n", namespace, "-f", str(values_file),
+                     "--wait", "--timeout", "10m", timeout=900)  # fmt: skip
+    installed = time.monotonic() - started
+    print(f"helm install --wait: ready in {installed:.0f}s")
+
+    deployments = cluster.json("-n", namespace, "get", "deployments")["items"]
+    names = {d["metadata"]["name"]: d for d in deployments}
+    assert {"health-risk-operator", "health-risk-mlflow", "health-risk-inference", "health-risk-prometheus"} <= set(names)
+    for name in ("health-risk-operator", "health-risk-mlflow", "health-risk-prometheus"):
+        assert names[name]["status"].get("availableReplicas") == 1, name
+
+    version = register_champion(cluster, namespace, release, images["flower"])
+
+    started = time.monotonic()
+    cluster.helm_run("upgrade", release, str(CHART), "-n", namespace, "-f", str(values_file), "--wait",
+                     "--timeout", "10m", "--set", "inference.replicaCount=1",
+                     "--set", "inference.modelPollIntervalSeconds=5", timeout=900)  # fmt: skip
+    print(f"helm upgrade --wait (inference serving v{version}): ready in {time.monotonic() - started:.0f}s")
+    inference = cluster.json("-n", namespace, "get", "deployment", "health-risk-inference")
+    assert inference["status"].get("readyReplicas") == 1
+    env = {e["name"]: e.get("value") for e in inference["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODEL_POLL_INTERVAL_SECONDS"] == "5", "the upgrade's changed value reached the pods"
+
+    test = cluster.helm_run("test", release, "-n", namespace, "--timeout", "5m", timeout=400)
+    assert "Phase:          Succeeded" in test.stdout or "Succeeded" in test.stdout, test.stdout
+
+    with cluster.port_forward(namespace, "svc/health-risk-inference", 8080) as api:
+        for _ in range(5):
+            answer = http_json(f"{api}/predict", RECORD)
+            assert 0.0 <= answer["risk_score"] <= 1.0
+            assert answer["model_version"] == version
+    pod = cluster.json("-n", namespace, "get", "pods", "-l", "app.kubernetes.io/component=inference")["items"][0]
+    pod_name = pod["metadata"]["name"]
+
+    with cluster.port_forward(namespace, "svc/health-risk-prometheus", 9090) as prometheus:
+        query = f'sum by (pod) (predictions_total{{namespace="{namespace}",endpoint="/predict"}})'
+
+        def scraped() -> float:
+            url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+            result = http_json(url)["data"]["result"]
+            values = {r["metric"].get("pod"): float(r["value"][1]) for r in result}
+            return values.get(pod_name, 0.0) >= 5 and values[pod_name]
+
+        total = wait_for("predictions_total of the inference pod in Prometheus", scraped, timeout=120)
+        print(f"Prometheus: predictions_total{{pod={pod_name}}} = {total}")
+
+    cluster.helm_run("uninstall", release, "-n", namespace, "--wait", "--timeout", "5m", timeout=400)
+    left = wait_for(
+        "the release's objects to be deleted",
+        lambda: (left := release_leftovers(cluster, namespace, release)) == {
+            "PersistentVolumeClaim": ["health-risk-mlflow"]
+        } and left,
+        timeout=180,
+    )
+    assert left == {"PersistentVolumeClaim": ["health-risk-mlflow"]}, "only the kept PVC stays"
+    crd = cluster.kubectl_run("get", "crd", "federatedtrainings.healthrisk.io", check=False)
+    assert crd.returncode == 0, "the CRD (from crds/) outlives the release"

@@ -1,0 +1,203 @@
+"""The chart without a cluster: lint, schema, and what every rendering must hold."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chartkit import CHART, VALUE_SETS, find_tool, pod_specs, render, run, with_namespace
+
+STANDARD_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
+)
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return find_tool("helm")
+
+
+@pytest.fixture(scope="module", params=sorted(VALUE_SETS))
+def rendered(request: pytest.FixtureRequest, helm: str, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    values = with_namespace(VALUE_SETS[request.param], "health-risk-mlops")
+    return render(helm, values, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_helm_lint_strict(helm: str, value_set: str, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(with_namespace(VALUE_SETS[value_set], "health-risk-mlops")))
+    out = run([helm, "lint", "--strict", str(CHART), "-f", str(values)])
+    assert "0 chart(s) failed" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("inference.modelVersion=not a version", "modelVersion"),
+        ("operator.logFormat=xml", "logFormat"),
+        ("mlflow.enabled=false", "externalTrackingUri"),
+        ("inference.autoscaling.targetCPUUtilizationPercentage=0", "targetCPUUtilizationPercentage"),
+        ("operator.watchNamespace=typo", "watchNamespace"),
+        ("podSecurity.runAsUser=0", "runAsUser"),
+    ],
+)
+def test_schema_rejects_bad_values(helm: str, setting: str, complaint: str) -> None:
+    proc = run([helm, "template", "x", str(CHART), "--set", setting], check=False)
+    assert proc.returncode != 0, f"--set {setting} was accepted"
+    assert complaint in proc.stderr, proc.stderr
+
+
+def test_every_value_is_documented() -> None:
+    """Each key in values.yaml has a comment right above it, or its parent block has one."""
+    documented_blocks: list[tuple[int, bool]] = []  # (indent, documented) of the open parents
+    undocumented = []
+    previous = ""
+    for number, line in enumerate((CHART / "values.yaml").read_text().splitlines(), start=1):
+        match = re.match(r"^( *)([A-Za-z0-9_]+):", line)
+        if match:
+            indent = len(match.group(1))
+            while documented_blocks and documented_blocks[-1][0] >= indent:
+                documented_blocks.pop()
+            parent_documented = bool(documented_blocks) and documented_blocks[-1][1]
+            documented = previous.lstrip().startswith("#") or parent_documented
+            if not documented:
+                undocumented.append(f"{number}: {line.strip()}")
+            documented_blocks.append((indent, previous.lstrip().startswith("#")))
+        if line.strip():
+            previous = line
+    assert not undocumented, "values without a comment:\n" + "\n".join(undocumented)
+
+
+def test_pods_are_locked_down(rendered: list[dict[str, Any]]) -> None:
+    specs = dict(pod_specs(rendered))
+    assert specs, "no workloads rendered"
+    for name, spec in specs.items():
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, name
+        assert pod["runAsUser"] > 0, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            assert container["resources"].get("limits", {}).get("memory"), f"{name}: no memory limit"
+        ours = all("health-risk/" in c["image"] for c in spec["containers"])
+        if ours and not name.startswith("Pod/"):
+            mounts = {m["mountPath"] for c in spec["containers"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{name}: a read-only root needs a writable /tmp"
+
+
+def test_standard_labels_everywhere(rendered: list[dict[str, Any]]) -> None:
+    for doc in rendered:
+        if doc["kind"] == "CustomResourceDefinition":
+            continue
+        labels = doc["metadata"].get("labels", {})
+        missing = [key for key in STANDARD_LABELS if key not in labels]
+        assert not missing, f"{doc['kind']}/{doc['metadata']['name']} lacks {missing}"
+
+
+def test_operator_is_recreated_probed_and_told_its_images(helm: str, tmp_path: Path) -> None:
+    docs = render(
+        helm,
+        {"operator": {"runPods": {"image": {"repository": "reg/flower", "tag": "1.2.3"}, "pullPolicy": "Never"}}},
+        tmp_path,
+    )
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator"))
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HEALTHRISK_OPERATOR_FLOWER_IMAGE"] == "reg/flower:1.2.3"
+    assert env["HEALTHRISK_OPERATOR_IMAGE_PULL_POLICY"] == "Never"
+    assert env["HEALTHRISK_OPERATOR_TRACKING_URI"] == "http://health-risk-mlflow.health-risk-mlops.svc:5000"
+    assert "--namespace=health-risk-mlops" in container["args"]
+
+
+def test_operator_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
+    for doc in rendered:
+        if doc["kind"] not in ("Role", "ClusterRole"):
+            continue
+        for rule in doc["rules"]:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"], doc["metadata"]["name"]
+            assert "secrets" not in rule["resources"], "the operator never reads Secrets"
+            if doc["metadata"]["name"].endswith("-crds"):
+                # kopf's CRD discovery: the one cluster-wide grant outside clusterWide mode
+                assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
+
+
+def test_mlflow_allows_its_service_names_and_keeps_its_volume(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, {}, tmp_path)
+    mlflow = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "health-risk-mlflow")
+    args = mlflow["spec"]["template"]["spec"]["containers"][0]["args"]
+    allowed = next(a for a in args if a.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
+    assert "health-risk-mlflow:5000" in allowed
+    assert "health-risk-mlflow.health-risk-mlops.svc:5000" in allowed
+    assert mlflow["spec"]["strategy"]["type"] == "Recreate"
+    pvc = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_external_backends_need_no_volume(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, VALUE_SETS["production"], tmp_path)
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    mlflow = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "health-risk-mlflow")
+    container = mlflow["spec"]["template"]["spec"]["containers"][0]
+    assert "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in container["args"]
+    assert "--artifacts-destination=s3://models/mlflow" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-db"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-s3"
+    assert container["image"].startswith("registry.hospital.example/health-risk/mlflow:")
+
+
+def test_only_supernodes_and_the_submitter_reach_a_superlink(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, {}, tmp_path)
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-superlink"))
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"healthrisk.io/role": "superlink"}}
+    (rule,) = policy["spec"]["ingress"]
+    (peer,) = rule["from"]
+    assert peer["podSelector"]["matchExpressions"] == [
+        {"key": "healthrisk.io/role", "operator": "In", "values": ["supernode", "submit"]}
+    ]
+    mlflow = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-mlflow"))
+    roles = str(mlflow["spec"]["ingress"])
+    assert "supernode" not in roles, "SuperNodes hold site data and never talk to MLflow"
+
+
+def test_flower_tls_secret_covers_run_services(helm: str, tmp_path: Path) -> None:
+    from cryptography import x509
+
+    docs = render(helm, {}, tmp_path)
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "health-risk-flower-tls")
+    import base64
+
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    )
+    assert "*.health-risk-mlops.svc" in names
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    assert cert.issuer == ca.subject
+
+
+def test_grafana_dashboard_queries_the_service_metrics(helm: str, tmp_path: Path) -> None:
+    import json
+
+    docs = render(helm, {}, tmp_path)
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard"))
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(next(iter(configmap["data"].values())))
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in ("predictions_total", "prediction_latency_seconds_bucket", "prediction_risk_score_bucket",
+                   "model_info", "model_reloads_total"):
+        assert metric in exprs, metric
