@@ -466,6 +466,22 @@ def test_retrain_annotation_starts_a_manual_run(
     )
 
 
+def test_cron_schedule_starts_a_run(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    """Faked: run pods; run 1 fails fast (backoffLimit 0); the every-minute schedule then
+    starts run 2 at the next minute boundary."""
+    kube.create_training(
+        namespace, "cron", spec(runPolicy={"backoffLimit": 0}, retraining={"schedule": "* * * * *"})
+    )
+    bring_up_run(kube, namespace, "cron")
+    kube.fake_pod(namespace, "cron-r1-submit-0", "Failed")
+    status = wait_status(kube, namespace, "cron", "run 1 failed", lambda s: not s.get("active"))
+    assert status["nextScheduleTime"]
+    status = wait_status(
+        kube, namespace, "cron", "the scheduled run", lambda s: s.get("run") == 2, timeout=90
+    )
+    assert status["trigger"] == "schedule" and status["lastScheduleTime"].endswith(":00Z")
+
+
 # ---- drift -----------------------------------------------------------------------
 
 
