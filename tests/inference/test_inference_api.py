@@ -17,6 +17,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.result import Ok
 
 from healthrisk.processes import ProcessGroup
 from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES
@@ -291,7 +292,10 @@ def test_fuzzing_the_openapi_spec_finds_no_5xx_and_no_off_schema_response(
     # Driven by hand rather than with schemathesis' pytest plugin, whose lazy fixture
     # loading does not work with pytest 9.
     schema = schemathesis.openapi.from_url(f"{basic.service.url}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result.err()
+        operations.append(result.ok())
     assert len(operations) == 11
 
     for operation in operations:
