@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from healthrisk.constants import CHAMPION_ALIAS, INFERENCE_PORT, MLFLOW_PORT, REGISTERED_MODEL
+from healthrisk.constants import CHAMPION_ALIAS, INFERENCE_PORT, MLFLOW_PORT, REGISTERED_MODEL, TAG_VAL_AUC
 from healthrisk.data.generator import generate, site_name
 from healthrisk.data.window import DateWindow
 from healthrisk.processes import (
@@ -135,7 +135,7 @@ def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> N
             console.print(f"MLflow at {tracking_uri}")
 
         with stages.stage(f"3. federated training ({rounds} rounds) and promotion"):
-            outcome = run_training(
+            run_training(
                 data_root=data_root,
                 sites=[site_name(i) for i in range(N_SITES)],
                 window=TRAIN_WINDOW,
@@ -224,8 +224,8 @@ def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> N
 
         console.print(stages.table())
         console.print(
-            f"model [bold]{REGISTERED_MODEL}[/] v{outcome['version']} is {CHAMPION_ALIAS} "
-            f"(federated AUC {outcome['metrics']['auc']:.4f})\n"
+            f"model [bold]{REGISTERED_MODEL}[/] v{champion.version} is {CHAMPION_ALIAS} "
+            f"(federated AUC {float(champion.tags[TAG_VAL_AUC]):.4f}), served at {api_url}\n"
             f"MLflow UI: [bold]{tracking_uri}[/]  "
             f"(experiment health-risk-federated, model {REGISTERED_MODEL})\n"
             f"API:       [bold]{api_url}/docs[/]  ·  curl -X POST {api_url}/predict "

@@ -1,0 +1,39 @@
+"""`healthrisk demo` end to end, as a newcomer runs it (real MLflow, Flower, uvicorn)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_trains_promotes_serves_and_hot_swaps_after_drift(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "healthrisk", "demo", "--no-wait", "--rounds", "2", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-4000:]
+    # act 1: a champion serves predictions that name their model version
+    assert re.search(r"version 1 promoted to champion", output), output[-4000:]
+    assert re.search(r"typical adult\s+│\s+0\.\d+\s+│\s+(low|moderate|high)\s+│\s+1", output), output[-4000:]
+    # act 2: drift at the smoke site only, a retrain, a decision, and the API follows the champion
+    assert re.search(r"hospital_01.*\n(.*\n)*?\s+DRIFT", output)
+    assert "drift at 1 of 3 sites" in output
+    assert re.search(r"version 2, AUC 0\.\d+ → (promoted|not promoted)", output)
+    if "→ promoted" in output:
+        assert re.search(r"switched from v1 to v2 .* without a restart", output)
+    else:
+        assert "keeps serving v1" in output
+    assert "wall time by stage" in output
+    assert list((tmp_path / "drift-reports" / "hospital_01").glob("*.html"))
