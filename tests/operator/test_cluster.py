@@ -19,9 +19,11 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s_client
 
 from healthrisk.constants import (
     TAG_PROMOTION,
@@ -32,7 +34,8 @@ from healthrisk.constants import (
 )
 from healthrisk_operator.constants import ANNOTATION_MODEL_VERSION, ANNOTATION_RETRAIN
 
-from .kube import Kube, OperatorProcess, run_config_of, wait_for
+from .helpers import REPO
+from .kube import FAKE_SCHEDULER, Kube, OperatorProcess, run_config_of, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -569,6 +572,120 @@ def test_rollout_that_never_gets_ready_is_rolled_back(
 
 
 # ---- robustness ------------------------------------------------------------------
+
+
+# The least privilege the operator needs in a namespace it watches (the chart's Role).
+OPERATOR_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": ["healthrisk.io"],
+        "resources": ["federatedtrainings"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {"apiGroups": ["healthrisk.io"], "resources": ["federatedtrainings/status"], "verbs": ["get", "patch"]},
+    {
+        "apiGroups": [""],
+        "resources": ["pods", "services"],
+        "verbs": ["get", "list", "watch", "create", "delete", "patch"],
+    },
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "patch"]},
+]
+PYTHON_IMAGE = "local/python:3.11-slim"  # the harness's Debian python3.11 image
+
+
+def test_operator_runs_in_cluster_with_a_least_privilege_service_account(kube: Kube, namespace: str) -> None:
+    """The operator as a pod: in-cluster config, a ServiceAccount bound to OPERATOR_RULES
+    only, its liveness endpoint probed by the kubelet, JSON logs. The operator image is a
+    later issue, so the pod runs this checkout's code from a read-only hostPath on the
+    harness's Debian python image. Faked: nothing it creates is ever scheduled."""
+    import sysconfig
+
+    site_packages = sysconfig.get_paths()["purelib"]
+    kube.core.create_namespaced_service_account(namespace, {"metadata": {"name": "operator"}})
+    rbac = k8s_client.RbacAuthorizationV1Api(kube.api)
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "operator"}, "rules": OPERATOR_RULES})
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "operator"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "operator"},
+            "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}],
+        },
+    )
+    argv = [
+        "healthrisk",
+        "operator",
+        "run",
+        "--namespace",
+        namespace,
+        "--liveness",
+        "http://0.0.0.0:8090/healthz",
+    ]
+    launcher = (
+        f"import site, sys; site.addsitedir({site_packages!r}); sys.argv = {argv!r}; "
+        "from healthrisk.cli import main; main()"
+    )
+    probe = {"httpGet": {"path": "/healthz", "port": 8090}, "periodSeconds": 2, "failureThreshold": 5}
+    mounts = sorted({str(REPO), str(Path(site_packages).parents[2])})
+    kube.core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "operator", "labels": {"app": "operator"}},
+            "spec": {
+                "serviceAccountName": "operator",
+                "containers": [
+                    {
+                        "name": "operator",
+                        "image": PYTHON_IMAGE,
+                        "imagePullPolicy": "Never",
+                        "command": ["python3", "-c", launcher],
+                        "env": [
+                            {"name": "HOME", "value": "/tmp"},
+                            {"name": "HEALTHRISK_OPERATOR_TRACKING_URI", "value": "http://127.0.0.1:9"},
+                            {"name": "HEALTHRISK_OPERATOR_POD_SCHEDULER_NAME", "value": FAKE_SCHEDULER},
+                            {"name": "HEALTHRISK_OPERATOR_RECONCILE_INTERVAL_S", "value": "2"},
+                        ],
+                        "livenessProbe": probe,
+                        "readinessProbe": probe,
+                        "volumeMounts": [
+                            {"name": f"code{i}", "mountPath": path, "readOnly": True}
+                            for i, path in enumerate(mounts)
+                        ],
+                    }
+                ],
+                "volumes": [
+                    {"name": f"code{i}", "hostPath": {"path": path, "type": "Directory"}}
+                    for i, path in enumerate(mounts)
+                ],
+            },
+        },
+    )
+    try:
+        wait_for(
+            "the operator pod to pass its probe",
+            lambda: any(
+                c.type == "Ready" and c.status == "True"
+                for c in kube.core.read_namespaced_pod("operator", namespace).status.conditions or []
+            ),
+            timeout=120,
+        )
+        kube.create_training(namespace, "incluster", spec())
+        wait_pods(
+            kube, namespace, "incluster", {"incluster-r1-superlink", "incluster-r1-supernode-hospital-01"}
+        )
+        status = wait_status(
+            kube, namespace, "incluster", "status written", lambda s: s.get("sitesReady") == "0/2"
+        )
+        assert status["phase"] == "Pending" and status["run"] == 1
+        assert "RunStarted" in kube.event_reasons(namespace, "incluster")
+        log = kube.core.read_namespaced_pod_log("operator", namespace)
+        records = [json.loads(line) for line in str(log).splitlines() if line.startswith("{")]
+        assert any("created Pod" in r.get("message", "") for r in records), log
+        pod = kube.core.read_namespaced_pod("operator", namespace)
+        assert pod.status.container_statuses[0].restart_count == 0
+    finally:
+        kube.delete_trainings(namespace)
 
 
 def test_semantically_invalid_object_fails_without_hurting_the_operator(
