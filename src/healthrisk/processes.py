@@ -59,10 +59,11 @@ class Child:
         deadline = time.monotonic() + grace
         while (alive := {pid for pid in tree if _alive(pid)}) and time.monotonic() < deadline:
             time.sleep(0.05)
-            _reap_orphans()
+            _reap(tree)
         _signal_all(self.popen.pid, alive, signal.SIGKILL)
         self.popen.wait(timeout=grace)
-        _reap_orphans()
+        time.sleep(0.05)
+        _reap(tree)
 
 
 def _alive(pid: int) -> bool:
@@ -110,26 +111,20 @@ def become_subreaper() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
-def _reap_orphans() -> None:
-    """Reap adopted orphans that have exited (only those we are not waiting on elsewhere)."""
-    for pid in list(_adopted_zombies()):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+def _reap(pids: set[int]) -> None:
+    """Reap those of `pids` that were orphaned to us (as subreaper) and have exited.
 
-
-def _adopted_zombies() -> set[int]:
+    Only pids from the stopped tree: other children of ours belong to their Popen objects.
+    """
     me = os.getpid()
-    zombies = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in pids:
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if fields[0] == "Z" and int(fields[1]) == me:
-            zombies.add(int(entry.name))
-    return zombies
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
 
 
 class ProcessGroup:
