@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,22 +76,39 @@ def with_namespace(values: Mapping[str, Any], namespace: str) -> dict[str, Any]:
     return json.loads(json.dumps(values).replace("{ns}", namespace))
 
 
-def run(cmd: list[str], *, input: str | None = None, timeout: float = 300, check: bool = True,
-        env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str],
+    *,
+    input: str | None = None,
+    timeout: float = 300,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         cmd, input=input, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        command = " ".join(cmd[:6])
+        raise AssertionError(
+            f"{command} ... failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
-def render(helm: str, values: Mapping[str, Any], tmp_path: Path, *, namespace: str = "health-risk-mlops",
-           release: str = "health-risk") -> list[dict[str, Any]]:
+def render(
+    helm: str,
+    values: Mapping[str, Any],
+    tmp_path: Path,
+    *,
+    namespace: str = "health-risk-mlops",
+    release: str = "health-risk",
+) -> list[dict[str, Any]]:
     """`helm template` with these values, parsed; the CRD from crds/ included."""
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(dict(values)))
-    out = run([helm, "template", release, str(CHART), "-n", namespace, "--include-crds", "-f", str(values_file)])
+    out = run(
+        [helm, "template", release, str(CHART), "-n", namespace, "--include-crds", "-f", str(values_file)]
+    )
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
@@ -115,3 +135,45 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
             yield name, doc["spec"]
         elif doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
             yield name, doc["spec"]["template"]["spec"]
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    kubectl: str
+    helm: str
+
+    def kubectl_run(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return run([self.kubectl, "--kubeconfig", self.kubeconfig, *args], **kw)
+
+    def helm_run(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return run([self.helm, "--kubeconfig", self.kubeconfig, *args], **kw)
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl_run(*args, "-o", "json").stdout)
+
+    def create_namespace(self, name: str) -> None:
+        self.kubectl_run("create", "namespace", name)
+        wait_for(
+            f"default ServiceAccount in {name}",
+            lambda: self.kubectl_run("-n", name, "get", "sa", "default", check=False).returncode == 0,
+            timeout=60,
+        )
+
+    @contextlib.contextmanager
+    def port_forward(self, namespace: str, target: str, port: int) -> Iterator[str]:
+        """`kubectl port-forward` to a free loopback port; yields http://127.0.0.1:PORT."""
+        proc = subprocess.Popen(
+            [self.kubectl, "--kubeconfig", self.kubeconfig, "-n", namespace, "port-forward",
+             "--address", "127.0.0.1", target, f":{port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            match = re.search(r"127\.0\.0\.1:(\d+)", line)
+            assert match, f"port-forward to {target} said: {line}"
+            yield f"http://127.0.0.1:{match.group(1)}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)

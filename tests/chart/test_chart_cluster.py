@@ -11,111 +11,24 @@ images already loaded.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import re
-import shlex
-import subprocess
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from chartkit import CHART, HARNESS_KUBECONFIG, REPO, VALUE_SETS, find_tool, render, run, wait_for, with_namespace
+from chartkit import CHART, VALUE_SETS, Cluster, render, wait_for, with_namespace
 
 pytestmark = pytest.mark.cluster
 
 IMAGE_TAG = "dev"
-BASE_IMAGE = os.environ.get("CHART_TEST_BASE_IMAGE", "local/python:3.11-slim")
-DEBIAN_BASE_IMAGE = os.environ.get("CHART_TEST_DEBIAN_IMAGE", "local/debian:bookworm")
 RECORD = {
     "heart_rate": 75, "steps": 8000, "sleep_hours": 7.5, "respiratory_rate": 16, "body_temp": 98.6,
     "pm25": 15, "pm10": 25, "o3": 0.05, "no2": 0.02, "temperature": 72, "humidity": 50,
 }  # fmt: skip
-
-
-@dataclass
-class Cluster:
-    kubeconfig: str
-    kubectl: str
-    helm: str
-
-    def kubectl_run(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        return run([self.kubectl, "--kubeconfig", self.kubeconfig, *args], **kw)
-
-    def helm_run(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        return run([self.helm, "--kubeconfig", self.kubeconfig, *args], **kw)
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.kubectl_run(*args, "-o", "json").stdout)
-
-    def create_namespace(self, name: str) -> None:
-        self.kubectl_run("create", "namespace", name)
-        wait_for(
-            f"default ServiceAccount in {name}",
-            lambda: self.kubectl_run("-n", name, "get", "sa", "default", check=False).returncode == 0,
-            timeout=60,
-        )
-
-    @contextlib.contextmanager
-    def port_forward(self, namespace: str, target: str, port: int) -> Iterator[str]:
-        """`kubectl port-forward` to a free loopback port; yields http://127.0.0.1:PORT."""
-        proc = subprocess.Popen(
-            [self.kubectl, "--kubeconfig", self.kubeconfig, "-n", namespace, "port-forward",
-             "--address", "127.0.0.1", target, f":{port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            match = re.search(r"127\.0\.0\.1:(\d+)", line)
-            assert match, f"port-forward to {target} said: {line}"
-            yield f"http://127.0.0.1:{match.group(1)}"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Cluster:
-    env = os.environ.get("KUBECONFIG")
-    kubeconfig = env or str(HARNESS_KUBECONFIG)
-    if not Path(kubeconfig).exists():
-        pytest.fail(f"No cluster: {kubeconfig} does not exist; run `make cluster-up` or set KUBECONFIG", pytrace=False)
-    c = Cluster(kubeconfig, find_tool("kubectl"), find_tool("helm"))
-    ready = c.kubectl_run("get", "--raw", "/readyz", check=False, timeout=30)
-    if ready.returncode != 0:
-        pytest.fail(f"cluster at {kubeconfig} is not reachable:\n{ready.stderr}", pytrace=False)
-    return c
-
-
-@pytest.fixture(scope="module")
-def images(cluster: Cluster) -> dict[str, str]:
-    """The platform's images, built from the wheelhouse and loaded into the cluster."""
-    refs = {name: f"health-risk/{name}:{IMAGE_TAG}" for name in ("operator", "flower", "inference", "mlflow", "prometheus")}
-    if os.environ.get("CHART_TEST_BUILD_IMAGES", "1") != "0":
-        make = ["make", "-C", str(REPO), f"IMAGE_TAG={IMAGE_TAG}"]
-        run([*make, "images", f"BASE_IMAGE={BASE_IMAGE}"], timeout=3000)
-        run([*make, "image-prometheus", f"DEBIAN_BASE_IMAGE={DEBIAN_BASE_IMAGE}"], timeout=900)
-        loader = os.environ.get("CLUSTER_LOAD_IMAGE") or str(REPO / "cluster" / "load-image.sh")
-        run([*shlex.split(loader), *refs.values()], timeout=1800)
-    return refs
-
-
-@pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
-    name = f"hr-chart-{uuid.uuid4().hex[:6]}"
-    cluster.create_namespace(name)
-    yield name
-    cluster.kubectl_run("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -147,7 +60,7 @@ mlflow.set_experiment("chart-test")
 n = 11
 pipeline = build_pipeline(np.zeros(n), np.ones(n), np.linspace(-0.5, 0.5, n) / 100, -1.0)
 with mlflow.start_run():
-    version = log_and_register(pipeline, registered_name="health-risk", tags={"healthrisk.source": "chart-test"})
+    version = log_and_register(pipeline, registered_name="health-risk", tags={"source": "chart-test"})
 MlflowClient().set_registered_model_alias("health-risk", "champion", version.version)
 print("registered", version.version)
 """
@@ -173,8 +86,11 @@ print("registered", version.version)
     cluster.kubectl_run("apply", "-f", "-", input=json.dumps(pod))
     phase = wait_for(
         "the registering pod to finish",
-        lambda: (p := cluster.json("-n", namespace, "get", "pod", "register-champion")["status"].get("phase"))
-        in ("Succeeded", "Failed") and p,
+        lambda: (
+            (p := cluster.json("-n", namespace, "get", "pod", "register-champion")["status"].get("phase"))
+            in ("Succeeded", "Failed")
+            and p
+        ),
         timeout=300,
     )
     logs = cluster.kubectl_run("-n", namespace, "logs", "register-champion", check=False).stdout
@@ -191,7 +107,10 @@ def http_json(url: str, body: dict[str, Any] | None = None) -> Any:
 
 def release_leftovers(cluster: Cluster, namespace: str, release: str) -> dict[str, list[str]]:
     selector = f"app.kubernetes.io/instance={release}"
-    kinds = "deployments,replicasets,pods,services,secrets,configmaps,serviceaccounts,roles,rolebindings,networkpolicies,hpa,pvc"
+    kinds = (
+        "deployments,replicasets,pods,services,secrets,configmaps,serviceaccounts,"
+        "roles,rolebindings,networkpolicies,hpa,pvc"
+    )
     items = cluster.json("-n", namespace, "get", kinds, "-l", selector)["items"]
     cluster_items = cluster.json("get", "clusterroles,clusterrolebindings", "-l", selector)["items"]
     left: dict[str, list[str]] = {}
@@ -208,7 +127,10 @@ def test_install_test_upgrade_metrics_uninstall(
     image = lambda name: {"repository": f"health-risk/{name}", "tag": IMAGE_TAG}  # noqa: E731
     values = {
         "global": {"imagePullPolicy": "Never"},
-        "operator": {"image": image("operator"), "runPods": {"image": image("flower"), "driftImage": image("flower")}},
+        "operator": {
+            "image": image("operator"),
+            "runPods": {"image": image("flower"), "driftImage": image("flower")},
+        },
         "mlflow": {"image": image("mlflow"), "persistence": {"size": "1Gi"}},
         # No model is registered yet on a fresh install: inference starts at zero replicas
         # and the upgrade below scales it up once the test has registered a champion.
@@ -226,7 +148,12 @@ def test_install_test_upgrade_metrics_uninstall(
 
     deployments = cluster.json("-n", namespace, "get", "deployments")["items"]
     names = {d["metadata"]["name"]: d for d in deployments}
-    assert {"health-risk-operator", "health-risk-mlflow", "health-risk-inference", "health-risk-prometheus"} <= set(names)
+    assert {
+        "health-risk-operator",
+        "health-risk-mlflow",
+        "health-risk-inference",
+        "health-risk-prometheus",
+    } <= set(names)
     for name in ("health-risk-operator", "health-risk-mlflow", "health-risk-prometheus"):
         assert names[name]["status"].get("availableReplicas") == 1, name
 
@@ -250,7 +177,9 @@ def test_install_test_upgrade_metrics_uninstall(
             answer = http_json(f"{api}/predict", RECORD)
             assert 0.0 <= answer["risk_score"] <= 1.0
             assert answer["model_version"] == version
-    pod = cluster.json("-n", namespace, "get", "pods", "-l", "app.kubernetes.io/component=inference")["items"][0]
+    pod = cluster.json("-n", namespace, "get", "pods", "-l", "app.kubernetes.io/component=inference")[
+        "items"
+    ][0]
     pod_name = pod["metadata"]["name"]
 
     with cluster.port_forward(namespace, "svc/health-risk-prometheus", 9090) as prometheus:
@@ -268,9 +197,11 @@ def test_install_test_upgrade_metrics_uninstall(
     cluster.helm_run("uninstall", release, "-n", namespace, "--wait", "--timeout", "5m", timeout=400)
     left = wait_for(
         "the release's objects to be deleted",
-        lambda: (left := release_leftovers(cluster, namespace, release)) == {
-            "PersistentVolumeClaim": ["health-risk-mlflow"]
-        } and left,
+        lambda: (
+            (left := release_leftovers(cluster, namespace, release))
+            == {"PersistentVolumeClaim": ["health-risk-mlflow"]}
+            and left
+        ),
         timeout=180,
     )
     assert left == {"PersistentVolumeClaim": ["health-risk-mlflow"]}, "only the kept PVC stays"

@@ -26,7 +26,9 @@ def helm() -> str:
 
 
 @pytest.fixture(scope="module", params=sorted(VALUE_SETS))
-def rendered(request: pytest.FixtureRequest, helm: str, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+def rendered(
+    request: pytest.FixtureRequest, helm: str, tmp_path_factory: pytest.TempPathFactory
+) -> list[dict[str, Any]]:
     values = with_namespace(VALUE_SETS[request.param], "health-risk-mlops")
     return render(helm, values, tmp_path_factory.mktemp(request.param))
 
@@ -109,10 +111,16 @@ def test_standard_labels_everywhere(rendered: list[dict[str, Any]]) -> None:
 def test_operator_is_recreated_probed_and_told_its_images(helm: str, tmp_path: Path) -> None:
     docs = render(
         helm,
-        {"operator": {"runPods": {"image": {"repository": "reg/flower", "tag": "1.2.3"}, "pullPolicy": "Never"}}},
+        {
+            "operator": {
+                "runPods": {"image": {"repository": "reg/flower", "tag": "1.2.3"}, "pullPolicy": "Never"}
+            }
+        },
         tmp_path,
     )
-    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator"))
+    deployment = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+    )
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -137,7 +145,9 @@ def test_operator_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> Non
 
 def test_mlflow_allows_its_service_names_and_keeps_its_volume(helm: str, tmp_path: Path) -> None:
     docs = render(helm, {}, tmp_path)
-    mlflow = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "health-risk-mlflow")
+    mlflow = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "health-risk-mlflow"
+    )
     args = mlflow["spec"]["template"]["spec"]["containers"][0]["args"]
     allowed = next(a for a in args if a.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
     assert "health-risk-mlflow:5000" in allowed
@@ -150,7 +160,9 @@ def test_mlflow_allows_its_service_names_and_keeps_its_volume(helm: str, tmp_pat
 def test_external_backends_need_no_volume(helm: str, tmp_path: Path) -> None:
     docs = render(helm, VALUE_SETS["production"], tmp_path)
     assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
-    mlflow = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "health-risk-mlflow")
+    mlflow = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "health-risk-mlflow"
+    )
     container = mlflow["spec"]["template"]["spec"]["containers"][0]
     assert "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in container["args"]
     assert "--artifacts-destination=s3://models/mlflow" in container["args"]
@@ -162,14 +174,18 @@ def test_external_backends_need_no_volume(helm: str, tmp_path: Path) -> None:
 
 def test_only_supernodes_and_the_submitter_reach_a_superlink(helm: str, tmp_path: Path) -> None:
     docs = render(helm, {}, tmp_path)
-    policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-superlink"))
+    policy = next(
+        d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-superlink")
+    )
     assert policy["spec"]["podSelector"] == {"matchLabels": {"healthrisk.io/role": "superlink"}}
     (rule,) = policy["spec"]["ingress"]
     (peer,) = rule["from"]
     assert peer["podSelector"]["matchExpressions"] == [
         {"key": "healthrisk.io/role", "operator": "In", "values": ["supernode", "submit"]}
     ]
-    mlflow = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-mlflow"))
+    mlflow = next(
+        d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-mlflow")
+    )
     roles = str(mlflow["spec"]["ingress"])
     assert "supernode" not in roles, "SuperNodes hold site data and never talk to MLflow"
 
@@ -178,7 +194,9 @@ def test_flower_tls_secret_covers_run_services(helm: str, tmp_path: Path) -> Non
     from cryptography import x509
 
     docs = render(helm, {}, tmp_path)
-    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "health-risk-flower-tls")
+    secret = next(
+        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "health-risk-flower-tls"
+    )
     import base64
 
     cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
@@ -194,10 +212,17 @@ def test_grafana_dashboard_queries_the_service_metrics(helm: str, tmp_path: Path
     import json
 
     docs = render(helm, {}, tmp_path)
-    configmap = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard"))
+    configmap = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")
+    )
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(next(iter(configmap["data"].values())))
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
-    for metric in ("predictions_total", "prediction_latency_seconds_bucket", "prediction_risk_score_bucket",
-                   "model_info", "model_reloads_total"):
+    for metric in (
+        "predictions_total",
+        "prediction_latency_seconds_bucket",
+        "prediction_risk_score_bucket",
+        "model_info",
+        "model_reloads_total",
+    ):
         assert metric in exprs, metric

@@ -34,6 +34,7 @@ def test_workflows_pass_actionlint() -> None:
     workflows = sorted((REPO / ".github" / "workflows").glob("*.y*ml"))
     assert {w.stem for w in workflows} >= {"ci", "release", "drift-check"}
     # actionlint also runs shellcheck on every run: block when shellcheck is installed
-    proc = subprocess.run([actionlint(), "-no-color", *map(str, workflows)], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [actionlint(), "-no-color", *map(str, workflows)], capture_output=True, text=True, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-
