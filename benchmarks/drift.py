@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from healthrisk.data.generator import generate_day, site_name
-from healthrisk.drift.check import DriftOptions, frame, run_report
+from healthrisk.drift.check import CALIBRATED_MAX_ROWS, DriftOptions, frame, run_report
 from healthrisk.schema import FEATURE_NAMES
 
 START = dt.date(2020, 1, 1)
@@ -98,7 +98,7 @@ def main() -> None:
         "ks, all rows": DriftOptions(per_column_method=dict.fromkeys(FEATURE_NAMES, "ks")),
         "psi calibrated, all rows": replace(calibrated, max_rows=None),
         "psi calibrated, 5k sample": replace(calibrated, max_rows=5_000),
-        f"psi calibrated, {calibrated.max_rows // 1000}k sample (product)": calibrated,
+        f"psi calibrated, {CALIBRATED_MAX_ROWS // 1000}k sample (product)": calibrated,
     }
     with tempfile.TemporaryDirectory() as tmp:
         # Imports and plotly templates load once, outside the timing.
