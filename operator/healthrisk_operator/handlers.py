@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,11 +50,20 @@ class Wakers:
     """One asyncio.Event per live daemon, keyed by (namespace, name)."""
 
     events: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    # What of each training last woke its daemon: its own status writes must not wake it
+    # again (that would reconcile in a loop), a user's edit must.
+    seen: dict[tuple[str, str], Hashable] = field(default_factory=dict)
 
     def wake(self, namespace: str | None, name: str | None) -> None:
         event = self.events.get((namespace or "", name or ""))
         if event is not None:
             event.set()
+
+    def wake_on_change(self, namespace: str | None, name: str | None, state: Hashable) -> None:
+        key = (namespace or "", name or "")
+        if self.seen.get(key) != state:
+            self.seen[key] = state
+            self.wake(namespace, name)
 
     def wake_namespace(self, namespace: str | None) -> None:
         for (ns, _), event in self.events.items():
@@ -121,11 +131,16 @@ async def reconcile_loop(
                 await asyncio.wait_for(wakeup.wait(), timeout=timeout)
     finally:
         memo.wakers.events.pop(key, None)
+        memo.wakers.seen.pop(key, None)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def training_changed(namespace: str | None, name: str | None, memo: Any, **_: Any) -> None:
-    memo.wakers.wake(namespace, name)
+async def training_changed(
+    namespace: str | None, name: str | None, meta: kopf.Meta, memo: Any, **_: Any
+) -> None:
+    # generation moves with spec edits; annotations carry the retrain request.
+    state = (meta.get("generation"), tuple(sorted((meta.get("annotations") or {}).items())))
+    memo.wakers.wake_on_change(namespace, name, state)
 
 
 @kopf.on.event("pods", labels={LABEL_TRAINING: kopf.PRESENT, "app.kubernetes.io/managed-by": MANAGER})

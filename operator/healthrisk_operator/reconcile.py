@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,7 +21,15 @@ from kubernetes.client.exceptions import ApiException
 from healthrisk_operator import builders, tracking
 from healthrisk_operator.builders import Manifest, Training
 from healthrisk_operator.config import OperatorConfig
-from healthrisk_operator.constants import GROUP, LABEL_TRAINING, MANAGER, PLURAL, ROLE_DRIFT, VERSION
+from healthrisk_operator.constants import (
+    GROUP,
+    LABEL_RUN,
+    LABEL_TRAINING,
+    MANAGER,
+    PLURAL,
+    ROLE_DRIFT,
+    VERSION,
+)
 from healthrisk_operator.spec import SpecError, TrainingSpec, parse_spec
 from healthrisk_operator.state import Plan, decide
 from healthrisk_operator.views import (
@@ -192,7 +201,7 @@ class Reconciler:
         views = []
         for svc in self._owned(training, items, "Service"):
             meta = svc["metadata"]
-            run = (meta.get("labels") or {}).get("healthrisk.io/run")
+            run = (meta.get("labels") or {}).get(LABEL_RUN)
             views.append(
                 ServiceView(
                     meta["name"],
@@ -213,7 +222,7 @@ class Reconciler:
             else:
                 version = tracking.find_version(uri, spec.model.registered_name, ref, run)
         except Exception as exc:  # any MLflow/HTTP failure: the state machine waits, visibly
-            return dataclasses.replace(observed, registry_error=f"{type(exc).__name__}: {str(exc)[:300]}")
+            return dataclasses.replace(observed, registry_error=_stable_message(exc))
         deployment: DeploymentView | None = None
         if version is not None and spec.promotion.inference_deployment:
             deployment = self._deployment(observed.training.namespace, spec)
@@ -338,6 +347,11 @@ class Reconciler:
             self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, {"status": patch}
             )
+
+
+def _stable_message(exc: Exception) -> str:
+    """The error without object addresses, so an unchanged outage writes no new status."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(exc).__name__}: {exc}")[:300]
 
 
 def _api_message(exc: ApiException) -> str:

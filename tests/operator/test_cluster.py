@@ -574,22 +574,20 @@ def test_rollout_that_never_gets_ready_is_rolled_back(
 # ---- robustness ------------------------------------------------------------------
 
 
-# The least privilege the operator needs in a namespace it watches (the chart's Role).
+# The least privilege the operator needs in a namespace it watches: the same rules as the
+# chart's Role (charts/health-risk/templates/_helpers.tpl, health-risk.operator.rules).
 OPERATOR_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": ["healthrisk.io"],
         "resources": ["federatedtrainings"],
         "verbs": ["get", "list", "watch", "patch"],
     },
-    {"apiGroups": ["healthrisk.io"], "resources": ["federatedtrainings/status"], "verbs": ["get", "patch"]},
-    {
-        "apiGroups": [""],
-        "resources": ["pods", "services"],
-        "verbs": ["get", "list", "watch", "create", "delete", "patch"],
-    },
+    {"apiGroups": ["healthrisk.io"], "resources": ["federatedtrainings/status"], "verbs": ["patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "create", "patch", "delete"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 PYTHON_IMAGE = "local/python:3.11-slim"  # the harness's Debian python3.11 image
 

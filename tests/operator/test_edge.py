@@ -131,3 +131,29 @@ def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str) -> 
     assert client.get_model_version(name, second).tags[TAG_PROMOTION] == "rolled-back"
     third = training_run(3, 0.5)
     assert not tracking.promote(mlflow_uri, name, third, "champion", 0.0).promoted
+
+
+def test_own_status_writes_do_not_wake_the_daemon() -> None:
+    import asyncio
+
+    from healthrisk_operator.handlers import Wakers
+
+    wakers = Wakers()
+    event = wakers.events[("ns", "ft")] = asyncio.Event()
+    wakers.wake_on_change("ns", "ft", (1, ()))
+    assert event.is_set()
+    event.clear()
+    wakers.wake_on_change("ns", "ft", (1, ()))  # a status-only change: same generation
+    assert not event.is_set()
+    wakers.wake_on_change("ns", "ft", (1, (("healthrisk.io/retrain", "now"),)))
+    assert event.is_set()
+
+
+def test_registry_errors_read_the_same_every_time() -> None:
+    from healthrisk_operator.reconcile import _stable_message
+
+    def outage() -> Exception:
+        return ConnectionError(f"Failed to establish <urllib3.HTTPConnection object at {hex(id(object()))}>")
+
+    assert _stable_message(outage()) == _stable_message(outage())
+    assert _stable_message(outage()).startswith("ConnectionError: Failed to establish")
