@@ -212,6 +212,8 @@ def check_command(
         _fail(str(exc))
     for result in results:
         print_summary(result)
+    if publish and tracking_uri is None:
+        console.print(f"summaries not published: no --tracking-uri or {ENV_TRACKING_URI}", highlight=False)
     decision = decide([r.summary for r in results], policy)
     console.print(decision.reason, highlight=False, soft_wrap=True)
     if as_json:
