@@ -308,3 +308,28 @@ def test_fuzzing_the_openapi_spec_finds_no_5xx_and_no_off_schema_response(
             case.call_and_validate(checks=FUZZ_CHECKS)
 
         call()
+
+
+def test_a_local_model_uri_is_served_without_the_registry(
+    basic: BasicDeployment, mlflow_uri: str, tmp_path: Path
+) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    local = mlflow.artifacts.download_artifacts(
+        f"models:/{basic.name}/{basic.version}", dst_path=str(tmp_path / "m")
+    )
+    with ProcessGroup(tmp_path / "logs") as group:
+        service = start_service(group, {"MODEL_URI": local, "MODEL_NAME": basic.name})
+        wait_ready(service)
+        with service.client() as client, basic.service.client() as registry_served:
+            local_answer = client.post("/predict", json=EXAMPLE_RECORD).json()
+            registry_answer = registry_served.post("/predict", json=EXAMPLE_RECORD).json()
+        described = service.model()
+    assert local_answer["model_version"] == "local"
+    assert local_answer["risk_score"] == registry_answer["risk_score"]
+    assert (described["source"], described["reference"], described["registry"]["reachable"]) == (
+        local,
+        local,
+        None,
+    )

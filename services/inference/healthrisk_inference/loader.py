@@ -194,6 +194,16 @@ def _load(uri: str, name: str | None, version: str | None) -> dict[str, Any]:
     return document
 
 
+def _die_with_parent() -> None:
+    """A load that the server no longer waits for is pointless: let Linux end it with the server."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("uri")
@@ -201,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name")
     parser.add_argument("--version")
     args = parser.parse_args(argv)
+    _die_with_parent()
     # Loading competes with serving for the same cores; serving comes first.
     os.nice(10)
     try:

@@ -62,7 +62,10 @@ class ModelManager:
 
     @property
     def reference(self) -> str:
-        return self.settings.model_uri or f"models:/{self.settings.model_name}@{self.settings.model_version}"
+        if self.settings.model_uri:
+            return self.settings.model_uri
+        separator = "/" if self.settings.model_version.isdigit() else "@"
+        return f"models:/{self.settings.model_name}{separator}{self.settings.model_version}"
 
     def start(self) -> None:
         self._thread.start()
@@ -151,8 +154,9 @@ class ModelManager:
         self.metrics.registry_reachable.set(1)
         self.metrics.registry_last_success.set(now)
         if isinstance(error, VersionNotFound):
+            # Said once per distinct answer, not on every poll.
+            if str(error) != self.registry.last_error:
+                log.warning("the registry has no %s to serve: %s", self.reference, error)
             self.registry.last_error = str(error)
-            if self.current is None:
-                log.warning("no model to serve yet: %s", error)
         else:
             self.registry.last_error = None
