@@ -1,0 +1,232 @@
+"""What the end-to-end tests drive the platform with: kubectl and helm, as a user would.
+
+Everything goes through the pinned `kubectl`/`helm` of the harness (or those on PATH) and
+the API server at 127.0.0.1; HTTP to in-cluster Services goes through `kubectl
+port-forward` on loopback, so no test traffic leaves the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+HARNESS_KUBECONFIG = REPO / ".cluster" / "kubeconfig"
+CACHE = Path(os.environ.get("HEALTHRISK_CACHE", "/var/cache/health-risk"))
+
+
+class CommandFailed(AssertionError):
+    pass
+
+
+def find_tool(name: str) -> str | None:
+    """The harness's pinned binary, else the one on PATH."""
+    for candidate in (REPO / ".cluster" / "bin" / name, CACHE / "tools" / "bin" / name):
+        if candidate.exists():
+            return str(candidate)
+    return shutil.which(name)
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 3.0) -> Any:
+    """Poll until `predicate` returns something truthy; fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = predicate()
+        except CommandFailed as exc:  # an API call that failed once is worth retrying
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+@dataclass
+class Kube:
+    """kubectl and helm against one cluster, scoped to one namespace by default."""
+
+    kubeconfig: str
+    kubectl_bin: str
+    helm_bin: str
+    namespace: str = "default"
+
+    def _run(
+        self, cmd: list[str], *, input: str | None, timeout: float, check: bool
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            command = " ".join([Path(cmd[0]).name, *cmd[5:10]])
+            raise CommandFailed(
+                f"{command} ... exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
+        return proc
+
+    def kubectl(
+        self, *args: str, input: str | None = None, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [self.kubectl_bin, "--kubeconfig", self.kubeconfig, "-n", self.namespace, *args]
+        return self._run(cmd, input=input, timeout=timeout, check=check)
+
+    def helm(self, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = [self.helm_bin, "--kubeconfig", self.kubeconfig, "-n", self.namespace, *args]
+        return self._run(cmd, input=None, timeout=timeout, check=check)
+
+    def get(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def get_or_none(self, *args: str) -> Any:
+        proc = self.kubectl("get", *args, "-o", "json", check=False)
+        if proc.returncode != 0:
+            if "NotFound" in proc.stderr:
+                return None
+            raise CommandFailed(proc.stderr)
+        return json.loads(proc.stdout)
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+    def patch(self, kind_name: str, patch: dict[str, Any], patch_type: str = "merge") -> None:
+        self.kubectl("patch", kind_name, "--type", patch_type, "-p", json.dumps(patch))
+
+    def events(self, **field_selector: str) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in field_selector.items())
+        args = ["events"] + (["--field-selector", selector] if selector else [])
+        return list(self.get(*args)["items"])
+
+    @contextlib.contextmanager
+    def port_forward(self, target: str, port: int) -> Iterator[str]:
+        """`kubectl port-forward` to a free loopback port; yields http://127.0.0.1:PORT."""
+        proc = subprocess.Popen(
+            [self.kubectl_bin, "--kubeconfig", self.kubeconfig, "-n", self.namespace, "port-forward",
+             "--address", "127.0.0.1", target, f":{port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            match = re.search(r"127\.0\.0\.1:(\d+)", line)
+            assert match, f"port-forward to {target} said: {line}"
+            yield f"http://127.0.0.1:{match.group(1)}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def http_json(
+    url: str, body: Any = None, *, headers: dict[str, str] | None = None, timeout: float = 10
+) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"{url}: HTTP {exc.code}: {exc.read()[:500]!r}") from exc
+
+
+def printed_table(text: str) -> list[dict[str, str]]:
+    """`kubectl get` table output as rows keyed by column header (columns split on 2+ spaces)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = re.split(r"\s{2,}", lines[0].strip())
+    return [dict(zip(header, re.split(r"\s{2,}", line.strip()), strict=False)) for line in lines[1:]]
+
+
+# ---- the platform under test ---------------------------------------------------------
+
+IMAGE_TAG = os.environ.get("E2E_IMAGE_TAG", "dev")
+IMAGES = {name: f"health-risk/{name}:{IMAGE_TAG}" for name in ("operator", "flower", "inference", "mlflow")}
+RELEASE = "health-risk"
+CHART = REPO / "charts" / "health-risk"
+SITES = ("hospital_01", "hospital_02", "hospital_03")
+TRAIN_WINDOW = ("2024-01-01", "2024-01-14")
+
+
+def pvc_name(site: str) -> str:
+    return f"{site.replace('_', '-')}-data"
+
+
+@dataclass
+class Platform:
+    kube: Kube
+    namespace: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def inference(self) -> str:
+        return f"{RELEASE}-inference"
+
+    @property
+    def mlflow(self) -> str:
+        return f"{RELEASE}-mlflow"
+
+    @property
+    def operator(self) -> str:
+        return f"{RELEASE}-operator"
+
+    @property
+    def tls_secret(self) -> str:
+        return f"{RELEASE}-flower-tls"
+
+    def write_site_data(self, window: tuple[str, str], drifts: tuple[str, ...] = ()) -> None:
+        """Each site's days for `window` onto its own volume, via the product's generator.
+
+        One pod mounts the three site volumes (a single node holds them all here) and runs
+        `healthrisk data generate`; each site's folder is copied onto that site's volume
+        only, at <volume>/<site>/<day>.parquet, the layout the SuperNodes read.
+        """
+        name = f"site-data-{uuid.uuid4().hex[:6]}"
+        drift_args = " ".join(f"--drift {d}" for d in drifts)
+        copies = " && ".join(f"mkdir -p /sites/{s}/{s} && cp /tmp/gen/{s}/* /sites/{s}/{s}/" for s in SITES)
+        script = (
+            f"healthrisk data generate --root /tmp/gen --sites {len(SITES)} "
+            f"--window {window[0]}..{window[1]} {drift_args} && {copies} && ls -R /sites | tail -n 5"
+        )
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/component": "e2e-site-data"}},
+            "spec": {
+                "restartPolicy": "Never",
+                "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
+                "containers": [{
+                    "name": "generate",
+                    "image": IMAGES["flower"],
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", script],
+                    "env": [{"name": "HOME", "value": "/tmp"}],
+                    "volumeMounts": [
+                        {"name": s.replace("_", "-"), "mountPath": f"/sites/{s}"} for s in SITES
+                    ],
+                }],
+                "volumes": [
+                    {"name": s.replace("_", "-"), "persistentVolumeClaim": {"claimName": pvc_name(s)}}
+                    for s in SITES
+                ],
+            },
+        }  # fmt: skip
+        self.kube.apply(pod)
+        phase = wait_for(
+            f"data pod {name} to finish",
+            lambda: (p := self.kube.get("pod", name)["status"].get("phase")) in ("Succeeded", "Failed") and p,
+            timeout=300,
+        )
+        logs = self.kube.kubectl("logs", name, check=False).stdout
+        assert phase == "Succeeded", f"generating site data failed:\n{logs}"
+        self.kube.kubectl("delete", "pod", name, "--wait=false")
