@@ -7,9 +7,11 @@ costs no process start per poll.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from importlib.resources import files
@@ -142,7 +144,9 @@ class ControlClient:
             root_certificates=str(superlink.root_certificates) if superlink.root_certificates else None,
             insecure=superlink.root_certificates is None,
         )
-        self._client = init_http_client_from_connection(connection)
+        # Flower announces the connection on stdout, which belongs to our JSON output.
+        with contextlib.redirect_stdout(sys.stderr):
+            self._client = init_http_client_from_connection(connection)
 
     def status(self, run_id: int) -> RunStatus:
         from flwr.common.serde import run_from_proto
