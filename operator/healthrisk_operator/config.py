@@ -29,6 +29,9 @@ class OperatorConfig(BaseSettings):
 
     # One reconcile per object at least this often; pod and object events wake it sooner.
     reconcile_interval_s: float = 10.0
+    # Reconciles run in worker threads (kubernetes and MLflow clients are blocking); the
+    # asyncio default of cpu+4 threads would queue a burst of new objects behind each other.
+    max_parallel_reconciles: int = 16
     # Watches are re-opened at least this often: without a server timeout a watch that
     # the API server (or a proxy) silently drops never delivers another event.
     watch_server_timeout_s: int = 300

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,9 +95,12 @@ def apply_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     config: OperatorConfig = get_config()
     apply_settings(settings, config)
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=config.max_parallel_reconciles, thread_name_prefix="reconcile")
+    )
     memo.config = config
     memo.reconciler = Reconciler(_api_client(), config)
     memo.wakers = Wakers()
