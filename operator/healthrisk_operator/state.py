@@ -614,7 +614,7 @@ class _Decider:
     def _finish(self, result: str, message: str) -> None:
         run = int(self.st["run"])
         entry = {
-            "run": run,
+            "number": run,
             "trigger": self.st.get("trigger"),
             "result": result,
             "reason": message[:500],
@@ -627,7 +627,7 @@ class _Decider:
                 entry[key] = self.st[status_key]
         if (self.st.get("metrics") or {}).get("auc") is not None:
             entry["auc"] = self.st["metrics"]["auc"]
-        history = [h for h in self.st.get("history") or [] if h.get("run") != run]
+        history = [h for h in self.st.get("history") or [] if h.get("number") != run]
         self.st["history"] = [entry, *history][:HISTORY_LIMIT]
         self.st["active"] = False
         self.st["completionTime"] = entry["completionTime"]
@@ -647,7 +647,7 @@ class _Decider:
 
     def _clean_run(self, run: int, result: str) -> None:
         policy = self.spec.run_policy
-        entry = next((h for h in self.st.get("history") or [] if h.get("run") == run), None)
+        entry = next((h for h in self.st.get("history") or [] if h.get("number") == run), None)
         expired = (
             entry is None
             or result == RESULT_SUPERSEDED
@@ -675,7 +675,7 @@ class _Decider:
         active_run = self.st.get("run") if self.st.get("active") else None
         runs = {p.run for p in self.obs.pods if p.role in RUN_ROLES} | {s.run for s in self.obs.services}
         for run in sorted(r for r in runs if r is not None and r != active_run):
-            entry = next((h for h in self.st.get("history") or [] if h.get("run") == run), None)
+            entry = next((h for h in self.st.get("history") or [] if h.get("number") == run), None)
             self._clean_run(run, entry.get("result", "") if entry else RESULT_SUPERSEDED)
         check = (self.st.get("drift") or {}).get("check")
         running = (self.st.get("drift") or {}).get("running")
@@ -818,7 +818,7 @@ class _Decider:
                 COND_FAILED,
                 failed,
                 reason_text.split(":", 1)[0] if failed else "LastRunSucceeded",
-                reason_text if failed else f"run {last['run']} {last['result'].lower()}",
+                reason_text if failed else f"run {last['number']} {last['result'].lower()}",
             )
             promoted = bool(last.get("promoted"))
             promoted_reason = (
@@ -832,7 +832,7 @@ class _Decider:
                 COND_PROMOTED,
                 promoted,
                 promoted_reason,
-                f"run {last['run']}: " + str(st.get("promotionReason") or last.get("reason", "")),
+                f"run {last['number']}: " + str(st.get("promotionReason") or last.get("reason", "")),
             )
             any_served = any(h.get("promoted") for h in history)
             self._set_condition(

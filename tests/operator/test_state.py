@@ -101,7 +101,7 @@ def test_happy_path_promotes_and_finishes() -> None:
     assert world.status["active"] is False
     assert world.status["modelVersion"] == "7" and world.status["promoted"] is True
     assert world.status["history"][0] == {
-        "run": 1,
+        "number": 1,
         "trigger": "create",
         "result": "Succeeded",
         "reason": "version 7 promoted to champion",
@@ -252,7 +252,7 @@ def test_history_keeps_the_last_ten_runs() -> None:
         world.advance(601)
         world.step()
         assert world.status["active"] is False
-    assert [h["run"] for h in world.status["history"]] == list(range(12, 2, -1))
+    assert [h["number"] for h in world.status["history"]] == list(range(12, 2, -1))
 
 
 # ---- suspend and triggers --------------------------------------------------------
