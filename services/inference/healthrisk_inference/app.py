@@ -1,18 +1,20 @@
 """The FastAPI app (SPEC §5), built by `create_app(settings)`."""
 
-# No `from __future__ import annotations` here: FastAPI must see the real class of the
-# per-app BatchRequest body (defined inside create_app) to resolve it.
+# No `from __future__ import annotations` here: FastAPI evaluates the annotations of the
+# API-key dependency, which refer to objects local to `api_key_dependency`.
 
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.json_schema import models_json_schema
 from starlette.responses import Response
 
 from healthrisk.schema import EXAMPLE_RECORD, as_json_schema
@@ -42,6 +44,7 @@ from healthrisk_inference.settings import Settings
 _BODY_BYTES_PER_RECORD = 2048
 _BODY_BYTES_OVERHEAD = 64 * 1024
 
+Body = TypeVar("Body", bound=BaseModel)
 ExplainQuery = Annotated[
     bool, Query(description="Add per-feature contributions (coefficient × standardized value).")
 ]
@@ -71,6 +74,40 @@ def predictions(
         for item, contributions in zip(items, model.contributions(x), strict=True):
             item["explanation"] = model.explanation(contributions)
     return scores, items
+
+
+async def read_body(request: Request, model: type[Body]) -> Body:
+    """Parse and validate the JSON body in one pass with pydantic's own JSON parser.
+
+    About three times faster than FastAPI's json.loads-then-validate, and it still names
+    each bad field, NaN and Infinity literals included.
+    """
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI requestBody of a route that reads its body with `read_body`."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def document_request_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
+    """Put the models behind `json_request_body` into the OpenAPI components."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        _, definitions = models_json_schema(
+            [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def api_key_dependency(expected: str) -> Callable[..., None]:
@@ -137,8 +174,10 @@ def create_app(settings: Settings, *, manager: ModelManager | None = None) -> Fa
         responses={**PREDICTION_ERRORS, **auth_errors},
         dependencies=protected,
         tags=["predictions"],
+        openapi_extra=json_request_body(PatientRecord),
     )
-    async def predict(record: PatientRecord, request: Request, explain: ExplainQuery = False) -> Response:
+    async def predict(request: Request, explain: ExplainQuery = False) -> Response:
+        record = await read_body(request, PatientRecord)
         model = serving_model(request)
         scores, items = predictions(model, [record.row()], explain)
         metrics.risk_score.observe(model.version, scores)
@@ -150,8 +189,10 @@ def create_app(settings: Settings, *, manager: ModelManager | None = None) -> Fa
         responses={**PREDICTION_ERRORS, **auth_errors},
         dependencies=protected,
         tags=["predictions"],
+        openapi_extra=json_request_body(BatchRequest),
     )
-    async def predict_batch(batch: BatchRequest, request: Request, explain: ExplainQuery = False) -> Response:
+    async def predict_batch(request: Request, explain: ExplainQuery = False) -> Response:
+        batch = await read_body(request, BatchRequest)
         model = serving_model(request)
         scores, items = predictions(model, [r.row() for r in batch.records], explain)
         metrics.risk_score.observe(model.version, scores)
@@ -208,4 +249,5 @@ def create_app(settings: Settings, *, manager: ModelManager | None = None) -> Fa
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(v2.router(settings, manager, protected, auth_errors))
+    document_request_bodies(app, [PatientRecord, BatchRequest])
     return app
