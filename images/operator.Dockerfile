@@ -21,4 +21,6 @@ USER 10001:10001
 EXPOSE 8090
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
   CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8090/healthz', timeout=4)"]
-ENTRYPOINT ["healthrisk", "operator", "run"]
+# `healthrisk operator run` without the umbrella `healthrisk` CLI: that one imports every
+# subcommand, and the data loader's pyarrow is not in this image.
+ENTRYPOINT ["python3", "-c", "from healthrisk_operator.cli import app; app(prog_name='healthrisk operator')", "run"]

@@ -52,7 +52,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "multi-namespace": {
         "operator": {"watchNamespaces": ["{ns}-site-a", "{ns}-site-b"]},
         "mlflow": {"persistence": {"keep": False, "size": "1Gi"}},
-        "metrics": {"prometheus": {"enabled": True}},
+        "metrics": {"prometheus": {"enabled": True, "discovery": "dns"}},
     },
 }
 

@@ -135,7 +135,15 @@ def test_install_test_upgrade_metrics_uninstall(
         # No model is registered yet on a fresh install: inference starts at zero replicas
         # and the upgrade below scales it up once the test has registered a champion.
         "inference": {"image": image("inference"), "replicaCount": 0},
-        "metrics": {"prometheus": {"enabled": True, "image": image("prometheus"), "scrapeInterval": "5s"}},
+        # Debian's Prometheus (the local image) is built without Kubernetes discovery.
+        "metrics": {
+            "prometheus": {
+                "enabled": True,
+                "image": image("prometheus"),
+                "scrapeInterval": "5s",
+                "discovery": "dns",
+            }
+        },
     }
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
@@ -177,22 +185,22 @@ def test_install_test_upgrade_metrics_uninstall(
             answer = http_json(f"{api}/predict", RECORD)
             assert 0.0 <= answer["risk_score"] <= 1.0
             assert answer["model_version"] == version
-    pod = cluster.json("-n", namespace, "get", "pods", "-l", "app.kubernetes.io/component=inference")[
-        "items"
-    ][0]
-    pod_name = pod["metadata"]["name"]
+    selector = "app.kubernetes.io/component=inference"
+    pod = cluster.json("-n", namespace, "get", "pods", "-l", selector)["items"][0]
+    # DNS discovery labels each target with its pod's address
+    pod_target = f"{pod['status']['podIP']}:8080"
 
     with cluster.port_forward(namespace, "svc/health-risk-prometheus", 9090) as prometheus:
-        query = f'sum by (pod) (predictions_total{{namespace="{namespace}",endpoint="/predict"}})'
+        query = f'sum by (instance) (predictions_total{{namespace="{namespace}",endpoint="/predict"}})'
 
         def scraped() -> float:
             url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": query})
             result = http_json(url)["data"]["result"]
-            values = {r["metric"].get("pod"): float(r["value"][1]) for r in result}
-            return values.get(pod_name, 0.0) >= 5 and values[pod_name]
+            values = {r["metric"].get("instance"): float(r["value"][1]) for r in result}
+            return values.get(pod_target, 0.0) >= 5 and values[pod_target]
 
         total = wait_for("predictions_total of the inference pod in Prometheus", scraped, timeout=120)
-        print(f"Prometheus: predictions_total{{pod={pod_name}}} = {total}")
+        print(f"Prometheus: predictions_total of pod {pod['metadata']['name']} ({pod_target}) = {total}")
 
     cluster.helm_run("uninstall", release, "-n", namespace, "--wait", "--timeout", "5m", timeout=400)
     left = wait_for(
