@@ -1,1 +1,13 @@
-"""The kopf operator that reconciles FederatedTraining objects."""
+"""The kopf operator that reconciles FederatedTraining objects (SPEC §7).
+
+Layout — handlers orchestrate, builders are pure, I/O sits at the edge:
+
+* `spec.py`       the typed spec (defaults and field names tested against the CRD YAML)
+* `builders.py`   pure functions → Pod/Service/Event dicts, Deployment patches, names
+* `views.py`      small immutable views of pods, the Deployment and MLflow
+* `state.py`      `decide(observed) -> Plan`: the level-triggered state machine
+* `reconcile.py`  observe → decide → act → write status (kubernetes client)
+* `tracking.py`   MLflow: progress and versions found by tags, promote, roll back
+* `handlers.py`   kopf: one daemon per object plus watch events that wake it
+* `config.py`, `constants.py`, `cli.py` (`healthrisk operator run`)
+"""

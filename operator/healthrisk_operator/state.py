@@ -672,9 +672,12 @@ class _Decider:
                 self.plan.delete.append(("Service", service.name))
 
     def _clean_finished_runs(self) -> None:
-        active_run = self.st.get("run") if self.st.get("active") else None
+        last_run = int(self.st.get("run") or 0)
+        active_run = last_run if self.st.get("active") else None
         runs = {p.run for p in self.obs.pods if p.role in RUN_ROLES} | {s.run for s in self.obs.services}
-        for run in sorted(r for r in runs if r is not None and r != active_run):
+        # Runs after the last one in status were created by a reconcile whose status write
+        # was lost (operator restart): they belong to the run about to start, not to the past.
+        for run in sorted(r for r in runs if r is not None and r != active_run and r <= last_run):
             entry = next((h for h in self.st.get("history") or [] if h.get("number") == run), None)
             self._clean_run(run, entry.get("result", "") if entry else RESULT_SUPERSEDED)
         check = (self.st.get("drift") or {}).get("check")

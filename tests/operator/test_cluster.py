@@ -333,6 +333,44 @@ def test_operator_restart_mid_run_duplicates_nothing(
     assert kube.event_reasons(namespace, "restart").count("Submitted") == 1
 
 
+def test_an_orphaned_run_pod_is_adopted_not_duplicated(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    """Faked: nothing runs. A SuperLink pod with the run's deterministic name and labels but
+    no owner (as left by a lost create response or a deleted owner reference) exists
+    before the run starts; the operator adopts it instead of failing or duplicating it."""
+    training = kube.create_training(namespace, "adopt", spec(suspend=True))
+    orphan = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "adopt-r1-superlink",
+            "labels": {
+                "healthrisk.io/training": "adopt",
+                "healthrisk.io/run": "1",
+                "healthrisk.io/role": "superlink",
+                "app.kubernetes.io/managed-by": "healthrisk-operator",
+            },
+        },
+        "spec": {"schedulerName": FAKE_SCHEDULER, "containers": [{"name": "superlink", "image": IDLE_IMAGE}]},
+    }
+    created = kube.core.create_namespaced_pod(namespace, orphan)
+    kube.patch_training(namespace, "adopt", {"spec": {"suspend": False}})
+    pods = wait_pods(
+        kube, namespace, "adopt", {"adopt-r1-supernode-hospital-01", "adopt-r1-supernode-hospital-02"}
+    )
+    adopted = wait_for(
+        "the orphan to be adopted",
+        lambda: (
+            (pod := kube.core.read_namespaced_pod("adopt-r1-superlink", namespace)).metadata.owner_references
+            and pod
+        ),
+    )
+    assert adopted.metadata.uid == created.metadata.uid
+    assert adopted.metadata.owner_references[0].uid == training["metadata"]["uid"]
+    assert len([p for p in pods if p.startswith("adopt-r1-superlink")]) == 1
+
+
 def test_a_site_pod_killed_mid_run_is_recreated(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:

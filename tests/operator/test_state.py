@@ -55,6 +55,15 @@ def test_create_starts_run_one_with_all_its_objects() -> None:
     assert world.condition("Ready")["status"] == "False"
 
 
+def test_pods_created_before_a_lost_status_write_are_kept() -> None:
+    world = World()
+    world.step()
+    world.status = {}  # the operator died before writing status: the pods exist, status does not
+    plan = world.step()
+    assert plan.delete == [] and plan.create == []
+    assert world.status["run"] == 1 and sorted(world.pods) == sorted([SUPERLINK, *NODES])
+
+
 def test_same_observation_twice_creates_nothing_new() -> None:
     world = World()
     world.step()
