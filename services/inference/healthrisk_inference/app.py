@@ -4,7 +4,7 @@
 # API-key dependency, which refer to objects local to `api_key_dependency`.
 
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
@@ -110,12 +110,13 @@ def document_request_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def api_key_dependency(expected: str) -> Callable[..., None]:
+def api_key_dependency(expected: str) -> Callable[..., Awaitable[None]]:
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="INFERENCE_API_KEY")
     bearer = HTTPBearer(auto_error=False, description="INFERENCE_API_KEY as a bearer token")
     expected_bytes = expected.encode()
 
-    def require_api_key(
+    # async: a plain def dependency would run in the thread pool, a costly hop per request.
+    async def require_api_key(
         key: Annotated[str | None, Security(key_header)],
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     ) -> None:
@@ -126,9 +127,9 @@ def api_key_dependency(expected: str) -> Callable[..., None]:
     return require_api_key
 
 
-def create_app(settings: Settings, *, manager: ModelManager | None = None) -> FastAPI:
-    metrics = ServiceMetrics() if manager is None else manager.metrics
-    manager = manager or ModelManager(settings, metrics)
+def create_app(settings: Settings) -> FastAPI:
+    metrics = ServiceMetrics()
+    manager = ModelManager(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -146,8 +147,7 @@ def create_app(settings: Settings, *, manager: ModelManager | None = None) -> Fa
         lifespan=lifespan,
     )
     app.state.manager = manager
-    app.state.metrics = metrics
-    install_error_handlers(app, batch_limit_status=413)
+    install_error_handlers(app)
     app.add_middleware(
         PredictionAccounting,
         metrics=metrics,

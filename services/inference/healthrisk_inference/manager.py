@@ -76,9 +76,12 @@ class ModelManager:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            keep_polling = self.poll_once()
-            if not keep_polling:
-                return
+            try:
+                if not self.poll_once():
+                    return
+            except Exception:
+                # A poller that died would freeze the model silently; say it and go on.
+                log.exception("model poll failed unexpectedly; retrying")
             self._stop.wait(self.settings.model_poll_interval_seconds)
 
     def poll_once(self) -> bool:

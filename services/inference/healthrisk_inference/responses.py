@@ -44,13 +44,15 @@ def _location(loc: Sequence[str | int]) -> str:
     return text or "body"
 
 
-def validation_error_response(errors: Sequence[Any], *, too_long_status: int | None = None) -> Response:
-    """422 naming each bad field, without echoing the values back (health data)."""
-    if too_long_status is not None:
-        for error in errors:
-            if error["type"] == "too_long" and tuple(error["loc"]) == ("body", "records"):
-                limit = error.get("ctx", {}).get("max_length")
-                return error_response(too_long_status, f"a batch holds at most {limit} records")
+def validation_error_response(errors: Sequence[Any]) -> Response:
+    """422 naming each bad field, without echoing the values back (health data).
+
+    A batch over MAX_BATCH is not a malformed request but one too large: 413.
+    """
+    for error in errors:
+        if error["type"] == "too_long" and tuple(error["loc"]) == ("body", "records"):
+            limit = error.get("ctx", {}).get("max_length")
+            return error_response(413, f"a batch holds at most {limit} records")
     items = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:_MAX_ERROR_ITEMS]]
     summary = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in items[:10])
     if len(errors) > 10:
@@ -58,10 +60,10 @@ def validation_error_response(errors: Sequence[Any], *, too_long_status: int | N
     return error_response(422, summary, items)
 
 
-def install_error_handlers(app: Any, *, batch_limit_status: int) -> None:
+def install_error_handlers(app: Any) -> None:
     async def on_invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return validation_error_response(exc.errors(), too_long_status=batch_limit_status)
+        return validation_error_response(exc.errors())
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

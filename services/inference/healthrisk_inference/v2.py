@@ -225,7 +225,7 @@ def router(
         except _Invalid as invalid:
             return validation_error_response(invalid.errors)
         scores = model.scores(x)
-        request.app.state.metrics.risk_score.observe(model.version, scores)
+        manager.metrics.risk_score.observe(model.version, scores)
         n = len(scores)
         return FastJSONResponse(
             {
