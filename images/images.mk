@@ -31,9 +31,11 @@ $(WHEELHOUSE)/.deps: constraints.txt pyproject.toml images/requirements-mlflow.t
 	  ".[all]" -r images/requirements-mlflow.txt
 	touch $@
 
+# A fixed SOURCE_DATE_EPOCH makes the project's wheel byte-identical while its sources
+# are, so docker's layer cache still holds after `make wheels`.
 wheels: $(WHEELHOUSE)/.deps
 	rm -f $(WHEELHOUSE)/health_risk-*.whl
-	$(BIN)/pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .
+	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .
 	cp constraints.txt images/requirements-mlflow.txt $(WHEELHOUSE)/
 	@echo "wheelhouse: $$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1)"
 

@@ -226,3 +226,17 @@ def test_grafana_dashboard_queries_the_service_metrics(helm: str, tmp_path: Path
         "model_reloads_total",
     ):
         assert metric in exprs, metric
+
+
+def test_service_monitor_for_an_existing_prometheus_operator(helm: str, tmp_path: Path) -> None:
+    # rendering only: the API server here has no monitoring.coreos.com CRDs to validate against
+    monitor_values = {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}
+    values = {"metrics": {"serviceMonitor": monitor_values}}
+    docs = render(helm, values, tmp_path)
+    (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    service = next(
+        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "health-risk-inference"
+    )
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
