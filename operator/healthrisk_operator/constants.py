@@ -66,7 +66,6 @@ COND_PROMOTED: Final = "Promoted"
 COND_DRIFT: Final = "DriftDetected"
 COND_FAILED: Final = "Failed"
 COND_SUSPENDED: Final = "Suspended"
-CONDITION_TYPES: Final = (COND_READY, COND_TRAINING, COND_PROMOTED, COND_DRIFT, COND_FAILED, COND_SUSPENDED)
 
 # Why a run started (history[].trigger, run config `trigger`).
 TRIGGER_CREATE: Final = "create"

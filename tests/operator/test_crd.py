@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from healthrisk_operator.constants import GROUP, KIND, PLURAL, VERSION
+from healthrisk_operator.constants import CRD_NAME, GROUP, KIND, PLURAL, VERSION
 from healthrisk_operator.spec import parse_spec
 
 from .helpers import (
@@ -18,7 +18,7 @@ from .helpers import (
 
 def test_names_scope_and_subresources() -> None:
     crd = load_crd()
-    assert crd["metadata"]["name"] == f"{PLURAL}.{GROUP}"
+    assert crd["metadata"]["name"] == CRD_NAME
     assert crd["spec"]["group"] == GROUP
     assert crd["spec"]["scope"] == "Namespaced"
     names = crd["spec"]["names"]
