@@ -233,12 +233,13 @@ def test_metrics_have_the_fixed_names(basic: BasicDeployment) -> None:
     assert sample(after, "model_registry_reachable") == 1
 
 
-def test_no_feature_values_in_the_logs(basic: BasicDeployment) -> None:
+def test_no_feature_values_in_the_logs_or_errors(basic: BasicDeployment) -> None:
     marker = 123.456789
     with basic.service.client() as client:
         client.post("/predict", json=record(heart_rate=marker))
-        client.post("/predict", json=record(heart_rate=-marker))
+        refused = client.post("/predict", json=record(heart_rate=-marker))
         client.post("/predict/batch", json={"records": [record(steps=marker)]})
+    assert refused.status_code == 422 and "123.456" not in refused.text  # not echoed back either
     log = basic.service.log()
     assert "POST /predict" in log  # the access log is on, and still holds no values
     assert "123.456" not in log
@@ -303,7 +304,14 @@ def test_fuzzing_the_openapi_spec_finds_no_5xx_and_no_off_schema_response(
             continue  # only a body can be invalid; a path name is any string
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        # derandomize: the same cases on every run, so that CI cannot turn red by luck.
+        @settings(
+            max_examples=20,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            derandomize=True,
+        )
         def call(case: schemathesis.Case) -> None:
             case.call_and_validate(checks=FUZZ_CHECKS)
 
