@@ -1,3 +1,5 @@
+# mypy: disable-error-code="union-attr"
+# (the kubernetes client types every field of every object as Optional)
 """Real-cluster helpers for the operator's cluster tests and benchmark.
 
 The cluster is the project's harness (`make cluster-up` → .cluster/kubeconfig) or any
@@ -20,7 +22,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from kubernetes import client as k8s
@@ -56,7 +58,9 @@ def kubectl_path() -> str | None:
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.5) -> T:
+def wait_for(
+    what: str, probe: Callable[[], T | Literal[False] | None], timeout: float = 60.0, interval: float = 0.5
+) -> T:
     """Poll `probe` until it returns something truthy; fail naming `what` otherwise."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -100,7 +104,8 @@ class Kube:
 
         def established() -> bool:
             crd = self.ext.read_custom_resource_definition(name)
-            return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+            conditions = crd.status.conditions if crd.status else None
+            return any(c.type == "Established" and c.status == "True" for c in conditions or [])
 
         wait_for("the CRD to be established", established, timeout=30)
         # Served once discovery sees it: a list succeeds.
@@ -115,7 +120,8 @@ class Kube:
 
     def create_namespace(self, prefix: str) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-        self.core.create_namespace({"metadata": {"name": name, "labels": {"healthrisk.io/test": "operator"}}})
+        body = {"metadata": {"name": name, "labels": {"healthrisk.io/test": "operator"}}}
+        self.core.create_namespace(k8s.V1Namespace.model_validate(body))
         return name
 
     def delete_namespace(self, name: str) -> None:
@@ -170,19 +176,20 @@ class Kube:
         events = self.core.list_namespaced_event(
             namespace, field_selector=f"involvedObject.name={name}"
         ).items
-        return [e.reason for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]
+        events.sort(key=lambda e: e.metadata.creation_timestamp or dt.datetime.min.replace(tzinfo=dt.UTC))
+        return [str(e.reason) for e in events]
 
     # ---- pods --------------------------------------------------------------------
 
     def pods(self, namespace: str, training: str) -> dict[str, k8s.V1Pod]:
         items = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_TRAINING}={training}").items
-        return {p.metadata.name: p for p in items if p.metadata.deletion_timestamp is None}
+        return {str(p.metadata.name): p for p in items if p.metadata.deletion_timestamp is None}
 
     def services(self, namespace: str, training: str) -> list[str]:
         items = self.core.list_namespaced_service(
             namespace, label_selector=f"{LABEL_TRAINING}={training}"
         ).items
-        return sorted(s.metadata.name for s in items if s.metadata.deletion_timestamp is None)
+        return sorted(str(s.metadata.name) for s in items if s.metadata.deletion_timestamp is None)
 
     def fake_pod(
         self,
@@ -325,5 +332,5 @@ def running_operator(
 
 
 def run_config_of(pod: k8s.V1Pod) -> dict[str, Any]:
-    args = list(pod.spec.containers[0].args)
+    args = list(pod.spec.containers[0].args or [])
     return dict(json.loads(args[args.index("--run-config-json") + 1]))

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="union-attr,index"
+# (the kubernetes client types every field of every object as Optional)
 """The operator against a real Kubernetes API server (the project's harness or KUBECONFIG).
 
 Real here: the API server (CRD schema validation, defaulting, status subresource,
@@ -135,7 +137,7 @@ def bring_up_run(kube: Kube, namespace: str, name: str, run: int = 1) -> dict[st
 
 def inference_deployment(
     name: str, *, ready_port: int | None = None, version: str = "champion"
-) -> dict[str, Any]:
+) -> k8s_client.V1Deployment:
     container: dict[str, Any] = {
         "name": "server",
         "image": IDLE_IMAGE,
@@ -145,16 +147,18 @@ def inference_deployment(
     if ready_port is not None:
         # Nothing listens there: the pods never become ready, the rollout never completes.
         container["readinessProbe"] = {"tcpSocket": {"port": ready_port}, "periodSeconds": 1}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}},
-        },
-    }
+    return k8s_client.V1Deployment.model_validate(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}},
+            },
+        }
+    )
 
 
 def deployment_ready(kube: Kube, namespace: str, name: str) -> bool:
@@ -201,7 +205,7 @@ def test_api_server_rejects_invalid_objects_with_a_clear_message(
     with pytest.raises(ApiException) as refused:
         kube.create_training(namespace, name, spec(**changes))
     assert refused.value.status == 422
-    assert message in json.loads(refused.value.body)["message"]
+    assert message in json.loads(refused.value.body or "{}")["message"]
 
 
 def test_defaults_printer_columns_short_names_and_category(kube: Kube, namespace: str) -> None:
@@ -354,7 +358,7 @@ def test_an_orphaned_run_pod_is_adopted_not_duplicated(
         },
         "spec": {"schedulerName": FAKE_SCHEDULER, "containers": [{"name": "superlink", "image": IDLE_IMAGE}]},
     }
-    created = kube.core.create_namespaced_pod(namespace, orphan)
+    created = kube.core.create_namespaced_pod(namespace, k8s_client.V1Pod.model_validate(orphan))
     kube.patch_training(namespace, "adopt", {"spec": {"suspend": False}})
     pods = wait_pods(
         kube, namespace, "adopt", {"adopt-r1-supernode-hospital-01", "adopt-r1-supernode-hospital-02"}
@@ -473,7 +477,7 @@ def test_suspend_resume_and_spec_change(kube: Kube, namespace: str, operator: Op
     kube.patch_training(namespace, "pause", {"spec": {"suspend": True}})
     wait_status(kube, namespace, "pause", "Suspended", lambda s: s.get("phase") == "Suspended")
     wait_for("pods deleted on suspend", lambda: kube.pods(namespace, "pause") == {})
-    assert kube.condition(namespace, "pause", "Suspended")["status"] == "True"  # type: ignore[index]
+    assert kube.condition(namespace, "pause", "Suspended")["status"] == "True"
 
     kube.patch_training(namespace, "pause", {"spec": {"suspend": False}})
     wait_pods(kube, namespace, "pause", {"pause-r1-superlink"}, timeout=90)
@@ -554,7 +558,7 @@ def test_drift_pods_on_the_interval_and_drift_retrains(
     assert status["trigger"] == "drift"
     assert status["drift"]["detected"] is True and status["drift"]["share"] == 0.64
     assert status["drift"]["sites"]["hospital_01"] == {"share": 0.64, "detected": True}
-    assert kube.condition(namespace, "drifty", "DriftDetected")["status"] == "True"  # type: ignore[index]
+    assert kube.condition(namespace, "drifty", "DriftDetected")["status"] == "True"
     assert "DriftDetected" in kube.event_reasons(namespace, "drifty")
     wait_for("drift pods removed", lambda: not drift_pods & set(kube.pods(namespace, "drifty")))
 
@@ -605,7 +609,7 @@ def test_rollout_that_never_gets_ready_is_rolled_back(
     deployment = kube.apps.read_namespaced_deployment("inference", namespace)
     assert deployment.spec.template.metadata.annotations[ANNOTATION_MODEL_VERSION] == "1"
     assert {e.name: e.value for e in deployment.spec.template.spec.containers[0].env}["MODEL_VERSION"] == "1"
-    assert kube.condition(namespace, "rollback", "Promoted")["reason"] == "RolledBack"  # type: ignore[index]
+    assert kube.condition(namespace, "rollback", "Promoted")["reason"] == "RolledBack"
     assert {"RolloutStarted", "RolledBack"} <= set(kube.event_reasons(namespace, "rollback"))
 
 
@@ -638,16 +642,23 @@ def test_operator_runs_in_cluster_with_a_least_privilege_service_account(kube: K
     import sysconfig
 
     site_packages = sysconfig.get_paths()["purelib"]
-    kube.core.create_namespaced_service_account(namespace, {"metadata": {"name": "operator"}})
+    kube.core.create_namespaced_service_account(
+        namespace, k8s_client.V1ServiceAccount.model_validate({"metadata": {"name": "operator"}})
+    )
     rbac = k8s_client.RbacAuthorizationV1Api(kube.api)
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": "operator"}, "rules": OPERATOR_RULES})
+    rbac.create_namespaced_role(
+        namespace,
+        k8s_client.V1Role.model_validate({"metadata": {"name": "operator"}, "rules": OPERATOR_RULES}),
+    )
     rbac.create_namespaced_role_binding(
         namespace,
-        {
-            "metadata": {"name": "operator"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "operator"},
-            "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}],
-        },
+        k8s_client.V1RoleBinding.model_validate(
+            {
+                "metadata": {"name": "operator"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "operator"},
+                "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}],
+            }
+        ),
     )
     argv = [
         "healthrisk",
@@ -666,36 +677,38 @@ def test_operator_runs_in_cluster_with_a_least_privilege_service_account(kube: K
     mounts = sorted({str(REPO), str(Path(site_packages).parents[2])})
     kube.core.create_namespaced_pod(
         namespace,
-        {
-            "metadata": {"name": "operator", "labels": {"app": "operator"}},
-            "spec": {
-                "serviceAccountName": "operator",
-                "containers": [
-                    {
-                        "name": "operator",
-                        "image": PYTHON_IMAGE,
-                        "imagePullPolicy": "Never",
-                        "command": ["python3", "-c", launcher],
-                        "env": [
-                            {"name": "HOME", "value": "/tmp"},
-                            {"name": "HEALTHRISK_OPERATOR_TRACKING_URI", "value": "http://127.0.0.1:9"},
-                            {"name": "HEALTHRISK_OPERATOR_POD_SCHEDULER_NAME", "value": FAKE_SCHEDULER},
-                            {"name": "HEALTHRISK_OPERATOR_RECONCILE_INTERVAL_S", "value": "2"},
-                        ],
-                        "livenessProbe": probe,
-                        "readinessProbe": probe,
-                        "volumeMounts": [
-                            {"name": f"code{i}", "mountPath": path, "readOnly": True}
-                            for i, path in enumerate(mounts)
-                        ],
-                    }
-                ],
-                "volumes": [
-                    {"name": f"code{i}", "hostPath": {"path": path, "type": "Directory"}}
-                    for i, path in enumerate(mounts)
-                ],
-            },
-        },
+        k8s_client.V1Pod.model_validate(
+            {
+                "metadata": {"name": "operator", "labels": {"app": "operator"}},
+                "spec": {
+                    "serviceAccountName": "operator",
+                    "containers": [
+                        {
+                            "name": "operator",
+                            "image": PYTHON_IMAGE,
+                            "imagePullPolicy": "Never",
+                            "command": ["python3", "-c", launcher],
+                            "env": [
+                                {"name": "HOME", "value": "/tmp"},
+                                {"name": "HEALTHRISK_OPERATOR_TRACKING_URI", "value": "http://127.0.0.1:9"},
+                                {"name": "HEALTHRISK_OPERATOR_POD_SCHEDULER_NAME", "value": FAKE_SCHEDULER},
+                                {"name": "HEALTHRISK_OPERATOR_RECONCILE_INTERVAL_S", "value": "2"},
+                            ],
+                            "livenessProbe": probe,
+                            "readinessProbe": probe,
+                            "volumeMounts": [
+                                {"name": f"code{i}", "mountPath": path, "readOnly": True}
+                                for i, path in enumerate(mounts)
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": f"code{i}", "hostPath": {"path": path, "type": "Directory"}}
+                        for i, path in enumerate(mounts)
+                    ],
+                },
+            }
+        ),
     )
     try:
         wait_for(

@@ -4,6 +4,7 @@ MLflow side against a real `mlflow server`."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import kopf
 import pytest
@@ -26,7 +27,7 @@ def test_merge_patch_deletes_what_disappeared_and_replaces_lists() -> None:
 
 
 def test_deployment_view_follows_rollout_status() -> None:
-    deployment = {
+    deployment: dict[str, Any] = {
         "metadata": {"generation": 4, "annotations": {"healthrisk.io/previous-model-version": "5"}},
         "spec": {
             "replicas": 2,
