@@ -94,13 +94,12 @@ class Kube:
         body = yaml.safe_load(CRD_PATH.read_text())
         name = body["metadata"]["name"]
         try:
-            current = self.ext.read_custom_resource_definition(name)
-            body["metadata"]["resourceVersion"] = current.metadata.resource_version
-            self.ext.replace_custom_resource_definition(name, body)
+            # Only the spec: a chart release may own this CRD, and its metadata says so.
+            self.ext.patch_custom_resource_definition(name, {"spec": body["spec"]}, _content_type=MERGE)
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            self.ext.create_custom_resource_definition(body)
+            self.ext.create_custom_resource_definition(k8s.V1CustomResourceDefinition.model_validate(body))
 
         def established() -> bool:
             crd = self.ext.read_custom_resource_definition(name)
