@@ -60,8 +60,8 @@ def _missing_images(kube: Kube) -> list[str]:
     for node in nodes:
         present = {
             n.split("/", 1)[-1] if n.startswith("docker.io/") else n
-            for i in node["status"].get("images", [])
-            for n in i.get("names", [])
+            for i in node["status"].get("images") or []
+            for n in i.get("names") or []
         }
         missing += [
             f"{ref} on {node['metadata']['name']}"

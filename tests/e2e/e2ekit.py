@@ -142,10 +142,16 @@ def http_json(
 
 
 def printed_table(text: str) -> list[dict[str, str]]:
-    """`kubectl get` table output as rows keyed by column header (columns split on 2+ spaces)."""
+    """`kubectl get` table output as rows keyed by column header.
+
+    Cells are cut at the header's column offsets (kubectl aligns them), so an empty cell
+    does not shift the ones after it.
+    """
     lines = [line for line in text.splitlines() if line.strip()]
-    header = re.split(r"\s{2,}", lines[0].strip())
-    return [dict(zip(header, re.split(r"\s{2,}", line.strip()), strict=False)) for line in lines[1:]]
+    starts = [m.start() for m in re.finditer(r"\S+", lines[0])]
+    headers = lines[0].split()
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    return [{h: line[a:b].strip() for h, (a, b) in zip(headers, bounds, strict=True)} for line in lines[1:]]
 
 
 # ---- the platform under test ---------------------------------------------------------
