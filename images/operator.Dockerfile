@@ -21,6 +21,7 @@ USER 10001:10001
 EXPOSE 8090
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
   CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8090/healthz', timeout=4)"]
-# `healthrisk operator run` without the umbrella `healthrisk` CLI: that one imports every
+# `healthrisk operator run` (a one-command Typer app runs that command) without the
+# umbrella `healthrisk` CLI: that one imports every
 # subcommand, and the data loader's pyarrow is not in this image.
-ENTRYPOINT ["python3", "-c", "from healthrisk_operator.cli import app; app(prog_name='healthrisk operator')", "run"]
+ENTRYPOINT ["python3", "-c", "from healthrisk_operator.cli import app; app(prog_name='healthrisk operator run')"]
