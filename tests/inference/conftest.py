@@ -2,104 +2,13 @@
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from healthrisk.processes import Child, ProcessGroup, free_port, venv_bin, wait_for_http
-from healthrisk.schema import EXAMPLE_RECORD
-
-# Fast polling so that swaps and registry outages show within a second or two.
-POLL_INTERVAL = "0.5"
-
-
-@dataclass
-class Service:
-    url: str
-    child: Child
-
-    def client(self, **headers: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
-
-    def log(self) -> str:
-        return self.child.log_path.read_text(errors="replace")
-
-    def model(self, **headers: str) -> dict[str, Any]:
-        with self.client(**headers) as client:
-            return dict(client.get("/model").json())
-
-
-def start_service(group: ProcessGroup, env: Mapping[str, str], *, name: str = "inference") -> Service:
-    port = free_port()
-    child = group.start(
-        name,
-        [venv_bin("healthrisk"), "serve", "--host", "127.0.0.1", "--port", str(port), "--access-log"],
-        env={"MODEL_POLL_INTERVAL_SECONDS": POLL_INTERVAL, "REGISTRY_TIMEOUT_SECONDS": "1", **env},
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/health", timeout=60, child=child)
-    return Service(url, child)
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def wait_ready(service: Service, *, timeout: float = 60) -> None:
-    def ready() -> bool:
-        with service.client() as client:
-            return client.get("/ready").status_code == 200
-
-    wait_until(ready, timeout=timeout, what=f"{service.url}/ready; log:\n{service.child.log_tail(30)}")
-
-
-def metric_samples(service: Service) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of /metrics, parsed by prometheus_client: (name, labels) → value."""
-    with service.client() as client:
-        text = client.get("/metrics").text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def sample(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: str, /, **labels: str
-) -> float:
-    return samples.get((metric, frozenset(labels.items())), 0.0)
-
-
-def fresh_name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def record(**overrides: Any) -> dict[str, Any]:
-    return {**EXAMPLE_RECORD, **overrides}
-
-
-def post_raw(client: httpx.Client, path: str, body: str) -> httpx.Response:
-    """POST `body` as-is: JSON text that a serializer would not write (e.g. NaN literals)."""
-    return client.post(path, content=body, headers={"content-type": "application/json"})
-
-
-@dataclass
-class BasicDeployment:
-    name: str
-    version: str
-    service: Service
+from healthrisk.processes import ProcessGroup
+from tests.inference.helpers import BasicDeployment, fresh_name, start_service, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -118,36 +27,3 @@ def basic(
         )
         wait_ready(service)
         yield BasicDeployment(name, version, service)
-
-
-def register_bad_signature(tracking_uri: str, name: str) -> str:
-    """A version whose signature renames `humidity`: the service must refuse to serve it."""
-    import mlflow
-    import numpy as np
-    import pandas as pd
-    from mlflow.models import infer_signature
-
-    from healthrisk.registry import MODEL_PIP_REQUIREMENTS, build_pipeline
-    from healthrisk.schema import N_FEATURES
-
-    pipeline = build_pipeline(np.zeros(N_FEATURES), np.ones(N_FEATURES), np.full(N_FEATURES, 0.01), 0.0)
-    example = (
-        pd.DataFrame([EXAMPLE_RECORD]).astype("float64").rename(columns={"humidity": "relative_humidity"})
-    )
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("tests")
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            pipeline,
-            name="model",
-            signature=infer_signature(example, pd.Series([0.5])),
-            pip_requirements=list(MODEL_PIP_REQUIREMENTS),
-            registered_model_name=name,
-        )
-    return str(info.registered_model_version)
-
-
-def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
-    from mlflow import MlflowClient
-
-    MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -21,8 +21,9 @@ from schemathesis.core.result import Ok
 
 from healthrisk.processes import ProcessGroup
 from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES
-from tests.inference.conftest import (
+from tests.inference.helpers import (
     BasicDeployment,
+    Service,
     metric_samples,
     post_raw,
     record,
@@ -245,37 +246,67 @@ def test_no_feature_values_in_the_logs_or_errors(basic: BasicDeployment) -> None
     assert "123.456" not in log
 
 
-def test_api_key_is_required_when_configured(basic: BasicDeployment, mlflow_uri: str, tmp_path: Path) -> None:
-    env = {
-        "MLFLOW_TRACKING_URI": mlflow_uri,
-        "MODEL_NAME": basic.name,
-        "MODEL_VERSION": basic.version,
-        "INFERENCE_API_KEY": "s3cret",
-    }
-    with ProcessGroup(tmp_path) as group:
-        service = start_service(group, env)
-        wait_ready(service)
-        with service.client() as anonymous:
-            assert anonymous.post("/predict", json=EXAMPLE_RECORD).status_code == 401
-            assert anonymous.post("/predict/batch", json={"records": [EXAMPLE_RECORD]}).status_code == 401
-            assert anonymous.get("/model").status_code == 401
-            assert anonymous.post(f"/v2/models/{basic.name}/infer", json={"inputs": []}).status_code == 401
-            assert anonymous.get("/health").status_code == 200
-            assert anonymous.get("/metrics").status_code == 200
-        with service.client(**{"X-API-Key": "wrong"}) as wrong:
-            assert wrong.post("/predict", json=EXAMPLE_RECORD).status_code == 401
-        with service.client(**{"X-API-Key": "s3cret"}) as keyed:
-            assert keyed.post("/predict", json=EXAMPLE_RECORD).status_code == 200
-        with service.client(Authorization="Bearer s3cret") as bearer:
-            assert bearer.post("/predict", json=EXAMPLE_RECORD).status_code == 200
-        unauthorized = sample(
-            metric_samples(service),
-            "predictions_total",
-            model_version="none",
-            endpoint="predict",
-            outcome="unauthorized",
+API_KEY = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def keyed_local(
+    basic: BasicDeployment, mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """A second deployment: the basic version copied to a local MODEL_URI, behind an API key.
+
+    (One process for both features: each start costs a model load.)
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    state = tmp_path_factory.mktemp("keyed-local")
+    local = mlflow.artifacts.download_artifacts(
+        f"models:/{basic.name}/{basic.version}", dst_path=str(state / "m")
+    )
+    with ProcessGroup(state / "logs") as group:
+        service = start_service(
+            group, {"MODEL_URI": local, "MODEL_NAME": basic.name, "INFERENCE_API_KEY": API_KEY}
         )
-        assert unauthorized == 2
+        wait_ready(service)
+        yield service
+
+
+def test_api_key_is_required_when_configured(keyed_local: Service, basic: BasicDeployment) -> None:
+    with keyed_local.client() as anonymous:
+        assert anonymous.post("/predict", json=EXAMPLE_RECORD).status_code == 401
+        assert anonymous.post("/predict/batch", json={"records": [EXAMPLE_RECORD]}).status_code == 401
+        assert anonymous.get("/model").status_code == 401
+        assert anonymous.post(f"/v2/models/{basic.name}/infer", json={"inputs": []}).status_code == 401
+        assert anonymous.get("/health").status_code == 200
+        assert anonymous.get("/metrics").status_code == 200
+    with keyed_local.client(**{"X-API-Key": "wrong"}) as wrong:
+        assert wrong.post("/predict", json=EXAMPLE_RECORD).status_code == 401
+    with keyed_local.client(**{"X-API-Key": API_KEY}) as keyed:
+        assert keyed.post("/predict", json=EXAMPLE_RECORD).status_code == 200
+    with keyed_local.client(Authorization=f"Bearer {API_KEY}") as bearer:
+        assert bearer.post("/predict", json=EXAMPLE_RECORD).status_code == 200
+    unauthorized = sample(
+        metric_samples(keyed_local),
+        "predictions_total",
+        model_version="none",
+        endpoint="predict",
+        outcome="unauthorized",
+    )
+    assert unauthorized == 2
+
+
+def test_a_local_model_uri_is_served_without_the_registry(
+    keyed_local: Service, basic: BasicDeployment
+) -> None:
+    with keyed_local.client(**{"X-API-Key": API_KEY}) as client, basic.service.client() as registry_served:
+        local_answer = client.post("/predict", json=EXAMPLE_RECORD).json()
+        registry_answer = registry_served.post("/predict", json=EXAMPLE_RECORD).json()
+    described = keyed_local.model(**{"X-API-Key": API_KEY})
+    assert local_answer["model_version"] == "local"
+    assert local_answer["risk_score"] == registry_answer["risk_score"]
+    assert (described["version"], described["source"]) == ("local", described["reference"])
+    assert described["registry"]["reachable"] is None  # never asked
 
 
 FUZZ_CHECKS = [
@@ -316,28 +347,3 @@ def test_fuzzing_the_openapi_spec_finds_no_5xx_and_no_off_schema_response(
             case.call_and_validate(checks=FUZZ_CHECKS)
 
         call()
-
-
-def test_a_local_model_uri_is_served_without_the_registry(
-    basic: BasicDeployment, mlflow_uri: str, tmp_path: Path
-) -> None:
-    import mlflow
-
-    mlflow.set_tracking_uri(mlflow_uri)
-    local = mlflow.artifacts.download_artifacts(
-        f"models:/{basic.name}/{basic.version}", dst_path=str(tmp_path / "m")
-    )
-    with ProcessGroup(tmp_path / "logs") as group:
-        service = start_service(group, {"MODEL_URI": local, "MODEL_NAME": basic.name})
-        wait_ready(service)
-        with service.client() as client, basic.service.client() as registry_served:
-            local_answer = client.post("/predict", json=EXAMPLE_RECORD).json()
-            registry_answer = registry_served.post("/predict", json=EXAMPLE_RECORD).json()
-        described = service.model()
-    assert local_answer["model_version"] == "local"
-    assert local_answer["risk_score"] == registry_answer["risk_score"]
-    assert (described["source"], described["reference"], described["registry"]["reachable"]) == (
-        local,
-        local,
-        None,
-    )

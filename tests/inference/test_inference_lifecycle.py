@@ -12,7 +12,7 @@ import pytest
 from healthrisk.constants import CHAMPION_ALIAS
 from healthrisk.processes import MLFLOW_SERVER_ENV, ProcessGroup, free_port, mlflow_server_argv, wait_for_http
 from healthrisk.schema import EXAMPLE_RECORD
-from tests.inference.conftest import (
+from tests.inference.helpers import (
     Service,
     fresh_name,
     metric_samples,
