@@ -36,7 +36,9 @@ step "stopping cluster $CLUSTER_ID"
 # shellcheck disable=SC2046
 stop_pids 5 $(pids_of api-forward-host kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver api-forward-node)
 # shellcheck disable=SC2046
+step "stopping containerd and etcd"
 stop_pids 10 $(pids_of containerd etcd)
+step "stopping what is left in the cgroups (shims, pods, holder)"
 # 2. whatever else is left in our cgroups: container shims, pod processes, socat
 #    children, the namespace holder. Each by pid, until the cgroups are empty.
 for round in $(seq 1 40); do
@@ -49,6 +51,7 @@ for round in $(seq 1 40); do
 done
 [[ -z "$(cluster_pids)" ]] || die "processes still running in $CGROUP_DAEMONS/$CGROUP_PODS: $(cluster_pids | tr '\n' ' ')"
 rm -f "$RUN/holder.pid"
+step "removing cgroups; checking mounts"
 # 3. the cgroups themselves (deepest first)
 for h in "${TRACK_HIERARCHIES[@]}"; do
   base="$(cg_path "$h" "")"; [[ -n $base ]] || continue
