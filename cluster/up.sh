@@ -40,6 +40,19 @@ step "dependencies (debian packages, binaries, images: built or fetched once, ca
 "$CLUSTER_DIR/build-images.sh" all
 
 # ---------------------------------------------------------------- track every process
+# empty cgroups left by clusters whose processes were killed without cluster-down
+# (a cluster is dead when neither its daemons nor its pods have a process left)
+for d in /sys/fs/cgroup/pids/hr??????-daemons; do
+  [[ -d $d ]] || continue
+  id="$(basename "$d" -daemons)"; [[ $id =~ ^hr[0-9a-f]{6}$ ]] || continue
+  [[ -z "$(find "$d" "/sys/fs/cgroup/pids/$id" -name cgroup.procs -exec cat {} + 2>/dev/null)" ]] || continue
+  for h in "${TRACK_HIERARCHIES[@]}"; do
+    base="$(cg_path "$h" "")"; [[ -n $base ]] || continue
+    for cg in "$base/$id" "$base/$id-daemons"; do
+      [[ -d $cg ]] && find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    done
+  done
+done
 mkdir -p "$STATE" "$PKI" "$RUN" "$LOGS"
 step "cgroups $CGROUP_DAEMONS (daemons) and $CGROUP_PODS (kubelet cgroupRoot)"
 for h in "${TRACK_HIERARCHIES[@]}"; do
@@ -58,13 +71,17 @@ for h in "${TRACK_HIERARCHIES[@]}"; do
   echo $$ > "$base$CGROUP_DAEMONS/cgroup.procs"
 done
 
-# kubelet tunes a few global sysctls; remember them so cluster-down can put them back
-if [[ ! -f $RUN/sysctl.saved ]]; then
+# kubelet tunes a few global sysctls; remember the machine's own values (once per
+# machine, so a cluster killed without cluster-down cannot make kubelet's values look
+# like the originals) so that cluster-down can put them back
+if [[ ! -s $CACHE/sysctl.orig ]]; then
+  mkdir -p "$CACHE"
   for s in vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops \
            kernel.keys.root_maxkeys kernel.keys.root_maxbytes; do
     echo "$s=$(sysctl -n "$s")"
-  done > "$RUN/sysctl.saved"
+  done > "$CACHE/sysctl.orig"
 fi
+cp "$CACHE/sysctl.orig" "$RUN/sysctl.saved"
 
 # ---------------------------------------------------------------- PKI
 gen_pki() {
