@@ -10,7 +10,9 @@ What runs (all on 127.0.0.1, everything stopped at the end):
        - throughput, closed loop: CONCURRENCY connections, one record and batches of 100;
        - latency at moderate load, open loop: MODERATE_RATES requests/s of one record,
          each latency measured from its scheduled send time (no coordinated omission);
-  4. resident memory of each server's process tree after the load.
+  4. server CPU time per request in each phase (from /proc: the figure that depends least
+     on what else the machine runs), and resident memory of each server's process tree.
+The ratio column is how many times better this service does (more requests/s, less CPU).
 
 The last line is machine-readable:
   inference: throughput_ratio_vs_mlflow=<x> p50_ms=<a> p99_ms=<b> rss_mb=<m>
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -62,6 +65,7 @@ WINDOW = DateWindow.parse("2024-01-01..2024-01-05")
 class Target:
     name: str
     port: int
+    pid: int
     single: tuple[str, bytes]  # (path, body) for one record
     batch: tuple[str, bytes]  # (path, body) for BATCH records
 
@@ -187,8 +191,8 @@ async def open_loop(port: int, raw: bytes, rps: float, seconds: float) -> Result
     )
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, from /proc."""
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -197,17 +201,36 @@ def tree_rss_mb(pid: int) -> float:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    total_kb, todo = 0, [pid]
+    tree, todo = [], [pid]
     while todo:
         current = todo.pop()
-        try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def tree_rss_mb(pid: int) -> float:
+    total_kb = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total_kb += int(line.split()[1])
-        except OSError:
-            continue
-        todo.extend(children.get(current, []))
     return total_kb / 1024
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process tree.
+
+    Unlike throughput and latency, CPU per request hardly depends on what else the machine
+    is running, so it is the fairest efficiency figure on a shared machine.
+    """
+    ticks = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def register_model(tracking_uri: str, data_root: Path) -> str:
@@ -305,12 +328,14 @@ def main() -> None:
         anchor = Target(
             "mlflow models serve",
             mlflow_serve_port,
+            mlflow_serve.pid,
             ("/invocations", json.dumps({"dataframe_records": rows[:1]}).encode()),
             ("/invocations", json.dumps({"dataframe_records": rows}).encode()),
         )
         ours = Target(
             "healthrisk serve",
             service_port,
+            service.pid,
             ("/predict", json.dumps(rows[0]).encode()),
             ("/predict/batch", json.dumps({"records": rows}).encode()),
         )
@@ -319,11 +344,16 @@ def main() -> None:
         # Each phase runs on both servers back to back, so that a change in what else the
         # machine is doing affects both sides of a comparison alike.
         results: dict[tuple[str, str], Result] = {}
+        cpu_ms: dict[tuple[str, str], float] = {}
         for key, title, run in phases(args.seconds):
             for target in (anchor, ours):
                 log(f"  {title}: {target.name} ...")
-                results[key, target.name] = asyncio.run(run(target))
-        rss = {anchor.name: tree_rss_mb(mlflow_serve.pid), ours.name: tree_rss_mb(service.pid)}
+                cpu_before = tree_cpu_seconds(target.pid)
+                result = results[key, target.name] = asyncio.run(run(target))
+                cpu_ms[key, target.name] = (
+                    (tree_cpu_seconds(target.pid) - cpu_before) * 1000 / result.requests
+                )
+        rss = {target.name: tree_rss_mb(target.pid) for target in (anchor, ours)}
 
     print(
         f"model {MODEL_NAME} v{version}; {args.seconds:g} s a phase; closed loops: {CONCURRENCY} connections"
@@ -340,6 +370,8 @@ def main() -> None:
         print(f"{'  requests/s':34}{a.rps:>22.0f}{b.rps:>20.0f}{b.rps / a.rps:>8.1f}")
         if key == "batch":
             print(f"{'  records/s':34}{a.rps * BATCH:>22.0f}{b.rps * BATCH:>20.0f}")
+        a_cpu, b_cpu = cpu_ms[key, anchor.name], cpu_ms[key, ours.name]
+        print(f"{'  server CPU ms per request':34}{a_cpu:>22.3f}{b_cpu:>20.3f}{a_cpu / b_cpu:>8.1f}")
         for q in (50, 99):
             print(f"{f'  p{q} ms':34}{a.percentile(q):>22.2f}{b.percentile(q):>20.2f}")
         if a.errors or b.errors:
