@@ -446,6 +446,10 @@ def drift_pod(
             site.data.path,
             "--current",
             f"{window[0].isoformat()}..{window[1].isoformat()}",
+            # The root filesystem is read-only: the HTML report is written to the pod's
+            # /tmp and published to MLflow from there (the default, .state/, is not writable).
+            "--report-dir",
+            f"{TMP_DIR}/drift-reports",
             "--publish",
             "--json",
         ],

@@ -215,7 +215,7 @@ def test_drift_pod() -> None:
     container = pod["spec"]["containers"][0]
     assert container["args"] == [
         "drift", "check", "--site", "hospital_02", "--data-root", "/data",
-        "--current", "2024-03-01..2024-03-07", "--publish", "--json",
+        "--current", "2024-03-01..2024-03-07", "--report-dir", "/tmp/drift-reports", "--publish", "--json",
     ]  # fmt: skip
     assert {"name": "DRIFT_THRESHOLD", "value": "0.4"} in container["env"]
     assert pod["spec"]["restartPolicy"] == "Never"
