@@ -34,6 +34,7 @@ from healthrisk_operator.reconcile import Reconciler
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 300.0
+REPORT_AFTER_FAILURES = 3
 WAKE_HANDLERS = ("training_changed", "pod_changed", "deployment_changed")
 
 
@@ -90,6 +91,11 @@ def apply_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
     settings.watching.connect_timeout = config.watch_connect_timeout_s
     # Our own Events are written by the reconciler; kopf's are for handler crashes only.
     settings.posting.level = logging.WARNING
+    # Strict mode: serve the namespaces given and the resources discovered at startup.
+    # Dynamic scanning would need cluster-wide list/watch of namespaces and CRDs (more
+    # than least privilege) and, without them, retries for a minute before serving; a
+    # CRD upgrade is picked up when the operator restarts (the chart upgrade rolls it).
+    settings.scanning.disabled = True
     # The daemon's finalizer lets kopf stop it cleanly when a training is deleted.
     settings.persistence.finalizer = f"{GROUP}/operator"
 
@@ -120,15 +126,19 @@ async def reconcile_loop(
     reconciler: Reconciler = memo.reconciler
     interval: float = memo.config.reconcile_interval_s
     failures = 0
+    reported = False
     try:
         while not stopped:
             wakeup.clear()
             try:
                 await asyncio.to_thread(reconciler.reconcile, *key)
-                failures = 0
-            except Exception:  # API server or registry trouble: retried, with backoff
+                failures, reported = 0, False
+            except Exception as exc:  # API server or registry trouble: retried, with backoff
                 failures += 1
                 logger.exception("reconcile of %s/%s failed (%d in a row)", namespace, name, failures)
+                if failures >= REPORT_AFTER_FAILURES and not reported:
+                    # Lasting, not a blip: tell the object's owner, not only the operator log.
+                    reported = await asyncio.to_thread(reconciler.report_failure, *key, exc)
             # Errors back off exponentially (to MAX_BACKOFF_S) so a lasting one is not hammered.
             timeout = min(interval * 2**failures, MAX_BACKOFF_S) if failures else interval
             with contextlib.suppress(TimeoutError):

@@ -341,6 +341,36 @@ class Reconciler:
                 log.warning("could not post event %s: %s", spec.reason, exc.reason)
             log.info("%s %s: %s", spec.type, spec.reason, spec.message)
 
+    def report_failure(self, namespace: str, name: str, error: Exception) -> bool:
+        """A Warning Event and status.message on the object; best effort, as the cause
+        (RBAC, API server) may forbid these too. True once the object carries it."""
+        reason = (
+            f"{error.status} {error.reason}: {_api_message(error)}"
+            if isinstance(error, ApiException)
+            else _stable_message(error)
+        )
+        message = f"the operator cannot reconcile this object: {reason}"[:1000]
+        try:
+            body = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            meta = body["metadata"]  # type: ignore[index]
+            training = Training(namespace, name, meta["uid"])
+            event = builders.event(
+                training,
+                event_type="Warning",
+                reason="ReconcileFailing",
+                message=message,
+                now=dt.datetime.now(dt.UTC),
+                suffix=uuid.uuid4().hex[:10],
+            )
+            self.core.create_namespaced_event(namespace, k8s.CoreV1Event.model_validate(event))
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": {"message": message}}
+            )
+        except Exception as exc:  # never let the report take the reconcile loop down
+            log.warning("could not report the failure on %s/%s: %s", namespace, name, exc)
+            return False
+        return True
+
     def write_status(self, namespace: str, name: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
         patch = merge_patch(old, new)
         if patch:

@@ -634,11 +634,10 @@ OPERATOR_RULES: list[dict[str, Any]] = [
 PYTHON_IMAGE = "local/python:3.11-slim"  # the harness's Debian python3.11 image
 
 
-def test_operator_runs_in_cluster_with_a_least_privilege_service_account(kube: Kube, namespace: str) -> None:
-    """The operator as a pod: in-cluster config, a ServiceAccount bound to OPERATOR_RULES
-    only, its liveness endpoint probed by the kubelet, JSON logs. The operator image is a
-    later issue, so the pod runs this checkout's code from a read-only hostPath on the
-    harness's Debian python image. Faked: nothing it creates is ever scheduled."""
+def start_operator_pod(kube: Kube, namespace: str, rules: list[dict[str, Any]]) -> None:
+    """The operator as a pod under a ServiceAccount bound to `rules` only. The operator
+    image is a later issue, so the pod runs this checkout's code from a read-only hostPath
+    on the harness's Debian python image; what it creates is never scheduled."""
     import sysconfig
 
     site_packages = sysconfig.get_paths()["purelib"]
@@ -648,7 +647,7 @@ def test_operator_runs_in_cluster_with_a_least_privilege_service_account(kube: K
     rbac = k8s_client.RbacAuthorizationV1Api(kube.api)
     rbac.create_namespaced_role(
         namespace,
-        k8s_client.V1Role.model_validate({"metadata": {"name": "operator"}, "rules": OPERATOR_RULES}),
+        k8s_client.V1Role.model_validate({"metadata": {"name": "operator"}, "rules": rules}),
     )
     rbac.create_namespaced_role_binding(
         namespace,
@@ -710,15 +709,21 @@ def test_operator_runs_in_cluster_with_a_least_privilege_service_account(kube: K
             }
         ),
     )
+    wait_for(
+        "the operator pod to pass its probe",
+        lambda: any(
+            c.type == "Ready" and c.status == "True"
+            for c in kube.core.read_namespaced_pod("operator", namespace).status.conditions or []
+        ),
+        timeout=120,
+    )
+
+
+def test_operator_runs_in_cluster_with_a_least_privilege_service_account(kube: Kube, namespace: str) -> None:
+    """In-cluster config, the chart's Role rules only, the liveness endpoint probed by the
+    kubelet, JSON logs."""
+    start_operator_pod(kube, namespace, OPERATOR_RULES)
     try:
-        wait_for(
-            "the operator pod to pass its probe",
-            lambda: any(
-                c.type == "Ready" and c.status == "True"
-                for c in kube.core.read_namespaced_pod("operator", namespace).status.conditions or []
-            ),
-            timeout=120,
-        )
         kube.create_training(namespace, "incluster", spec())
         wait_pods(
             kube, namespace, "incluster", {"incluster-r1-superlink", "incluster-r1-supernode-hospital-01"}
@@ -733,6 +738,28 @@ def test_operator_runs_in_cluster_with_a_least_privilege_service_account(kube: K
         assert any("created Pod" in r.get("message", "") for r in records), log
         pod = kube.core.read_namespaced_pod("operator", namespace)
         assert pod.status.container_statuses[0].restart_count == 0
+    finally:
+        kube.delete_trainings(namespace)
+
+
+def test_lasting_reconcile_errors_reach_the_object(kube: Kube, namespace: str) -> None:
+    """A Role without `list pods` (RBAC drift between chart and operator): every reconcile
+    fails with 403; after a few the object gets a Warning Event and a readable message."""
+    rules = [r for r in OPERATOR_RULES if r["resources"] != ["pods"]]
+    start_operator_pod(kube, namespace, rules)
+    try:
+        kube.create_training(namespace, "forbidden", spec())
+        status = wait_status(
+            kube,
+            namespace,
+            "forbidden",
+            "the failure in status",
+            lambda s: "cannot reconcile" in s.get("message", ""),
+        )
+        assert "403" in status["message"] and "pods" in status["message"]
+        assert "ReconcileFailing" in kube.event_reasons(namespace, "forbidden")
+        pod = kube.core.read_namespaced_pod("operator", namespace)
+        assert pod.status.container_statuses[0].restart_count == 0  # degraded, not crash-looping
     finally:
         kube.delete_trainings(namespace)
 

@@ -75,6 +75,7 @@ def test_watch_timeouts_and_finalizer_are_set() -> None:
     assert settings.watching.client_timeout == 150
     assert settings.watching.connect_timeout == 30
     assert settings.persistence.finalizer == "healthrisk.io/operator"
+    assert settings.scanning.disabled  # no cluster-wide namespace/CRD permissions needed
 
 
 def test_quiet_wakeups_hides_only_wake_handler_successes() -> None:
