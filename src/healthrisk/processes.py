@@ -62,8 +62,12 @@ class Child:
             _reap(tree)
         _signal_all(self.popen.pid, alive, signal.SIGKILL)
         self.popen.wait(timeout=grace)
-        time.sleep(0.05)
-        _reap(tree)
+        # Dead descendants are re-parented to us (subreaper) as their own parents exit:
+        # reap until none is left in the process table, so no zombie outlives the stop.
+        deadline = time.monotonic() + grace
+        while any(Path(f"/proc/{pid}").exists() for pid in tree) and time.monotonic() < deadline:
+            _reap(tree)
+            time.sleep(0.02)
 
 
 def _alive(pid: int) -> bool:
