@@ -14,8 +14,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_trains_promotes_serves_and_hot_swaps_after_drift(tmp_path: Path) -> None:
+    argv = ["demo", "--no-wait", "--rounds", "2", "--state-dir", str(tmp_path)]
     completed = subprocess.run(
-        [sys.executable, "-m", "healthrisk", "demo", "--no-wait", "--rounds", "2", "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "healthrisk", *argv],
         capture_output=True,
         text=True,
         timeout=900,

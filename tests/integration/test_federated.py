@@ -61,12 +61,21 @@ def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory, mlflow_ur
         _request(data_root, tmp_path_factory.mktemp("fed"), mlflow_uri, name),
         progress=lambda p: seen_rounds.append(p.round),
     )
-    return {
-        "name": name,
-        "result": result,
-        "rounds": seen_rounds,
-        "leftovers": descendants(os.getpid()) - before,
-    }
+    flower = {pid for pid in descendants(os.getpid()) - before if _is_flower(pid)}
+    return {"name": name, "result": result, "rounds": seen_rounds, "leftovers": flower}
+
+
+def _is_flower(pid: int) -> bool:
+    """A Flower process, alive or zombie (a zombie keeps its comm, not its cmdline).
+
+    Only Flower's: the session's MLflow server may legitimately replace a worker meanwhile.
+    """
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    return comm.startswith(("flwr", "flower")) or "flwr" in cmdline or "flower" in cmdline
 
 
 def test_run_registers_a_version_with_provenance_tags(trained: dict[str, object]) -> None:
