@@ -95,6 +95,7 @@ print("registered", version.version)
     )
     logs = cluster.kubectl_run("-n", namespace, "logs", "register-champion", check=False).stdout
     assert phase == "Succeeded", logs
+    cluster.kubectl_run("-n", namespace, "delete", "pod", "register-champion", "--wait=false")
     return logs.strip().split()[-1]
 
 
@@ -191,7 +192,7 @@ def test_install_test_upgrade_metrics_uninstall(
     pod_target = f"{pod['status']['podIP']}:8080"
 
     with cluster.port_forward(namespace, "svc/health-risk-prometheus", 9090) as prometheus:
-        query = f'sum by (instance) (predictions_total{{namespace="{namespace}",endpoint="/predict"}})'
+        query = f'sum by (instance) (predictions_total{{namespace="{namespace}",endpoint="predict"}})'
 
         def scraped() -> float:
             url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": query})

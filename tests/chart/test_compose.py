@@ -99,7 +99,7 @@ def test_compose_stack_trains_serves_and_scrapes(stack: tuple[Compose, dict[str,
         assert answer["model_version"] == "1"
         assert 0.0 <= answer["risk_score"] <= 1.0
 
-    query = 'sum(predictions_total{job="inference",endpoint="/predict"})'
+    query = 'sum(predictions_total{job="inference",endpoint="predict"})'
 
     def scraped() -> float:
         url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": query})
