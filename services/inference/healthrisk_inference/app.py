@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.responses import Response
 
-from healthrisk.schema import EXAMPLE_RECORD, as_json_schema
+from healthrisk.schema import as_json_schema
 from healthrisk_inference import v2
 from healthrisk_inference.accounting import PredictionAccounting
 from healthrisk_inference.manager import ModelManager
@@ -31,6 +31,7 @@ from healthrisk_inference.responses import (
     install_error_handlers,
 )
 from healthrisk_inference.schemas import (
+    EXAMPLE_JSON,
     BatchResponse,
     Liveness,
     ModelDescription,
@@ -169,7 +170,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     class BatchRequest(BaseModel):
         model_config = ConfigDict(
-            extra="forbid", json_schema_extra={"examples": [{"records": [EXAMPLE_RECORD, EXAMPLE_RECORD]}]}
+            extra="forbid", json_schema_extra={"examples": [{"records": [EXAMPLE_JSON, EXAMPLE_JSON]}]}
         )
         records: list[PatientRecord] = Field(
             min_length=1, max_length=settings.max_batch, description=f"At most {settings.max_batch} records."

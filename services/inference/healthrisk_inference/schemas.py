@@ -10,9 +10,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES_BY_NAME
 from healthrisk_inference.model import HIGH_FROM, MODERATE_FROM, RiskLevel
+
+# The schema's example record, typed as the JSON that OpenAPI examples are.
+EXAMPLE_JSON: JsonDict = {**EXAMPLE_RECORD}
 
 
 def _feature(name: str) -> Any:
@@ -33,7 +37,7 @@ class PatientRecord(BaseModel):
         extra="forbid",
         strict=True,
         allow_inf_nan=False,
-        json_schema_extra={"examples": [EXAMPLE_RECORD]},
+        json_schema_extra={"examples": [EXAMPLE_JSON]},
     )
 
     heart_rate: float = _feature("heart_rate")
