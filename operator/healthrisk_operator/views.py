@@ -129,14 +129,17 @@ def pod_view(pod: Mapping[str, Any], summary: Mapping[str, Any] | None = None) -
 
 
 def last_json_line(log: str) -> dict[str, Any] | None:
-    """The drift CLI prints its summary as the last JSON line of stdout."""
+    """The drift CLI prints its summaries as the last JSON line of stdout: a list with one
+    entry per checked site, and a drift pod checks its own site only."""
     for line in reversed(log.strip().splitlines()):
         line = line.strip()
-        if line.startswith("{"):
+        if line.startswith(("{", "[")):
             try:
                 value = json.loads(line)
             except ValueError:
                 return None
+            if isinstance(value, list) and len(value) == 1:
+                value = value[0]
             return value if isinstance(value, dict) else None
     return None
 

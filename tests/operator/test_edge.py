@@ -64,6 +64,11 @@ def test_last_json_line_of_a_drift_log() -> None:
         "drift_share": 0.2,
         "detected": False,
     }
+    assert last_json_line('checking\n[{"site": "hospital_01", "drift_share": 0.18}]\n') == {
+        "site": "hospital_01",
+        "drift_share": 0.18,
+    }
+    assert last_json_line('[{"site": "a"}, {"site": "b"}]') is None, "one pod, one site"
     assert last_json_line("no summary here") is None
     assert last_json_line("{broken") is None
 

@@ -217,7 +217,8 @@ def check_command(
     decision = decide([r.summary for r in results], policy)
     console.print(decision.reason, highlight=False, soft_wrap=True)
     if as_json:
-        typer.echo(json.dumps([r.summary.as_dict() | {"mlflow_run_id": r.run_id} for r in results], indent=2))
+        # One line: the operator reads a drift pod's verdict from the last line of its log.
+        typer.echo(json.dumps([r.summary.as_dict() | {"mlflow_run_id": r.run_id} for r in results]))
     if fail_on_drift and decision.drifted_sites:
         raise typer.Exit(DRIFT_EXIT_CODE)
 
