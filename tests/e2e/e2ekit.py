@@ -15,12 +15,17 @@ import shutil
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from healthrisk.constants import CHAMPION_ALIAS, REGISTERED_MODEL
+from healthrisk.schema import EXAMPLE_RECORD
+from healthrisk_operator.constants import ANNOTATION_MODEL_VERSION, LABEL_RUN, LABEL_TRAINING
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS_KUBECONFIG = REPO / ".cluster" / "kubeconfig"
@@ -236,3 +241,151 @@ class Platform:
         logs = self.kube.kubectl("logs", name, check=False).stdout
         assert phase == "Succeeded", f"generating site data failed:\n{logs}"
         self.kube.kubectl("delete", "pod", name, "--wait=false")
+
+
+# ---- FederatedTrainings and what they produce -----------------------------------------
+
+ROUNDS = 3
+# A drift run retrains on the same window: its AUC equals the champion's up to the order in
+# which FedAvg sums the sites' floats. A tolerance well below what corrupted labels cost.
+MAX_AUC_DROP = 0.005
+RUN_TIMEOUT = 600
+
+
+def training(
+    platform: Platform,
+    name: str,
+    *,
+    rounds: int = ROUNDS,
+    min_sites: int = len(SITES),
+    registered_name: str = REGISTERED_MODEL,
+    serve: bool = False,
+) -> dict[str, Any]:
+    promotion: dict[str, Any] = {"alias": CHAMPION_ALIAS, "maxAucDrop": MAX_AUC_DROP}
+    if serve:
+        promotion |= {"inferenceDeployment": platform.inference, "rolloutTimeoutSeconds": 300}
+    return {
+        "apiVersion": "healthrisk.io/v1alpha1",
+        "kind": "FederatedTraining",
+        "metadata": {"name": name},
+        "spec": {
+            "rounds": rounds,
+            "minSites": min_sites,
+            "sites": [
+                {"name": site, "data": {"persistentVolumeClaim": pvc_name(site), "path": "/data"}}
+                for site in SITES
+            ],
+            "dataWindow": {"from": TRAIN_WINDOW[0], "to": TRAIN_WINDOW[1]},
+            "strategy": {"name": "FedAvg", "localEpochs": 1},
+            "model": {"registeredName": registered_name},
+            "promotion": promotion,
+            "runPolicy": {"backoffLimit": 1, "activeDeadlineSeconds": 900, "startDeadlineSeconds": 300},
+            "security": {"tlsSecretName": platform.tls_secret},
+        },
+    }
+
+
+@dataclass
+class RunRecord:
+    """What a user watching `kubectl get ft,pods -w` would have seen of one run."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+    pod_uids: dict[str, set[str]] = field(default_factory=dict)
+    pod_ready: dict[str, bool] = field(default_factory=dict)
+    pod_phases: dict[str, set[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def entry(self, run: int) -> dict[str, Any]:
+        return next(h for h in self.status.get("history") or [] if h.get("number") == run)
+
+    def ran(self, pod: str) -> bool:
+        return self.pod_ready.get(pod, False)
+
+
+def follow_run(
+    kube: Kube, name: str, run: int, *, timeout: float = RUN_TIMEOUT, act: Any = None
+) -> RunRecord:
+    """Watch run `run` of `name` until it is in the history; `act(status)` on each look."""
+    record = RunRecord()
+    started = time.monotonic()
+    last_line = ""
+
+    def look() -> bool:
+        nonlocal last_line
+        status = kube.get("federatedtraining", name).get("status") or {}
+        record.status = status
+        pods = kube.get("pods", "-l", f"{LABEL_TRAINING}={name},{LABEL_RUN}={run}")["items"]
+        for pod in pods:
+            pod_name = pod["metadata"]["name"]
+            record.pod_uids.setdefault(pod_name, set()).add(pod["metadata"]["uid"])
+            record.pod_phases.setdefault(pod_name, set()).add(pod["status"].get("phase", ""))
+            ready = any(
+                c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions") or []
+            )
+            record.pod_ready[pod_name] = record.pod_ready.get(pod_name, False) or ready
+        line = (
+            f"{status.get('phase')} run {status.get('run')} {status.get('progress')} {status.get('message')}"
+        )
+        if line != last_line:
+            print(f"[{time.monotonic() - started:5.0f}s] {name}: {line}")
+            last_line = line
+        if act is not None and status.get("run") == run:
+            act(status)
+        return any(h.get("number") == run for h in status.get("history") or [])
+
+    wait_for(f"run {run} of {name} to finish", look, timeout=timeout, interval=3)
+    record.seconds = time.monotonic() - started
+    return record
+
+
+def run_pod_names(name: str, run: int) -> list[str]:
+    prefix = f"{name}-r{run}"
+    return [f"{prefix}-superlink", *(f"{prefix}-supernode-{s.replace('_', '-')}" for s in SITES)]
+
+
+class MLflowRest:
+    """The in-cluster MLflow's REST API through a port-forward."""
+
+    def __init__(self, url: str, service_host: str) -> None:
+        self.url = url
+        # The server accepts only its own Service names as Host (DNS-rebinding protection).
+        self.headers = {"Host": service_host}
+
+    def get(self, path: str, **params: Any) -> Any:
+        query = urllib.parse.urlencode(params)
+        return http_json(f"{self.url}/api/2.0/mlflow/{path}?{query}", headers=self.headers)
+
+    def champion(self, name: str) -> dict[str, Any]:
+        return dict(self.get("registered-models/alias", name=name, alias=CHAMPION_ALIAS)["model_version"])
+
+    def version(self, name: str, version: str) -> dict[str, Any]:
+        return dict(self.get("model-versions/get", name=name, version=version)["model_version"])
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        return list(self.get("model-versions/search", filter=f"name='{name}'").get("model_versions") or [])
+
+
+def tags(version: dict[str, Any]) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in version.get("tags") or []}
+
+
+def served_version(platform: Platform) -> tuple[str, int]:
+    """(the version the inference Deployment pins, its revision) once it is rolled out."""
+    deployment = platform.kube.get("deployment", platform.inference)
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
+    revision = int(deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
+    return annotations.get(ANNOTATION_MODEL_VERSION, ""), revision
+
+
+def predict(platform: Platform, records: int = 3) -> list[dict[str, Any]]:
+    with platform.kube.port_forward(f"svc/{platform.inference}", 8080) as api:
+        return [http_json(f"{api}/predict", dict(EXAMPLE_RECORD)) for _ in range(records)]
+
+
+def rollout_history_version(platform: Platform, revision: int) -> str:
+    """MODEL_VERSION of one revision, as `kubectl rollout history --revision` prints it."""
+    text = platform.kube.kubectl(
+        "rollout", "history", f"deployment/{platform.inference}", f"--revision={revision}"
+    ).stdout
+    line = next((line for line in text.splitlines() if "MODEL_VERSION:" in line), "")
+    return line.split("MODEL_VERSION:", 1)[-1].strip()

@@ -1,0 +1,274 @@
+"""Faults and uninstall, end to end on a real Kubernetes (issue 8, items 3 and 4).
+
+On an install of their own (`conftest.platform`, module-scoped), in file order: a training
+whose operator pod is deleted mid-run (it still completes once and rolls the inference
+Deployment), a SuperNode pod deleted mid-round, MLflow down for a minute under prediction
+traffic, a dozen invalid objects; then uninstall and namespace deletion leave nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from e2ekit import (
+    SITES,
+    Kube,
+    MLflowRest,
+    Platform,
+    follow_run,
+    http_json,
+    run_pod_names,
+    served_version,
+    training,
+    wait_for,
+)
+
+from healthrisk.constants import REGISTERED_MODEL
+from healthrisk.schema import EXAMPLE_RECORD
+from healthrisk_operator.constants import LABEL_TRAINING
+
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
+
+
+def scheduled_pods(kube: Kube, prefix: str) -> dict[str, set[str]]:
+    """Pod name → uids the scheduler placed, from the Events (they outlive deleted pods)."""
+    placed: dict[str, set[str]] = {}
+    for event in kube.events(reason="Scheduled"):
+        obj = event["involvedObject"]
+        if obj.get("kind") == "Pod" and obj["name"].startswith(prefix):
+            placed.setdefault(obj["name"], set()).add(obj["uid"])
+    return placed
+
+
+def operator_pod(kube: Kube) -> dict[str, Any]:
+    pods = kube.get("pods", "-l", "app.kubernetes.io/component=operator")["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert len(live) == 1, [p["metadata"]["name"] for p in pods]
+    return dict(live[0])
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions") or [])
+
+
+def test_operator_pod_deleted_mid_run_completes_the_run_once(platform: Platform) -> None:
+    kube = platform.kube
+    name = "restart"
+    killed: list[str] = []
+
+    def kill_operator_mid_run(status: dict[str, Any]) -> None:
+        if not killed and status.get("phase") == "Training" and int(status.get("round") or 0) >= 1:
+            pod = operator_pod(kube)
+            kube.kubectl("delete", "pod", pod["metadata"]["name"], "--wait=false")
+            killed.append(pod["metadata"]["uid"])
+            print(f"deleted operator pod {pod['metadata']['name']} at round {status['round']}")
+
+    # The inference pod waits unready for a first champion (see conftest).
+    kube.kubectl("scale", f"deployment/{platform.inference}", "--replicas=1")
+    kube.apply(training(platform, name, rounds=4, serve=True))
+    record = follow_run(kube, name, 1, act=kill_operator_mid_run)
+    platform.timings["run (operator deleted)"] = record.seconds
+    assert killed, f"the run finished before the operator could be deleted mid-run: {record.status}"
+    replacement = wait_for(
+        "a new ready operator pod", lambda: (p := operator_pod(kube)) and is_ready(p) and p, 120
+    )
+    assert replacement["metadata"]["uid"] != killed[0]
+
+    entry = record.entry(1)
+    assert (entry["result"], entry["promoted"]) == ("Succeeded", True), entry
+    assert [h["number"] for h in record.status["history"]] == [1] and record.status["run"] == 1
+    placed = scheduled_pods(kube, f"{name}-r1-")
+    assert set(placed) == {*run_pod_names(name, 1), f"{name}-r1-submit-0"}, placed
+    assert all(len(uids) == 1 for uids in placed.values()), f"pods created twice: {placed}"
+    with kube.port_forward(f"svc/{platform.mlflow}", 5000) as url:
+        versions = MLflowRest(url, f"{platform.mlflow}:5000").versions(REGISTERED_MODEL)
+    assert [v["version"] for v in versions] == [entry["version"]], "one run, one registered version"
+    assert served_version(platform)[0] == entry["version"], "the rollout survived the restart too"
+
+
+def test_supernode_deleted_mid_round(platform: Platform) -> None:
+    """SPEC: the run completes with ≥ minSites, or fails with a clear condition."""
+    kube = platform.kube
+    name, model = "sitefail", "health-risk-e2e-sitefail"
+    victim = f"{name}-r1-supernode-hospital-03"
+    killed: list[int] = []
+
+    def kill_site_mid_round(status: dict[str, Any]) -> None:
+        if not killed and status.get("phase") == "Training" and int(status.get("round") or 0) >= 1:
+            kube.kubectl("delete", "pod", victim, "--wait=false")
+            killed.append(int(status["round"]))
+            print(f"deleted {victim} after round {status['round']}")
+
+    kube.apply(training(platform, name, rounds=5, min_sites=2, registered_name=model))
+    record = follow_run(kube, name, 1, act=kill_site_mid_round)
+    platform.timings["run (SuperNode deleted)"] = record.seconds
+    assert killed, f"the run finished before a SuperNode could be deleted: {record.status}"
+    entry = record.entry(1)
+    print(f"run with a SuperNode deleted after round {killed[0]}: {entry}")
+    if entry["result"] == "Succeeded":
+        assert entry.get("version"), entry
+        assert record.status["progress"] == "5/5"
+    else:
+        failed = next(c for c in record.status["conditions"] if c["type"] == "Failed")
+        assert failed["status"] == "True" and failed["reason"] and len(failed["message"]) > 20, failed
+        assert entry["result"] == "Failed", entry
+    assert record.status.get("phase") in ("Monitoring", "Succeeded", "Failed")
+    leftovers = [p["metadata"]["name"] for p in kube.get("pods", "-l", f"{LABEL_TRAINING}={name}")["items"]
+                 if p["status"].get("phase") in ("Pending", "Running")]  # fmt: skip
+    assert not leftovers, f"cleanPodPolicy Running leaves no running pod: {leftovers}"
+
+
+def test_predictions_keep_flowing_while_mlflow_is_down(platform: Platform) -> None:
+    kube = platform.kube
+    version, _ = served_version(platform)
+    inference_pods = kube.get("pods", "-l", "app.kubernetes.io/component=inference")["items"]
+    restarts = {
+        p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"] for p in inference_pods
+    }
+
+    kube.kubectl("scale", f"deployment/{platform.mlflow}", "--replicas=0")
+    try:
+        wait_for(
+            "the MLflow pod to be gone",
+            lambda: not kube.get("pods", "-l", "app.kubernetes.io/component=mlflow")["items"],
+            timeout=120,
+        )
+        answers, failures = 0, []
+        with kube.port_forward(f"svc/{platform.inference}", 8080) as api:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    answer = http_json(f"{api}/predict", dict(EXAMPLE_RECORD))
+                    answers += 1
+                    if answer["model_version"] != version:
+                        failures.append(f"served {answer['model_version']}")
+                except (AssertionError, OSError) as exc:
+                    failures.append(str(exc))
+                time.sleep(0.2)
+            model = http_json(f"{api}/model")
+        print(f"MLflow down for 60 s: {answers} predictions, {len(failures)} failed; /model: {model}")
+        assert answers > 50 and not failures, failures[:5]
+    finally:
+        kube.kubectl("scale", f"deployment/{platform.mlflow}", "--replicas=1")
+        kube.kubectl("rollout", "status", f"deployment/{platform.mlflow}", "--timeout=240s", timeout=260)
+    after = {p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"]
+             for p in kube.get("pods", "-l", "app.kubernetes.io/component=inference")["items"]}  # fmt: skip
+    assert after == restarts, "the inference pods neither restarted nor were replaced"
+
+
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("no sites", {"sites": None}, "spec.sites: Required value"),
+    ("no data window", {"dataWindow": None}, "spec.dataWindow: Required value"),
+    ("zero rounds", {"rounds": 0}, "spec.rounds: Invalid value: 0"),
+    ("too many rounds", {"rounds": 5000}, "spec.rounds: Invalid value: 5000"),
+    ("minSites above the sites", {"minSites": 4}, "minSites must not exceed the number of sites"),
+    ("window backwards", {"dataWindow": {"from": "2024-02-01", "to": "2024-01-01"}},
+     "dataWindow.from must not be after dataWindow.to"),
+    ("not a date", {"dataWindow": {"from": "2024-13-45", "to": "2024-01-01"}}, "spec.dataWindow.from"),
+    ("unknown strategy", {"strategy": {"name": "FedSGD"}}, 'Unsupported value: "FedSGD"'),
+    ("FedProx without mu", {"strategy": {"name": "FedProx"}}, "strategy FedProx needs proximalMu > 0"),
+    ("site name", {"sites": [{"name": "Hospital 1", "data": {"persistentVolumeClaim": "x"}}]},
+     "spec.sites[0].name"),
+    ("site without data", {"sites": [{"name": "hospital_01"}]}, "spec.sites[0].data: Required value"),
+    ("drift threshold", {"retraining": {"drift": {"threshold": 1.5}}}, "spec.retraining.drift.threshold"),
+    ("drift interval", {"retraining": {"drift": {"interval": "soon"}}}, "spec.retraining.drift.interval"),
+    ("clean policy", {"runPolicy": {"cleanPodPolicy": "Sometimes"}}, 'Unsupported value: "Sometimes"'),
+    ("auth without TLS", {"security": {"supernodeAuth": True}},
+     "security.supernodeAuth needs security.tlsSecretName"),
+]  # fmt: skip
+
+
+def test_invalid_trainings_are_rejected_with_a_readable_message(platform: Platform) -> None:
+    kube = platform.kube
+    before = operator_pod(kube)
+    restarts = before["status"]["containerStatuses"][0]["restartCount"]
+    for index, (label, change, expected) in enumerate(INVALID):
+        manifest = training(platform, f"invalid-{index}")
+        # A None drops the field; anything else replaces it whole.
+        manifest["spec"] = {k: v for k, v in (manifest["spec"] | change).items() if v is not None}
+        created = kube.kubectl("create", "-f", "-", input=json.dumps(manifest), check=False)
+        assert created.returncode != 0, f"{label}: accepted"
+        assert expected in created.stderr, f"{label}: {created.stderr}"
+        print(f"{label}: {created.stderr.strip()[:300]}")
+    long_name = training(platform, "a" * 41)
+    created = kube.kubectl("create", "-f", "-", input=json.dumps(long_name), check=False)
+    assert "metadata.name must start with a letter" in created.stderr, created.stderr
+    names = [t["metadata"]["name"] for t in kube.get("federatedtrainings")["items"]]
+    assert not [n for n in names if n.startswith("invalid-")], names
+
+    # What no schema can see: a cron expression with five fields that is not one. The API
+    # server takes it; the operator fails the object with a condition instead of retrying.
+    bad_cron = training(platform, "bad-cron")
+    bad_cron["spec"]["retraining"] = {"schedule": "61 25 * * *"}
+    kube.apply(bad_cron)
+    status = wait_for(
+        "the operator to refuse the bad cron",
+        lambda: (
+            (s := kube.get("federatedtraining", "bad-cron").get("status") or {}).get("phase") == "Failed"
+            and s
+        ),
+        timeout=60,
+    )
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "InvalidSpec" and "cron" in failed["message"], failed
+    assert not kube.get("pods", "-l", f"{LABEL_TRAINING}=bad-cron")["items"], "no run was started"
+    kube.kubectl("delete", "federatedtraining", "bad-cron", "--wait=true", timeout=60)
+
+    after = operator_pod(kube)
+    assert after["metadata"]["uid"] == before["metadata"]["uid"] and is_ready(after)
+    assert after["status"]["containerStatuses"][0]["restartCount"] == restarts
+
+
+# ---- 4. uninstall --------------------------------------------------------------------
+
+
+def test_uninstall_and_namespace_deletion_leave_nothing_behind(platform: Platform) -> None:
+    kube, namespace = platform.kube, platform.namespace
+    volumes = {
+        pv["metadata"]["name"]
+        for pv in kube.get("pv")["items"]
+        if (pv["spec"].get("claimRef") or {}).get("namespace") == namespace
+    }
+    assert len(volumes) == len(SITES) + 1, volumes  # the sites' and MLflow's
+
+    # Trainings go first, while the operator still runs: they carry its finalizer, which
+    # nothing would remove once the release (the operator) is gone, and the namespace
+    # would then hang in Terminating.
+    finalizers = {t["metadata"]["name"]: t["metadata"].get("finalizers") for t in kube.get("ft")["items"]}
+    assert all("healthrisk.io/operator" in (f or []) for f in finalizers.values()), finalizers
+    started = time.monotonic()
+    kube.kubectl("delete", "federatedtrainings", "--all", "--wait=true", timeout=180)
+    wait_for(
+        "the trainings' pods to be garbage-collected",
+        lambda: not kube.get("pods", "-l", LABEL_TRAINING)["items"],
+        timeout=120,
+    )
+    kube.helm("uninstall", "health-risk", "--wait", "--timeout", "3m", timeout=240)
+    release = "app.kubernetes.io/instance=health-risk"
+    kinds = (
+        "deployments,replicasets,pods,services,secrets,configmaps,serviceaccounts,"
+        "roles,rolebindings,networkpolicies,pvc"
+    )
+    wait_for(
+        "the release's objects to be gone", lambda: not kube.get(kinds, "-l", release)["items"], timeout=120
+    )
+    cluster_scoped = [
+        o["metadata"]["name"]
+        for o in kube.get("clusterroles,clusterrolebindings", "-l", release)["items"]
+        if namespace in o["metadata"]["name"]
+    ]
+    assert not cluster_scoped, cluster_scoped
+
+    kube.kubectl("delete", "namespace", namespace, "--wait=true", timeout=300)
+    assert kube.get_or_none("namespace", namespace) is None
+    wait_for(
+        "the namespace's volumes to be deleted",
+        lambda: not volumes & {pv["metadata"]["name"] for pv in kube.get("pv")["items"]},
+        timeout=180,
+    )
+    platform.timings["uninstall"] = time.monotonic() - started
+    crd = kube.kubectl("get", "crd", "federatedtrainings.healthrisk.io", check=False)
+    assert crd.returncode == 0, "the CRD (helm.sh/resource-policy: keep, shared) stays"
