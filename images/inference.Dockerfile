@@ -5,12 +5,11 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
 COPY . /wheelhouse
 # --no-index: the build never reaches a package index, so it runs air-gapped.
-# pandas: the loader checks the extracted parameters against the sklearn pipeline on a
-# DataFrame. pyarrow (a core dependency, for reading site data) is never imported by the
-# service and is the largest package, so it goes.
+# pyarrow (a core dependency, for reading site data) is never imported by the service and
+# is the largest package, so it goes.
 RUN python3 -m venv /opt/health-risk \
  && /opt/health-risk/bin/pip install --no-index --find-links /wheelhouse --no-cache-dir \
-      -c /wheelhouse/constraints.txt "health-risk[inference,cli]" pandas \
+      -c /wheelhouse/constraints.txt "health-risk[inference,cli]" \
  && /opt/health-risk/bin/pip uninstall --yes pyarrow setuptools pip \
  && site=/opt/health-risk/lib/python3.11/site-packages \
  # Headers, Cython sources and the packages' own test suites are never used at run time.

@@ -138,9 +138,13 @@ def test_operator_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> Non
         for rule in doc["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], doc["metadata"]["name"]
             assert "secrets" not in rule["resources"], "the operator never reads Secrets"
-            if doc["metadata"]["name"].endswith("-crds"):
-                # kopf's CRD discovery: the one cluster-wide grant outside clusterWide mode
-                assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
+            assert "namespaces" not in rule["resources"], "kopf runs without namespace scanning"
+
+
+def test_operator_is_namespaced_unless_told_otherwise(helm: str, tmp_path: Path) -> None:
+    kinds = {d["kind"] for d in render(helm, {}, tmp_path)}
+    assert "Role" in kinds
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}, "no cluster-wide grant by default"
 
 
 def test_mlflow_allows_its_service_names_and_keeps_its_volume(helm: str, tmp_path: Path) -> None:
