@@ -116,9 +116,20 @@ def test_supernode_deleted_mid_round(platform: Platform) -> None:
         assert failed["status"] == "True" and failed["reason"] and len(failed["message"]) > 20, failed
         assert entry["result"] == "Failed", entry
     assert record.status.get("phase") in ("Monitoring", "Succeeded", "Failed")
-    leftovers = [p["metadata"]["name"] for p in kube.get("pods", "-l", f"{LABEL_TRAINING}={name}")["items"]
-                 if p["status"].get("phase") in ("Pending", "Running")]  # fmt: skip
-    assert not leftovers, f"cleanPodPolicy Running leaves no running pod: {leftovers}"
+    replaced = scheduled_pods(kube, victim).get(victim, set())
+    assert len(replaced) == 2, f"the operator recreated the deleted SuperNode: {replaced}"
+    # cleanPodPolicy Running: once the run ends, no pod of it keeps running.
+    wait_for(
+        "the run's running pods to be deleted",
+        lambda: (
+            not [
+                p["metadata"]["name"]
+                for p in kube.get("pods", "-l", f"{LABEL_TRAINING}={name}")["items"]
+                if p["status"].get("phase") in ("Pending", "Running")
+            ]
+        ),
+        timeout=90,
+    )
 
 
 def test_predictions_keep_flowing_while_mlflow_is_down(platform: Platform) -> None:
