@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from healthrisk import registry
+import healthrisk.registry as registry
 from healthrisk.constants import (
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
