@@ -20,22 +20,25 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/healthrisk demo
 
-## Everything CI runs: the local suite, then everything that needs a real Kubernetes.
-test: test-local test-cluster
+## Everything CI runs: lint and types, the local suite, then everything on a real Kubernetes.
+test: lint typecheck test-local test-cluster
 
 ## Unit and integration tests (real MLflow, Flower and uvicorn processes on 127.0.0.1).
 test-local: install
 	FLWR_TELEMETRY_ENABLED=0 $(BIN)/pytest -m "not cluster" tests
 
 ## On the harness cluster (or any cluster KUBECONFIG points at): cluster smoke tests,
-## operator, chart and end to end. Images are built and loaded by the tests' fixtures.
+## chart, operator and end to end. The chart tests build the images from the wheelhouse
+## and load them into the cluster before the end-to-end tests (tests/e2e) use them.
 KUBECONFIG_FOR_TESTS = $${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig}
+E2E_BASE_IMAGE ?= local/python:3.11-slim
 test-cluster: install cluster-up
 	KUBECONFIG=$(KUBECONFIG_FOR_TESTS) PATH=$(CURDIR)/.cluster/bin:$$PATH \
-	  $(BIN)/pytest -m "cluster and not e2e" tests
-	$(MAKE) e2e
+	  $(BIN)/pytest -m cluster tests
 
+## The end-to-end suite alone: images built and loaded first.
 e2e: install cluster-up
+	$(MAKE) images images-load BASE_IMAGE=$(E2E_BASE_IMAGE)
 	KUBECONFIG=$(KUBECONFIG_FOR_TESTS) PATH=$(CURDIR)/.cluster/bin:$$PATH \
 	  $(BIN)/pytest -m e2e tests/e2e
 
