@@ -19,7 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from healthrisk.data.window import DateWindow
-from healthrisk.schema import DATE_COLUMN, FEATURE_NAMES, FEATURES, LABEL, SITE_COLUMN
+from healthrisk.schema import FEATURE_NAMES, FEATURES, LABEL
 
 SUFFIXES = (".parquet", ".csv")
 
@@ -144,7 +144,3 @@ def write_day(path: Path, table: pa.Table) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def table_columns() -> list[str]:
-    return [SITE_COLUMN, DATE_COLUMN, *FEATURE_NAMES, LABEL]
