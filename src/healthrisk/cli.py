@@ -237,24 +237,19 @@ def demo(
 
 
 def _register_subcommands() -> None:
+    # The inference and operator images start their own entry points
+    # (healthrisk_inference.cli, healthrisk_operator.cli), so this umbrella CLI only runs
+    # where the whole package is installed.
+    from healthrisk.drift.cli import app as drift_app
+    from healthrisk.drift.cli import monitor_command, retrain_command
     from healthrisk_inference.cli import app as serve_app
     from healthrisk_operator.cli import app as operator_app
 
-    app.add_typer(serve_app, name="serve")
-    app.add_typer(operator_app, name="operator")
-    try:
-        from healthrisk.drift.cli import app as drift_app
-        from healthrisk.drift.cli import monitor_command, retrain_command
-    except ModuleNotFoundError as exc:
-        # The inference image carries only what serving needs (no pyarrow, no Evidently):
-        # there `healthrisk serve` must still start, without the drift commands. A module
-        # of our own that is missing is a bug, never hidden.
-        if (exc.name or "").startswith("healthrisk"):
-            raise
-        return
     app.command("retrain")(retrain_command)
     app.command("monitor")(monitor_command)
     app.add_typer(drift_app, name="drift")
+    app.add_typer(serve_app, name="serve")
+    app.add_typer(operator_app, name="operator")
 
 
 _register_subcommands()
