@@ -54,7 +54,7 @@ def version_registrar(mlflow_uri: str) -> Callable[..., str]:
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
-    from healthrisk.constants import TAG_DATA_WINDOWS, TAG_SITES, TAG_VAL_AUC
+    from healthrisk.contracts import TAG_DATA_WINDOWS, TAG_SITES, TAG_VAL_AUC
     from healthrisk.data.loader import load_site
     from healthrisk.registry import build_pipeline, dumps_tag, log_and_register
 

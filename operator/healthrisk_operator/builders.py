@@ -14,20 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from healthrisk.constants import (
+from healthrisk.contracts import (
+    ANNOTATION_MODEL_VERSION,
+    ANNOTATION_PREVIOUS_MODEL_VERSION,
     ENV_DRIFT_THRESHOLD,
     ENV_MODEL_VERSION,
     ENV_TRACKING_URI,
-    SUPERLINK_PORT,
-    SUPERNODE_FIRST_PORT,
-)
-from healthrisk_operator.config import OperatorConfig
-from healthrisk_operator.constants import (
-    ANNOTATION_MODEL_VERSION,
-    ANNOTATION_PREVIOUS_MODEL_VERSION,
-    API_VERSION,
-    HEALTH_PORT,
-    KIND,
     LABEL_ATTEMPT,
     LABEL_DRIFT_CHECK,
     LABEL_ROLE,
@@ -39,7 +31,11 @@ from healthrisk_operator.constants import (
     ROLE_SUBMIT,
     ROLE_SUPERLINK,
     ROLE_SUPERNODE,
+    SUPERLINK_PORT,
+    SUPERNODE_FIRST_PORT,
 )
+from healthrisk_operator.config import OperatorConfig
+from healthrisk_operator.constants import API_VERSION, HEALTH_PORT, KIND
 from healthrisk_operator.spec import Site, TrainingSpec
 
 Manifest = dict[str, Any]

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from healthrisk.constants import ENV_TRACKING_URI, MLFLOW_PORT
+from healthrisk.contracts import ENV_TRACKING_URI, MLFLOW_PORT
 
 
 class OperatorConfig(BaseSettings):

@@ -20,15 +20,9 @@ from typing import Any
 
 import kopf
 
+from healthrisk.contracts import ANNOTATION_PREVIOUS_MODEL_VERSION, LABEL_TRAINING, MANAGER
 from healthrisk_operator.config import OperatorConfig, get_config
-from healthrisk_operator.constants import (
-    ANNOTATION_PREVIOUS_MODEL_VERSION,
-    GROUP,
-    LABEL_TRAINING,
-    MANAGER,
-    PLURAL,
-    VERSION,
-)
+from healthrisk_operator.constants import GROUP, PLURAL, VERSION
 from healthrisk_operator.reconcile import Reconciler
 
 log = logging.getLogger(__name__)

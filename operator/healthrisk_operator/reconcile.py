@@ -18,18 +18,11 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from healthrisk.contracts import LABEL_RUN, LABEL_TRAINING, MANAGER, ROLE_DRIFT
 from healthrisk_operator import builders, tracking
 from healthrisk_operator.builders import Manifest, Training
 from healthrisk_operator.config import OperatorConfig
-from healthrisk_operator.constants import (
-    GROUP,
-    LABEL_RUN,
-    LABEL_TRAINING,
-    MANAGER,
-    PLURAL,
-    ROLE_DRIFT,
-    VERSION,
-)
+from healthrisk_operator.constants import GROUP, PLURAL, VERSION
 from healthrisk_operator.spec import SpecError, TrainingSpec, parse_spec
 from healthrisk_operator.state import Plan, decide
 from healthrisk_operator.views import (

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from healthrisk.constants import CHAMPION_ALIAS, DEFAULT_DRIFT_THRESHOLD, REGISTERED_MODEL
+from healthrisk.contracts import CHAMPION_ALIAS, DEFAULT_DRIFT_THRESHOLD, REGISTERED_MODEL
 
 
 class SpecError(ValueError):

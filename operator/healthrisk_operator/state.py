@@ -19,11 +19,25 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from healthrisk.contracts import (
+    ANNOTATION_RETRAIN,
+    PROMOTION_PROMOTED,
+    PROMOTION_REJECTED,
+    PROMOTION_ROLLED_BACK,
+    ROLE_DRIFT,
+    ROLE_SUBMIT,
+    ROLE_SUPERLINK,
+    ROLE_SUPERNODE,
+    TRIGGER_CREATE,
+    TRIGGER_DRIFT,
+    TRIGGER_MANUAL,
+    TRIGGER_SCHEDULE,
+    TRIGGER_SPEC_CHANGE,
+)
 from healthrisk_operator import builders
 from healthrisk_operator.builders import Manifest
 from healthrisk_operator.config import OperatorConfig
 from healthrisk_operator.constants import (
-    ANNOTATION_RETRAIN,
     COND_DRIFT,
     COND_FAILED,
     COND_PROMOTED,
@@ -38,23 +52,11 @@ from healthrisk_operator.constants import (
     PHASE_SUCCEEDED,
     PHASE_SUSPENDED,
     PHASE_TRAINING,
-    PROMOTION_PROMOTED,
-    PROMOTION_REJECTED,
-    PROMOTION_ROLLED_BACK,
     RESULT_FAILED,
     RESULT_ROLLED_BACK,
     RESULT_SUCCEEDED,
     RESULT_SUPERSEDED,
-    ROLE_DRIFT,
-    ROLE_SUBMIT,
-    ROLE_SUPERLINK,
-    ROLE_SUPERNODE,
     STUCK_WAITING_REASONS,
-    TRIGGER_CREATE,
-    TRIGGER_DRIFT,
-    TRIGGER_MANUAL,
-    TRIGGER_SCHEDULE,
-    TRIGGER_SPEC_CHANGE,
 )
 from healthrisk_operator.spec import SpecError, TrainingSpec, parse_spec
 from healthrisk_operator.views import Observed, PodView, format_time, parse_time

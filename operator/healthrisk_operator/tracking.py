@@ -11,7 +11,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import healthrisk.registry as registry
-from healthrisk.constants import (
+from healthrisk.contracts import (
+    TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
     TAG_RUN_NUMBER,
@@ -19,7 +20,6 @@ from healthrisk.constants import (
     TAG_VAL_AUC,
     TRAINING_EXPERIMENT,
 )
-from healthrisk_operator.constants import TAG_PREVIOUS_CHAMPION
 from healthrisk_operator.views import RunProgress, VersionView
 
 if TYPE_CHECKING:

@@ -12,16 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from healthrisk.constants import ENV_MODEL_VERSION
-from healthrisk_operator.builders import Training, deployment_version, inference_container_name
-from healthrisk_operator.constants import (
+from healthrisk.contracts import (
     ANNOTATION_PREVIOUS_MODEL_VERSION,
+    ENV_MODEL_VERSION,
     LABEL_ATTEMPT,
     LABEL_DRIFT_CHECK,
     LABEL_ROLE,
     LABEL_RUN,
     LABEL_SITE,
 )
+from healthrisk_operator.builders import Training, deployment_version, inference_container_name
 
 
 def parse_time(value: str | None) -> dt.datetime | None:

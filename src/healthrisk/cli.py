@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from healthrisk.constants import (
+from healthrisk.contracts import (
     CHAMPION_ALIAS,
     ENV_SERVER_ADDRESS,
     ENV_TRACKING_URI,

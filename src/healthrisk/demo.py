@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from healthrisk.constants import CHAMPION_ALIAS, INFERENCE_PORT, MLFLOW_PORT, REGISTERED_MODEL, TAG_VAL_AUC
+from healthrisk.contracts import CHAMPION_ALIAS, INFERENCE_PORT, MLFLOW_PORT, REGISTERED_MODEL, TAG_VAL_AUC
 from healthrisk.data.generator import generate, site_name
 from healthrisk.data.window import DateWindow
 from healthrisk.processes import (

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from healthrisk.constants import (
+from healthrisk.contracts import (
     CHAMPION_ALIAS,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from healthrisk.constants import CHAMPION_ALIAS
+from healthrisk.contracts import CHAMPION_ALIAS
 from healthrisk.data.window import DateWindow
 from healthrisk.federated.control import ControlClient, RunStatus, SuperLinkAddress, submit
 from healthrisk.federated.run_config import RunConfig

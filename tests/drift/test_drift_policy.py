@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from healthrisk.constants import DEFAULT_DRIFT_THRESHOLD, ENV_DRIFT_THRESHOLD
+from healthrisk.contracts import DEFAULT_DRIFT_THRESHOLD, ENV_DRIFT_THRESHOLD
 from healthrisk.drift.check import ColumnDrift, SiteDrift
 from healthrisk.drift.policy import RetrainPolicy, decide, parse_duration, resolve_threshold
 

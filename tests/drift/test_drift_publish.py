@@ -7,16 +7,15 @@ from pathlib import Path
 
 from drift_cases import REFERENCE, SMOKE_SHARE_THRESHOLD, SMOKE_WINDOW
 
-from healthrisk.constants import DRIFT_EXPERIMENT
-from healthrisk.drift.check import check_site
-from healthrisk.drift.publish import (
-    SUMMARY_ARTIFACT,
+from healthrisk.contracts import (
+    DRIFT_EXPERIMENT,
     TAG_CURRENT_WINDOW,
     TAG_DRIFT_DETECTED,
     TAG_REFERENCE_WINDOW,
     TAG_SITE,
-    publish_summary,
 )
+from healthrisk.drift.check import check_site
+from healthrisk.drift.publish import SUMMARY_ARTIFACT, publish_summary
 from healthrisk.schema import FEATURE_NAMES
 
 

@@ -12,16 +12,19 @@ import typer
 from drift_cases import QUIET_WINDOW, SMOKE_SHARE_THRESHOLD, SMOKE_WINDOW
 from typer.testing import CliRunner
 
-from healthrisk.constants import (
+from healthrisk.contracts import (
     CHAMPION_ALIAS,
     DRIFT_EXPERIMENT,
     TAG_DATA_WINDOWS,
+    TAG_DRIFT_RUNS,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
+    TAG_RETRAIN_MODEL,
+    TAG_RETRAIN_VERSION,
+    TAG_SITE,
     TAG_TRIGGER,
 )
-from healthrisk.drift.publish import TAG_SITE
-from healthrisk.drift.retrain import RETRAIN_ARTIFACT, TAG_DRIFT_RUNS, TAG_RETRAIN_MODEL, TAG_RETRAIN_VERSION
+from healthrisk.drift.retrain import RETRAIN_ARTIFACT
 from healthrisk.registry import promote
 
 pytestmark = pytest.mark.integration

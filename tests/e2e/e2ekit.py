@@ -23,9 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from healthrisk.constants import CHAMPION_ALIAS, REGISTERED_MODEL
+from healthrisk.contracts import (
+    ANNOTATION_MODEL_VERSION,
+    CHAMPION_ALIAS,
+    LABEL_RUN,
+    LABEL_TRAINING,
+    REGISTERED_MODEL,
+)
 from healthrisk.schema import EXAMPLE_RECORD
-from healthrisk_operator.constants import ANNOTATION_MODEL_VERSION, LABEL_RUN, LABEL_TRAINING
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS_KUBECONFIG = REPO / ".cluster" / "kubeconfig"

@@ -26,9 +26,8 @@ from e2ekit import (
     wait_for,
 )
 
-from healthrisk.constants import REGISTERED_MODEL
+from healthrisk.contracts import LABEL_TRAINING, REGISTERED_MODEL
 from healthrisk.schema import EXAMPLE_RECORD
-from healthrisk_operator.constants import LABEL_TRAINING
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 

@@ -38,7 +38,9 @@ from e2ekit import (
     wait_for,
 )
 
-from healthrisk.constants import (
+from healthrisk.contracts import (
+    PROMOTION_PROMOTED,
+    PROMOTION_REJECTED,
     REGISTERED_MODEL,
     TAG_DATA_WINDOWS,
     TAG_PROMOTION,
@@ -49,7 +51,6 @@ from healthrisk.constants import (
     TAG_TRAINING,
     TAG_TRIGGER,
 )
-from healthrisk_operator.constants import PROMOTION_PROMOTED, PROMOTION_REJECTED
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from healthrisk.constants import CHAMPION_ALIAS
+from healthrisk.contracts import CHAMPION_ALIAS
 from healthrisk.processes import MLFLOW_SERVER_ENV, ProcessGroup, free_port, mlflow_server_argv, wait_for_http
 from healthrisk.schema import EXAMPLE_RECORD
 from tests.inference.helpers import (

@@ -15,7 +15,7 @@ import mlflow
 import pyarrow.parquet as pq
 import pytest
 
-from healthrisk.constants import (
+from healthrisk.contracts import (
     CHAMPION_ALIAS,
     TAG_CODE_VERSION,
     TAG_DATA_WINDOWS,

@@ -29,8 +29,9 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from healthrisk.contracts import LABEL_TRAINING
 from healthrisk.processes import free_port
-from healthrisk_operator.constants import GROUP, KIND, LABEL_TRAINING, PLURAL, VERSION
+from healthrisk_operator.constants import GROUP, KIND, PLURAL, VERSION
 
 from .helpers import CRD_PATH, REPO
 

@@ -27,14 +27,15 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s_client
 
-from healthrisk.constants import (
+from healthrisk.contracts import (
+    ANNOTATION_MODEL_VERSION,
+    ANNOTATION_RETRAIN,
     TAG_PROMOTION,
     TAG_RUN_NUMBER,
     TAG_TRAINING,
     TAG_VAL_AUC,
     TRAINING_EXPERIMENT,
 )
-from healthrisk_operator.constants import ANNOTATION_MODEL_VERSION, ANNOTATION_RETRAIN
 
 from .helpers import REPO
 from .kube import FAKE_SCHEDULER, Kube, OperatorProcess, run_config_of, wait_for

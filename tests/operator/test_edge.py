@@ -9,10 +9,16 @@ from typing import Any
 import kopf
 import pytest
 
-from healthrisk.constants import TAG_PROMOTION, TAG_RUN_NUMBER, TAG_TRAINING, TAG_VAL_AUC, TRAINING_EXPERIMENT
+from healthrisk.contracts import (
+    TAG_PREVIOUS_CHAMPION,
+    TAG_PROMOTION,
+    TAG_RUN_NUMBER,
+    TAG_TRAINING,
+    TAG_VAL_AUC,
+    TRAINING_EXPERIMENT,
+)
 from healthrisk_operator import tracking
 from healthrisk_operator.config import OperatorConfig
-from healthrisk_operator.constants import TAG_PREVIOUS_CHAMPION
 from healthrisk_operator.handlers import QuietWakeups, apply_settings
 from healthrisk_operator.reconcile import merge_patch
 from healthrisk_operator.views import deployment_view, last_json_line

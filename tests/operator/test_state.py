@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from healthrisk_operator.constants import ANNOTATION_RETRAIN
+from healthrisk.contracts import ANNOTATION_RETRAIN
 from healthrisk_operator.views import DeploymentView, PodView, RunProgress, VersionView
 
 from .helpers import MINIMAL_SPEC, load_crd, schema_paths, value_paths, version_schema

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from healthrisk.constants import INFERENCE_PORT
+from healthrisk.contracts import INFERENCE_PORT
 
 # The command is the group's callback, so that it runs as `healthrisk serve --port ...`.
 app = typer.Typer(help="Serve predictions over REST.")

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from healthrisk.constants import CHAMPION_ALIAS, REGISTERED_MODEL
+from healthrisk.contracts import CHAMPION_ALIAS, REGISTERED_MODEL
 
 LATEST = "latest"
 _ALIAS_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from healthrisk.constants import CHAMPION_ALIAS, ENV_DRIFT_THRESHOLD, ENV_TRACKING_URI, REGISTERED_MODEL
+from healthrisk.contracts import CHAMPION_ALIAS, ENV_DRIFT_THRESHOLD, ENV_TRACKING_URI, REGISTERED_MODEL
 from healthrisk.data.loader import DataError, list_sites
 from healthrisk.data.window import DateWindow
 from healthrisk.drift.check import DriftOptions, SiteDrift

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-from healthrisk.constants import DEFAULT_DRIFT_THRESHOLD, ENV_DRIFT_THRESHOLD
+from healthrisk.contracts import DEFAULT_DRIFT_THRESHOLD, ENV_DRIFT_THRESHOLD
 from healthrisk.drift.check import SiteDrift
 
 

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from healthrisk.constants import DRIFT_EXPERIMENT, TAG_PREFIX
+from healthrisk.contracts import (
+    DRIFT_EXPERIMENT,
+    TAG_CURRENT_WINDOW,
+    TAG_DRIFT_DETECTED,
+    TAG_DRIFTED_COLUMNS,
+    TAG_REFERENCE_SOURCE,
+    TAG_REFERENCE_WINDOW,
+    TAG_SITE,
+)
 from healthrisk.drift.check import SiteDrift
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-TAG_SITE = TAG_PREFIX + "site"
-TAG_REFERENCE_WINDOW = TAG_PREFIX + "reference_window"
-TAG_CURRENT_WINDOW = TAG_PREFIX + "current_window"
-TAG_REFERENCE_SOURCE = TAG_PREFIX + "reference_source"
-TAG_DRIFT_DETECTED = TAG_PREFIX + "drift_detected"
-TAG_DRIFTED_COLUMNS = TAG_PREFIX + "drifted_columns"
 SUMMARY_ARTIFACT = "drift_summary.json"
 
 

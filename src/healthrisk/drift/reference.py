@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from healthrisk.constants import CHAMPION_ALIAS, REGISTERED_MODEL, TAG_DATA_WINDOWS
+from healthrisk.contracts import CHAMPION_ALIAS, REGISTERED_MODEL, TAG_DATA_WINDOWS
 from healthrisk.data.window import DateWindow
 from healthrisk.registry import current_champion
 

@@ -15,11 +15,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from healthrisk.constants import (
+from healthrisk.contracts import (
     CHAMPION_ALIAS,
     REGISTERED_MODEL,
-    TAG_PREFIX,
+    TAG_DRIFT_RUNS,
     TAG_PROMOTION,
+    TAG_RETRAIN_MODEL,
+    TAG_RETRAIN_VERSION,
+    TAG_TRAINING_WINDOW,
     TAG_TRIGGER,
 )
 from healthrisk.data.window import DateWindow
@@ -32,10 +35,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from rich.console import Console
 
-TAG_RETRAIN_MODEL = TAG_PREFIX + "retrain_model"
-TAG_RETRAIN_VERSION = TAG_PREFIX + "retrain_version"
-TAG_DRIFT_RUNS = TAG_PREFIX + "drift_runs"
-TAG_TRAINING_WINDOW = TAG_PREFIX + "training_window"
 RETRAIN_ARTIFACT = "retrain.json"
 
 

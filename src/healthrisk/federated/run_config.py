@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from healthrisk.constants import REGISTERED_MODEL
+from healthrisk.contracts import REGISTERED_MODEL
 
 STRATEGIES = ("FedAvg", "FedProx")
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from healthrisk import __version__
-from healthrisk.constants import (
+from healthrisk.contracts import (
     REGISTERED_MODEL,
     SUPERLINK_PORT,
     TAG_LOCAL_RUN,
+    TAG_MODEL_VERSION,
     TRAINING_EXPERIMENT,
 )
 from healthrisk.data.loader import load_site
@@ -183,13 +184,13 @@ def train_federated(
     if not status.succeeded:
         raise TrainingError(f"Flower run {flower_run} {status}; logs in {work / 'logs'}")
     run = _mlflow_run(client, request.local_run_id)
-    if run is None or "healthrisk.model_version" not in run.data.tags:
+    if run is None or TAG_MODEL_VERSION not in run.data.tags:
         raise TrainingError(
             f"Flower run {flower_run} finished without registering a model; logs in {work / 'logs'}"
         )
     seconds = time.monotonic() - started
     return TrainingResult(
-        version=run.data.tags["healthrisk.model_version"],
+        version=run.data.tags[TAG_MODEL_VERSION],
         metrics={k.removeprefix("val_"): v for k, v in run.data.metrics.items() if k.startswith("val_")},
         mlflow_run_id=run.info.run_id,
         flower_run_id=flower_run,

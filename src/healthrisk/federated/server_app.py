@@ -28,10 +28,11 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from healthrisk import __version__
-from healthrisk.constants import (
+from healthrisk.contracts import (
     TAG_CODE_VERSION,
     TAG_DATA_WINDOWS,
     TAG_LOCAL_RUN,
+    TAG_MODEL_VERSION,
     TAG_ROUNDS,
     TAG_RUN_NUMBER,
     TAG_SITES,
@@ -312,5 +313,5 @@ def main(grid: Grid, context: Context) -> None:
             registered_name=settings.registered_model,
             tags=tags,
         )
-        mlflow.set_tag("healthrisk.model_version", str(version.version))
+        mlflow.set_tag(TAG_MODEL_VERSION, str(version.version))
         logger.info("registered %s version %s", settings.registered_model, version.version)

@@ -1,0 +1,128 @@
+"""The names and numbers the platform's parts use to talk to each other, defined once.
+
+Training, the operator, the inference service, the chart and the tests meet on these
+strings; a copy with a typo fails silently (a metric nobody reads, a label nothing
+selects), so every part imports them from here. tests/unit/test_contracts.py fails on a
+literal copy anywhere in code and checks that the chart's and images' copies agree.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# MLflow: where models and runs live; the operator, the service and the drift pods find them by name.
+REGISTERED_MODEL: Final = "health-risk"
+CHAMPION_ALIAS: Final = "champion"
+LATEST_VERSION: Final = "latest"  # MODEL_VERSION value: the newest version the gate accepted
+TRAINING_EXPERIMENT: Final = "health-risk-federated"
+DRIFT_EXPERIMENT: Final = "health-risk-drift"
+
+# MLflow metrics of a training run (step = round): the operator follows progress with them.
+METRIC_ROUND: Final = "round"
+METRIC_TRAIN_LOSS: Final = "train_loss"
+METRIC_VAL_LOSS: Final = "val_loss"
+METRIC_VAL_AUC: Final = "val_auc"
+METRIC_VAL_ACCURACY: Final = "val_accuracy"
+VAL_METRICS: Final = (METRIC_VAL_LOSS, METRIC_VAL_AUC, METRIC_VAL_ACCURACY)
+METRIC_TRAIN_ROWS: Final = "train_rows"  # per site, after the federated statistics
+SITE_METRIC_PREFIX: Final = "site."  # per-site metrics are `site.<site>.<metric>`
+
+# Keys of the metric records a site sends: the server weights the sites by these counts
+# (`num-examples` is also the key Flower's FedAvg weights by).
+RECORD_COUNT: Final = "count"
+RECORD_NUM_EXAMPLES: Final = "num-examples"
+RECORD_VAL_EXAMPLES: Final = "val-examples"
+
+# MLflow tags on registered versions, training runs and drift runs: provenance and decisions.
+TAG_PREFIX: Final = "healthrisk."
+TAG_TRAINING: Final = TAG_PREFIX + "training"  # namespace/name/uid of a FederatedTraining
+TAG_LOCAL_RUN: Final = TAG_PREFIX + "local_run_id"  # id of an embedded `healthrisk train`
+TAG_RUN_NUMBER: Final = TAG_PREFIX + "run_number"
+TAG_SITES: Final = TAG_PREFIX + "sites"
+TAG_DATA_WINDOWS: Final = TAG_PREFIX + "data_windows"  # JSON {site: "from..to"}
+TAG_ROUNDS: Final = TAG_PREFIX + "rounds"
+TAG_STRATEGY: Final = TAG_PREFIX + "strategy"
+TAG_CODE_VERSION: Final = TAG_PREFIX + "code_version"
+TAG_VAL_AUC: Final = TAG_PREFIX + "val_auc"
+TAG_TRIGGER: Final = TAG_PREFIX + "trigger"  # one of the TRIGGER_* values
+TAG_MODEL_VERSION: Final = TAG_PREFIX + "model_version"  # on a training run: the version it registered
+TAG_PROMOTION: Final = TAG_PREFIX + "promotion"  # one of the PROMOTION_* values
+TAG_PROMOTION_REASON: Final = TAG_PREFIX + "promotion_reason"
+# The champion a version was compared against, written before the alias moves, so a
+# rollback after an operator restart still knows the old champion.
+TAG_PREVIOUS_CHAMPION: Final = TAG_PREFIX + "previous_champion"
+TAG_SITE: Final = TAG_PREFIX + "site"  # drift run: the site it checked
+TAG_REFERENCE_WINDOW: Final = TAG_PREFIX + "reference_window"
+TAG_CURRENT_WINDOW: Final = TAG_PREFIX + "current_window"
+TAG_REFERENCE_SOURCE: Final = TAG_PREFIX + "reference_source"
+TAG_DRIFT_DETECTED: Final = TAG_PREFIX + "drift_detected"
+TAG_DRIFTED_COLUMNS: Final = TAG_PREFIX + "drifted_columns"
+TAG_RETRAIN_MODEL: Final = TAG_PREFIX + "retrain_model"  # retrain record: what it produced
+TAG_RETRAIN_VERSION: Final = TAG_PREFIX + "retrain_version"
+TAG_DRIFT_RUNS: Final = TAG_PREFIX + "drift_runs"  # retrain record: the drift runs that caused it
+TAG_TRAINING_WINDOW: Final = TAG_PREFIX + "training_window"
+
+# Values of TAG_PROMOTION: the gate's verdict, and the operator's rollback.
+PROMOTION_PROMOTED: Final = "promoted"
+PROMOTION_REJECTED: Final = "rejected"
+PROMOTION_ROLLED_BACK: Final = "rolled-back"
+
+# Why a run started: TAG_TRIGGER, the run config's `trigger`, the operator's history.
+TRIGGER_CREATE: Final = "create"
+TRIGGER_SPEC_CHANGE: Final = "spec-change"
+TRIGGER_SCHEDULE: Final = "schedule"
+TRIGGER_DRIFT: Final = "drift"
+TRIGGER_MANUAL: Final = "manual"
+
+# Kubernetes keys under the API group: the operator writes them, the chart's
+# NetworkPolicies and the tests select on them.
+GROUP: Final = "healthrisk.io"
+LABEL_TRAINING: Final = f"{GROUP}/training"
+LABEL_RUN: Final = f"{GROUP}/run"
+LABEL_ROLE: Final = f"{GROUP}/role"
+LABEL_SITE: Final = f"{GROUP}/site"
+LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
+LABEL_DRIFT_CHECK: Final = f"{GROUP}/drift-check"
+# `kubectl annotate ft NAME healthrisk.io/retrain=now` asks for a run; the operator
+# removes the annotation when it starts that run, so the same value can be set again.
+ANNOTATION_RETRAIN: Final = f"{GROUP}/retrain"
+# On the inference Deployment's pod template: the exact model version it serves.
+ANNOTATION_MODEL_VERSION: Final = f"{GROUP}/model-version"
+# On the inference Deployment's own metadata: the version it served before our rollout,
+# so a rollback after an operator restart still knows where to go back to.
+ANNOTATION_PREVIOUS_MODEL_VERSION: Final = f"{GROUP}/previous-model-version"
+FINALIZER: Final = f"{GROUP}/operator"
+
+# Values of LABEL_ROLE: which pod of a run this is (NetworkPolicies allow flows by role).
+ROLE_SUPERLINK: Final = "superlink"
+ROLE_SUPERNODE: Final = "supernode"
+ROLE_SUBMIT: Final = "submit"
+ROLE_DRIFT: Final = "drift"
+
+# Kubernetes' recommended labels, as the chart's _helpers.tpl and the operator write them.
+LABEL_APP_NAME: Final = "app.kubernetes.io/name"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+APP_NAME: Final = "health-risk"
+MANAGER: Final = "healthrisk-operator"  # Event source and LABEL_MANAGED_BY of what the operator creates
+
+# Ports: the same numbers in code, chart, images and compose.
+SUPERLINK_PORT: Final = 8000  # Flower's default Fleet API port in 1.42
+SUPERNODE_FIRST_PORT: Final = 9094  # a SuperNode's ClientAppIO port (Flower's default)
+INFERENCE_PORT: Final = 8080
+MLFLOW_PORT: Final = 5000
+OPERATOR_HEALTH_PORT: Final = 8090  # the operator's /healthz, probed by the kubelet
+
+# Environment variables whose meaning is part of the contract (README, chart, pods).
+ENV_TRACKING_URI: Final = "MLFLOW_TRACKING_URI"
+ENV_SERVER_ADDRESS: Final = "SERVER_ADDRESS"
+ENV_MODEL_NAME: Final = "MODEL_NAME"
+ENV_MODEL_VERSION: Final = "MODEL_VERSION"
+ENV_MODEL_URI: Final = "MODEL_URI"
+ENV_INFERENCE_API_KEY: Final = "INFERENCE_API_KEY"
+ENV_DRIFT_THRESHOLD: Final = "DRIFT_THRESHOLD"
+ENV_DATA_ROOT: Final = "HEALTHRISK_DATA_ROOT"
+ENV_OPERATOR_PREFIX: Final = "HEALTHRISK_OPERATOR_"  # every operator setting, e.g. ..._TRACKING_URI
+
+# Documented defaults that several parts must agree on.
+DEFAULT_DRIFT_THRESHOLD: Final = 0.5
