@@ -6,6 +6,7 @@ and trigger values, ports) live in `healthrisk.contracts`, never repeated here.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final
 
 from healthrisk.contracts import GROUP
@@ -19,14 +20,18 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 # Ports inside run pods that are not part of the platform contract.
 HEALTH_PORT: Final = 8081  # Flower's gRPC health service, probed by the kubelet
 
-# status.phase values (SPEC §7).
-PHASE_PENDING: Final = "Pending"
-PHASE_TRAINING: Final = "Training"
-PHASE_PROMOTING: Final = "Promoting"
-PHASE_MONITORING: Final = "Monitoring"
-PHASE_SUCCEEDED: Final = "Succeeded"
-PHASE_FAILED: Final = "Failed"
-PHASE_SUSPENDED: Final = "Suspended"
+
+class Phase(StrEnum):
+    """status.phase (SPEC §7)."""
+
+    PENDING = "Pending"  # a run waits for its pods or sites
+    TRAINING = "Training"  # the Flower run is submitted
+    PROMOTING = "Promoting"  # its version is registered: promotion, rollout
+    MONITORING = "Monitoring"  # between runs, with a schedule or drift checks to come
+    SUCCEEDED = "Succeeded"  # between runs, nothing left to do
+    FAILED = "Failed"  # the last run failed, or the spec cannot be acted on
+    SUSPENDED = "Suspended"
+
 
 # metav1.Condition types.
 COND_READY: Final = "Ready"

@@ -1,4 +1,4 @@
-"""The I/O edge of one reconcile: observe → `state.decide` → act → write status.
+"""The I/O edge of one reconcile: observe → `decision.decide` → act → write status.
 
 Synchronous on purpose (kubernetes client, MLflow client): the kopf daemon runs it in a
 worker thread, so a slow API server or registry delays this one object and never blocks
@@ -23,8 +23,9 @@ from healthrisk_operator import builders, tracking
 from healthrisk_operator.builders import Manifest, Training
 from healthrisk_operator.config import OperatorConfig
 from healthrisk_operator.constants import GROUP, PLURAL, VERSION
+from healthrisk_operator.decision import Plan, decide
 from healthrisk_operator.spec import SpecError, TrainingSpec, parse_spec
-from healthrisk_operator.state import Plan, decide
+from healthrisk_operator.status import TrainingStatus
 from healthrisk_operator.views import (
     DeploymentView,
     Observed,
@@ -93,15 +94,17 @@ class Reconciler:
             raise
         if (body.get("metadata") or {}).get("deletionTimestamp"):
             return None  # owner references take the children with it
-        status: dict[str, Any] = dict(body.get("status") or {})
+        written: dict[str, Any] = dict(body.get("status") or {})
+        status = TrainingStatus.from_api(written)
         errors: tuple[str, ...] = ()
         plan: Plan | None = None
         for _ in range(MAX_PASSES):
             observed = self.observe(body, status, now or dt.datetime.now(dt.UTC), errors)
             plan = decide(observed, self.config)
             errors = self.execute(plan, observed)
-            self.write_status(namespace, name, status, plan.status)
-            status = plan.status
+            new = plan.status.to_api()
+            self.write_status(namespace, name, written, new)
+            written, status = new, plan.status
             if not (plan.changes_registry_or_deployment or errors):
                 break
         return plan
@@ -111,7 +114,7 @@ class Reconciler:
     def observe(
         self,
         body: Mapping[str, Any],
-        status: Mapping[str, Any],
+        status: TrainingStatus,
         now: dt.datetime,
         errors: tuple[str, ...] = (),
     ) -> Observed:
@@ -133,9 +136,9 @@ class Reconciler:
             spec = parse_spec(observed.spec)
         except SpecError:
             return observed
-        if not status.get("active"):
+        if not status.active or status.run is None:
             return observed
-        return self._observe_run(observed, spec, int(status["run"]))
+        return self._observe_run(observed, spec, status.run)
 
     def _owned(self, training: Training, items: list[Any], kind: str) -> list[dict[str, Any]]:
         mine = []
@@ -157,18 +160,19 @@ class Reconciler:
         else:
             self.core.patch_namespaced_service(name, training.namespace, patch, _content_type=MERGE)
 
-    def _pods(self, training: Training, status: Mapping[str, Any]) -> tuple[PodView, ...]:
+    def _pods(self, training: Training, status: TrainingStatus) -> tuple[PodView, ...]:
         selector = f"{LABEL_TRAINING}={training.name},app.kubernetes.io/managed-by={MANAGER}"
         items = self.core.list_namespaced_pod(training.namespace, label_selector=selector).items
-        drift = status.get("drift") or {}
+        drift = status.drift
         views = []
         for pod in self._owned(training, items, "Pod"):
             view = pod_view(pod)
             if (
                 view.role == ROLE_DRIFT
                 and view.phase == "Succeeded"
-                and drift.get("running")
-                and view.drift_check == drift.get("check")
+                and drift is not None
+                and drift.running
+                and view.drift_check == drift.check
             ):
                 summary = self._drift_summary(training, view.name) or last_json_line(
                     view.termination_message or ""
@@ -210,7 +214,7 @@ class Reconciler:
         progress: RunProgress | None = None
         version: VersionView | None = None
         try:
-            if observed.status.get("trainingFinishedAt") is None:
+            if observed.status.training_finished_at is None:
                 progress = tracking.run_progress(uri, ref, run)
             else:
                 version = tracking.find_version(uri, spec.model.registered_name, ref, run)

@@ -22,16 +22,13 @@ from healthrisk.contracts import (
     LABEL_SITE,
 )
 from healthrisk_operator.builders import Training, deployment_version, inference_container_name
+from healthrisk_operator.status import TrainingStatus
 
 
 def parse_time(value: str | None) -> dt.datetime | None:
     if not value:
         return None
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def format_time(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _int(value: str | None) -> int | None:
@@ -242,7 +239,7 @@ class Observed:
     created_at: dt.datetime
     now: dt.datetime
     spec: Mapping[str, Any]
-    status: Mapping[str, Any]
+    status: TrainingStatus
     annotations: Mapping[str, str] = field(default_factory=dict)
     pods: tuple[PodView, ...] = ()
     services: tuple[ServiceView, ...] = ()

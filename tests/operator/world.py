@@ -2,7 +2,7 @@
 
 `World.step()` builds an `Observed` from what it holds, calls the pure `decide`, and
 applies the plan the way the reconciler would (created pods appear Pending, deleted ones
-vanish, the status is stored). Tests then move pods along by hand.
+vanish, the status is stored as the API server holds it: a dict). Tests then move pods along by hand.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 
 from healthrisk_operator.builders import Training
 from healthrisk_operator.config import OperatorConfig
-from healthrisk_operator.state import Plan, decide
+from healthrisk_operator.decision import Plan, decide
+from healthrisk_operator.status import TrainingStatus
 from healthrisk_operator.views import (
     DeploymentView,
     Observed,
@@ -82,7 +83,7 @@ class World:
             created_at=START,
             now=self.now,
             spec=copy.deepcopy(self.spec),
-            status=copy.deepcopy(self.status),
+            status=TrainingStatus.from_api(self.status),
             annotations=dict(self.annotations),
             pods=tuple(self.pods.values()),
             services=tuple(self.services.values()),
@@ -110,7 +111,7 @@ class World:
             (self.pods if kind == "Pod" else self.services).pop(name, None)
         for key in plan.remove_annotations:
             self.annotations.pop(key, None)
-        self.status = plan.status
+        self.status = plan.status.to_api()
         self.plans.append(plan)
         return plan
 

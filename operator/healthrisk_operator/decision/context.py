@@ -1,0 +1,65 @@
+"""One decision in the making: what was observed, the spec, and the plan being built.
+
+Every concern module (triggers, runs, progress, promotion, drift, cleanup, summary) reads
+and writes through this one object, so none of them needs to know who calls it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from healthrisk_operator.builders import Training
+from healthrisk_operator.config import OperatorConfig
+from healthrisk_operator.constants import Phase
+from healthrisk_operator.decision.plan import EventSpec, Plan
+from healthrisk_operator.spec import TrainingSpec
+from healthrisk_operator.status import TrainingStatus
+from healthrisk_operator.views import Observed, PodView, ServiceView
+
+
+@dataclass
+class Decision:
+    observed: Observed
+    config: OperatorConfig
+    spec: TrainingSpec
+    plan: Plan
+
+    @property
+    def status(self) -> TrainingStatus:
+        """The new status, written in place (the plan carries it)."""
+        return self.plan.status
+
+    @property
+    def now(self) -> dt.datetime:
+        return self.observed.now
+
+    @property
+    def training(self) -> Training:
+        return self.observed.training
+
+    @property
+    def run(self) -> int:
+        """The current (or last) run number; 0 before the first."""
+        return self.status.run or 0
+
+    def event(self, event_type: str, reason: str, message: str) -> None:
+        self.plan.events.append(EventSpec(event_type, reason, message))
+
+    def seconds_since(self, when: dt.datetime | None) -> float:
+        return (self.now - when).total_seconds() if when else 0.0
+
+    def pods(self, role: str, run: int | None = None) -> list[PodView]:
+        return [p for p in self.observed.pods if p.role == role and (run is None or p.run == run)]
+
+    def delete_pod(self, pod: PodView) -> None:
+        if not pod.deleting and ("Pod", pod.name) not in self.plan.delete:
+            self.plan.delete.append(("Pod", pod.name))
+
+    def delete_service(self, service: ServiceView) -> None:
+        if not service.deleting and ("Service", service.name) not in self.plan.delete:
+            self.plan.delete.append(("Service", service.name))
+
+    def set_phase(self, phase: Phase, message: str) -> None:
+        self.status.phase = phase
+        self.status.message = message

@@ -1,0 +1,56 @@
+"""What one decision asks the reconciler to do: the plan, and its requests to the edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from healthrisk_operator.builders import Manifest
+from healthrisk_operator.status import TrainingStatus
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PromoteRequest:
+    registered_name: str
+    version: str
+    alias: str
+    max_auc_drop: float
+
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    deployment: str
+    patch: Manifest
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    registered_name: str
+    alias: str
+    to_version: str | None
+    reason: str
+    deployment: str
+    patch: Manifest
+
+
+@dataclass
+class Plan:
+    status: TrainingStatus
+    create: list[Manifest] = field(default_factory=list)
+    delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
+    events: list[EventSpec] = field(default_factory=list)
+    promote: PromoteRequest | None = None
+    rollout: RolloutRequest | None = None
+    rollback: RollbackRequest | None = None
+    remove_annotations: list[str] = field(default_factory=list)
+
+    @property
+    def changes_registry_or_deployment(self) -> bool:
+        """After these the world changed in ways the next observation must see at once."""
+        return self.promote is not None or self.rollout is not None or self.rollback is not None
