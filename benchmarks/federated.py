@@ -4,7 +4,7 @@ Trains the same generated data (3 sites, 5 rounds) federatedly through a real Su
 and SuperNodes, and centrally with sklearn on the pooled rows; both models are scored on
 the same pooled validation rows (each site's held-out split).
 
-    .venv/bin/python benchmarks/federated.py [--rounds 5] [--days 14]
+    .venv/bin/python benchmarks/federated.py [--rounds 5] [--days 14] [--local-epochs N]
 
 Last line: `federated: seconds_per_round=<s> auc_federated=<a> auc_centralized=<b> rounds=<n>`
 """
@@ -38,6 +38,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--days", type=int, default=14)
+    parser.add_argument("--local-epochs", type=int, default=TrainingRequest.local_epochs)
     args = parser.parse_args()
     start = dt.date(2024, 1, 1)
     window = DateWindow(start, start + dt.timedelta(days=args.days - 1))
@@ -69,13 +70,17 @@ def main() -> None:
                     registered_name="benchmark",
                     work_dir=Path(tmp) / "flower",
                     superlink_port=0,
+                    local_epochs=args.local_epochs,
                 )
             )
             mlflow.set_tracking_uri(uri)
             federated = mlflow.sklearn.load_model(f"models:/benchmark/{result.version}")
             auc_federated = roc_auc(y_val, federated.predict_proba(x_val)[:, 1])
 
-    print(f"rows: train={y_train.size} validation={y_val.size} sites={N_SITES} days={args.days}")
+    print(
+        f"rows: train={y_train.size} validation={y_val.size} sites={N_SITES} days={args.days} "
+        f"local_epochs={args.local_epochs}"
+    )
     print(f"{'':24}{'federated':>12}{'centralised':>14}")
     print(f"{'AUC (pooled validation)':24}{auc_federated:>12.4f}{auc_central:>14.4f}")
     print(f"{'AUC (site-weighted)':24}{result.metrics['auc']:>12.4f}{'':>14}")

@@ -2,7 +2,8 @@
 
 Layout — handlers orchestrate, builders are pure, I/O sits at the edge:
 
-* `spec.py`       the typed spec (defaults and field names tested against the CRD YAML)
+* `crd.py`        the chart's CRD, shipped in the package: the one place spec defaults live
+* `spec.py`       the typed spec (CRD defaults applied, every field tested against the CRD)
 * `builders.py`   pure functions → Pod/Service/Event dicts, Deployment patches, names
 * `views.py`      small immutable views of pods, the Deployment and MLflow
 * `status.py`     the typed status (mirrors the CRD's status schema; the one dict conversion)

@@ -1,10 +1,11 @@
 """The operator's typed view of a FederatedTraining spec.
 
 The API server validates and defaults objects against the CRD schema; `parse_spec`
-applies the same defaults again (so unit tests and objects created before a default
-was added read the same) and checks what a schema cannot: a cron expression that
-croniter rejects, sites whose Kubernetes names would collide. tests/operator/test_crd.py
-proves that the defaults and field names here are those of the CRD YAML.
+applies the same defaults again, read from the same CRD file (crd.py), so unit tests and
+objects created before a default was added read the same, and no default is written
+here. It also checks what a schema cannot: a cron expression that croniter rejects,
+sites whose Kubernetes names would collide. tests/operator/test_crd.py proves that every
+CRD field and default reaches these dataclasses.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from healthrisk.contracts import CHAMPION_ALIAS, DEFAULT_DRIFT_THRESHOLD, REGISTERED_MODEL
+from healthrisk_operator.crd import with_defaults
 
 
 class SpecError(ValueError):
@@ -27,16 +28,16 @@ class SpecError(ValueError):
 @dataclass(frozen=True)
 class SiteData:
     persistent_volume_claim: str
-    path: str = "/data"
-    sub_path: str | None = None
+    path: str
+    sub_path: str | None
 
 
 @dataclass(frozen=True)
 class Site:
     name: str
     data: SiteData
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    auth_secret_name: str | None = None
+    node_selector: Mapping[str, str]
+    auth_secret_name: str | None
 
     @property
     def k8s_name(self) -> str:
@@ -46,33 +47,33 @@ class Site:
 
 @dataclass(frozen=True)
 class Strategy:
-    name: str = "FedAvg"
-    local_epochs: int = 1
-    proximal_mu: float = 0.0
+    name: str
+    local_epochs: int
+    proximal_mu: float
 
 
 @dataclass(frozen=True)
 class Model:
-    registered_name: str = REGISTERED_MODEL
-    tracking_uri: str | None = None
+    registered_name: str
+    tracking_uri: str | None
 
 
 @dataclass(frozen=True)
 class Promotion:
-    alias: str = CHAMPION_ALIAS
-    max_auc_drop: float = 0.0
-    inference_deployment: str | None = None
-    inference_container: str | None = None
-    rollout_timeout_seconds: int = 600
+    alias: str
+    max_auc_drop: float
+    inference_deployment: str | None
+    inference_container: str | None
+    rollout_timeout_seconds: int
 
 
 @dataclass(frozen=True)
 class DriftPolicy:
-    interval: str = "6h"
-    threshold: float = DEFAULT_DRIFT_THRESHOLD
-    policy: str = "any"
-    window_days: int = 7
-    current: tuple[dt.date, dt.date] | None = None
+    interval: str
+    threshold: float
+    policy: str
+    window_days: int
+    current: tuple[dt.date, dt.date] | None
 
     @property
     def interval_seconds(self) -> int:
@@ -86,23 +87,23 @@ class DriftPolicy:
 
 @dataclass(frozen=True)
 class Retraining:
-    schedule: str | None = None
-    drift: DriftPolicy | None = None
+    schedule: str | None
+    drift: DriftPolicy | None
 
 
 @dataclass(frozen=True)
 class RunPolicy:
-    backoff_limit: int = 2
-    active_deadline_seconds: int = 3600
-    start_deadline_seconds: int = 600
-    ttl_seconds_after_finished: int = 86400
-    clean_pod_policy: str = "Running"
+    backoff_limit: int
+    active_deadline_seconds: int
+    start_deadline_seconds: int
+    ttl_seconds_after_finished: int
+    clean_pod_policy: str
 
 
 @dataclass(frozen=True)
 class Security:
-    tls_secret_name: str | None = None
-    supernode_auth: bool = False
+    tls_secret_name: str | None
+    supernode_auth: bool
 
 
 @dataclass(frozen=True)
@@ -110,15 +111,15 @@ class TrainingSpec:
     sites: tuple[Site, ...]
     data_from: dt.date
     data_to: dt.date
-    rounds: int = 5
-    min_sites_requested: int | None = None
-    strategy: Strategy = field(default_factory=Strategy)
-    model: Model = field(default_factory=Model)
-    promotion: Promotion = field(default_factory=Promotion)
-    retraining: Retraining = field(default_factory=Retraining)
-    run_policy: RunPolicy = field(default_factory=RunPolicy)
-    security: Security = field(default_factory=Security)
-    suspend: bool = False
+    rounds: int
+    min_sites_requested: int | None
+    strategy: Strategy
+    model: Model
+    promotion: Promotion
+    retraining: Retraining
+    run_policy: RunPolicy
+    security: Security
+    suspend: bool
 
     @property
     def min_sites(self) -> int:
@@ -176,7 +177,7 @@ def _optional(raw: Mapping[str, Any], key: str) -> Any:
 def parse_spec(raw: Mapping[str, Any]) -> TrainingSpec:
     """The typed spec, or SpecError with a message a person can act on."""
     try:
-        return _parse(raw)
+        return _parse(with_defaults(raw))
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, SpecError):
             raise
@@ -189,7 +190,7 @@ def _parse(raw: Mapping[str, Any]) -> TrainingSpec:
             name=str(s["name"]),
             data=SiteData(
                 persistent_volume_claim=str(s["data"]["persistentVolumeClaim"]),
-                path=str(s["data"].get("path") or "/data"),
+                path=str(s["data"]["path"]),
                 sub_path=_optional(s["data"], "subPath"),
             ),
             node_selector=dict(s.get("nodeSelector") or {}),
@@ -214,15 +215,15 @@ def _parse(raw: Mapping[str, Any]) -> TrainingSpec:
     if min_sites is not None and not 1 <= int(min_sites) <= len(sites):
         raise SpecError(f"spec.minSites {min_sites} must be between 1 and the number of sites ({len(sites)})")
 
-    strategy_raw = raw.get("strategy") or {}
+    strategy_raw = raw["strategy"]
     strategy = Strategy(
-        name=str(strategy_raw.get("name", "FedAvg")),
-        local_epochs=int(strategy_raw.get("localEpochs", 1)),
-        proximal_mu=float(strategy_raw.get("proximalMu", 0.0)),
+        name=str(strategy_raw["name"]),
+        local_epochs=int(strategy_raw["localEpochs"]),
+        proximal_mu=float(strategy_raw["proximalMu"]),
     )
-    model_raw = raw.get("model") or {}
-    promotion_raw = raw.get("promotion") or {}
-    retraining_raw = raw.get("retraining") or {}
+    model_raw = raw["model"]
+    promotion_raw = raw["promotion"]
+    retraining_raw = raw["retraining"]
     schedule = _optional(retraining_raw, "schedule")
     if schedule is not None:
         from croniter import croniter
@@ -240,18 +241,18 @@ def _parse(raw: Mapping[str, Any]) -> TrainingSpec:
                 _date(current_raw.get("to"), "spec.retraining.drift.current.to"),
             )
         drift = DriftPolicy(
-            interval=str(drift_raw.get("interval", "6h")),
-            threshold=float(drift_raw.get("threshold", DEFAULT_DRIFT_THRESHOLD)),
-            policy=str(drift_raw.get("policy", "any")),
-            window_days=int(drift_raw.get("windowDays", 7)),
+            interval=str(drift_raw["interval"]),
+            threshold=float(drift_raw["threshold"]),
+            policy=str(drift_raw["policy"]),
+            window_days=int(drift_raw["windowDays"]),
             current=current,
         )
         parse_duration(drift.interval)
-    policy_raw = raw.get("runPolicy") or {}
-    security_raw = raw.get("security") or {}
+    policy_raw = raw["runPolicy"]
+    security_raw = raw["security"]
     security = Security(
         tls_secret_name=_optional(security_raw, "tlsSecretName"),
-        supernode_auth=bool(security_raw.get("supernodeAuth", False)),
+        supernode_auth=bool(security_raw["supernodeAuth"]),
     )
     if security.supernode_auth:
         missing = [s.name for s in sites if not s.auth_secret_name]
@@ -261,28 +262,28 @@ def _parse(raw: Mapping[str, Any]) -> TrainingSpec:
         sites=sites,
         data_from=data_from,
         data_to=data_to,
-        rounds=int(raw.get("rounds", 5)),
+        rounds=int(raw["rounds"]),
         min_sites_requested=None if min_sites is None else int(min_sites),
         strategy=strategy,
         model=Model(
-            registered_name=str(model_raw.get("registeredName", REGISTERED_MODEL)),
+            registered_name=str(model_raw["registeredName"]),
             tracking_uri=_optional(model_raw, "trackingUri"),
         ),
         promotion=Promotion(
-            alias=str(promotion_raw.get("alias", CHAMPION_ALIAS)),
-            max_auc_drop=float(promotion_raw.get("maxAucDrop", 0.0)),
+            alias=str(promotion_raw["alias"]),
+            max_auc_drop=float(promotion_raw["maxAucDrop"]),
             inference_deployment=_optional(promotion_raw, "inferenceDeployment"),
             inference_container=_optional(promotion_raw, "inferenceContainer"),
-            rollout_timeout_seconds=int(promotion_raw.get("rolloutTimeoutSeconds", 600)),
+            rollout_timeout_seconds=int(promotion_raw["rolloutTimeoutSeconds"]),
         ),
         retraining=Retraining(schedule=schedule, drift=drift),
         run_policy=RunPolicy(
-            backoff_limit=int(policy_raw.get("backoffLimit", 2)),
-            active_deadline_seconds=int(policy_raw.get("activeDeadlineSeconds", 3600)),
-            start_deadline_seconds=int(policy_raw.get("startDeadlineSeconds", 600)),
-            ttl_seconds_after_finished=int(policy_raw.get("ttlSecondsAfterFinished", 86400)),
-            clean_pod_policy=str(policy_raw.get("cleanPodPolicy", "Running")),
+            backoff_limit=int(policy_raw["backoffLimit"]),
+            active_deadline_seconds=int(policy_raw["activeDeadlineSeconds"]),
+            start_deadline_seconds=int(policy_raw["startDeadlineSeconds"]),
+            ttl_seconds_after_finished=int(policy_raw["ttlSecondsAfterFinished"]),
+            clean_pod_policy=str(policy_raw["cleanPodPolicy"]),
         ),
         security=security,
-        suspend=bool(raw.get("suspend", False)),
+        suspend=bool(raw["suspend"]),
     )

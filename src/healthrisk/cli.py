@@ -21,6 +21,7 @@ from healthrisk.contracts import (
     SUPERNODE_FIRST_PORT,
 )
 from healthrisk.data.window import DateWindow
+from healthrisk.federated.run_config import RunConfig
 
 console = Console(stderr=True)
 app = typer.Typer(
@@ -112,7 +113,7 @@ def train(
     rounds: Annotated[int, typer.Option(min=1, max=1000)] = 5,
     strategy: Annotated[str, typer.Option(help="FedAvg or FedProx")] = "FedAvg",
     proximal_mu: Annotated[float, typer.Option(min=0.0)] = 0.0,
-    local_epochs: Annotated[int, typer.Option(min=1, max=100)] = 2,
+    local_epochs: Annotated[int, typer.Option(min=1, max=100)] = RunConfig.local_epochs,
     model_name: Annotated[str, typer.Option("--model-name")] = REGISTERED_MODEL,
     tracking_uri: TrackingUri = None,
     superlink_port: Annotated[int, typer.Option(help="0 picks a free port")] = SUPERLINK_PORT,

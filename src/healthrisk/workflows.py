@@ -26,7 +26,7 @@ def run_training(
     rounds: int = 5,
     strategy: str = "FedAvg",
     proximal_mu: float = 0.0,
-    local_epochs: int = 2,
+    local_epochs: int = RunConfig.local_epochs,
     model_name: str,
     superlink_port: int = 0,
     work_dir: Path = Path(".state/flower"),

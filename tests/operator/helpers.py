@@ -1,8 +1,7 @@
-"""Shared test material: the CRD file, example specs, schema walking."""
+"""Shared test material: the chart's CRD file, example specs, schema walking."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -70,20 +69,6 @@ def load_crd() -> dict[str, Any]:
 
 def version_schema(crd: dict[str, Any]) -> dict[str, Any]:
     return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-
-
-def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
-    """Structural defaulting as the API server does it (defaults of present objects)."""
-    value = copy.deepcopy(value)
-    if schema.get("type") == "object" and isinstance(value, dict):
-        for key, prop in (schema.get("properties") or {}).items():
-            if key not in value and "default" in prop:
-                value[key] = copy.deepcopy(prop["default"])
-            if key in value:
-                value[key] = apply_defaults(prop, value[key])
-    elif schema.get("type") == "array" and isinstance(value, list):
-        return [apply_defaults(schema["items"], item) for item in value]
-    return value
 
 
 def schema_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:

@@ -180,7 +180,7 @@ def test_submit_pod_carries_the_run_config_contract() -> None:
     assert args[5] == "--run-config-json"
     assert json.loads(args[6]) == {
         "num-server-rounds": 5,
-        "local-epochs": 1,
+        "local-epochs": 2,
         "proximal-mu": 0.0,
         "strategy": "FedAvg",
         "min-sites": 2,

@@ -218,7 +218,7 @@ def test_defaults_printer_columns_short_names_and_category(kube: Kube, namespace
         "ttlSecondsAfterFinished": 86400,
         "cleanPodPolicy": "Running",
     }
-    assert created["spec"]["strategy"] == {"name": "FedAvg", "localEpochs": 1, "proximalMu": 0}
+    assert created["spec"]["strategy"] == {"name": "FedAvg", "localEpochs": 2, "proximalMu": 0}
     header = kube.kubectl("get", "ft", "-n", namespace).splitlines()[0].split()
     assert header == ["NAME", "PHASE", "RUN", "ROUND", "SITES", "AUC", "MODEL", "AGE"]
     wide = kube.kubectl("get", "fedtrain", "-n", namespace, "-o", "wide").splitlines()[0].split()

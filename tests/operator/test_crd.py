@@ -1,19 +1,20 @@
-"""The CRD YAML (the chart's file) and the operator's spec model agree."""
+"""The CRD YAML (the chart's file) and the operator's spec model agree; the CRD is where
+the spec's defaults are written, once."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from importlib import resources
+from typing import Any
+
+from healthrisk.contracts import CHAMPION_ALIAS, DEFAULT_DRIFT_THRESHOLD, REGISTERED_MODEL
+from healthrisk.federated.run_config import RunConfig
+from healthrisk_operator import crd, spec
 from healthrisk_operator.constants import CRD_NAME, GROUP, KIND, PLURAL, VERSION
 from healthrisk_operator.spec import parse_spec
 
-from .helpers import (
-    FULL_SPEC,
-    MINIMAL_SPEC,
-    apply_defaults,
-    load_crd,
-    schema_paths,
-    value_paths,
-    version_schema,
-)
+from .helpers import CRD_PATH, FULL_SPEC, MINIMAL_SPEC, load_crd, schema_paths, value_paths, version_schema
 
 
 def test_names_scope_and_subresources() -> None:
@@ -38,17 +39,72 @@ def test_printer_columns() -> None:
     assert len(columns) > len(default)
 
 
+def test_the_operator_reads_the_charts_crd() -> None:
+    """The package's copy is the chart's file (a symlink that wheels resolve)."""
+    assert crd.definition() == load_crd()
+    assert crd.spec_schema() == version_schema(load_crd())["properties"]["spec"]
+    assert (resources.files("healthrisk_operator") / crd.CRD_FILE).read_bytes() == CRD_PATH.read_bytes()
+
+
 def test_spec_defaults_match_the_operator_model() -> None:
-    spec_schema = version_schema(load_crd())["properties"]["spec"]
-    defaulted = apply_defaults(spec_schema, MINIMAL_SPEC)
+    defaulted = crd.with_defaults(MINIMAL_SPEC)
     assert defaulted != MINIMAL_SPEC  # the schema does default things
     assert parse_spec(defaulted) == parse_spec(MINIMAL_SPEC)
     with_drift = {**MINIMAL_SPEC, "retraining": {"drift": {}}}
-    assert parse_spec(apply_defaults(spec_schema, with_drift)) == parse_spec(with_drift)
+    assert parse_spec(crd.with_defaults(with_drift)) == parse_spec(with_drift)
+
+
+def _defaults(schema: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Leaf path → default of every defaulted scalar in a schema."""
+    found: dict[str, Any] = {}
+    if schema.get("type") == "array":
+        return _defaults(schema["items"], prefix + "[]")
+    for key, prop in (schema.get("properties") or {}).items():
+        path = f"{prefix}.{key}" if prefix else key
+        if "properties" in prop or prop.get("type") == "array":
+            found |= _defaults(prop, path)
+        elif "default" in prop:
+            found[path] = prop["default"]
+    return found
+
+
+def _typed_value(typed: Any, path: str) -> Any:
+    for part in path.split("."):
+        name = re.sub(r"(?<!^)([A-Z])", r"_\1", part.removesuffix("[]")).lower()
+        typed = getattr(typed, name)
+        if part.endswith("[]"):
+            typed = typed[0]
+    return typed
+
+
+def test_every_crd_default_reaches_the_typed_spec_and_none_is_written_twice() -> None:
+    defaults = _defaults(crd.spec_schema())
+    assert "strategy.localEpochs" in defaults and "retraining.drift.interval" in defaults
+    typed = parse_spec({**MINIMAL_SPEC, "retraining": {"drift": {}}})
+    assert {path: _typed_value(typed, path) for path in defaults} == defaults
+    for model in (getattr(spec, n) for n in dir(spec)):
+        if dataclasses.is_dataclass(model) and model.__module__ == spec.__name__:
+            for field in dataclasses.fields(model):
+                assert field.default is dataclasses.MISSING, f"{model.__name__}.{field.name}"
+                assert field.default_factory is dataclasses.MISSING, f"{model.__name__}.{field.name}"
+
+
+def test_crd_defaults_are_the_platforms_defaults() -> None:
+    """The same facts as the CLI and the Flower app use: a run started by the operator
+    trains like one started by `healthrisk train`."""
+    defaults = _defaults(crd.spec_schema())
+    app = RunConfig(local_run_id="defaults")
+    assert defaults["rounds"] == app.num_server_rounds
+    assert defaults["strategy.name"] == app.strategy
+    assert defaults["strategy.localEpochs"] == app.local_epochs
+    assert defaults["strategy.proximalMu"] == app.proximal_mu
+    assert defaults["model.registeredName"] == REGISTERED_MODEL == app.registered_model
+    assert defaults["promotion.alias"] == CHAMPION_ALIAS
+    assert defaults["retraining.drift.threshold"] == DEFAULT_DRIFT_THRESHOLD
 
 
 def test_every_crd_field_is_read_by_the_operator() -> None:
-    spec_schema = version_schema(load_crd())["properties"]["spec"]
+    spec_schema = crd.spec_schema()
     free_maps = frozenset({"sites[].nodeSelector"})
     assert value_paths(FULL_SPEC, free_maps=free_maps) == schema_paths(spec_schema)
     full = parse_spec(FULL_SPEC)

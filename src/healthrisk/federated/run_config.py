@@ -17,7 +17,7 @@ STRATEGIES = ("FedAvg", "FedProx")
 @dataclass(frozen=True)
 class RunConfig:
     num_server_rounds: int = 5
-    local_epochs: int = 2
+    local_epochs: int = 2  # 1 ends further from centralised AUC (benchmarks/federated.py)
     learning_rate: float = 0.1
     proximal_mu: float = 0.0
     strategy: str = "FedAvg"

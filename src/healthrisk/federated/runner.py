@@ -69,7 +69,7 @@ class TrainingRequest:
     registered_name: str = REGISTERED_MODEL
     trigger: str = "manual"
     work_dir: Path = Path(".state/flower")
-    local_epochs: int = 2
+    local_epochs: int = RunConfig.local_epochs
     learning_rate: float = 0.1
     strategy: str = "FedAvg"
     proximal_mu: float = 0.0
