@@ -17,11 +17,15 @@ from typing import Any
 from healthrisk.contracts import (
     ANNOTATION_MODEL_VERSION,
     ANNOTATION_PREVIOUS_MODEL_VERSION,
+    APP_NAME,
     ENV_DRIFT_THRESHOLD,
     ENV_MODEL_VERSION,
     ENV_TRACKING_URI,
+    LABEL_APP_NAME,
     LABEL_ATTEMPT,
+    LABEL_COMPONENT,
     LABEL_DRIFT_CHECK,
+    LABEL_MANAGED_BY,
     LABEL_ROLE,
     LABEL_RUN,
     LABEL_SITE,
@@ -112,9 +116,9 @@ def labels(
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     result = {
-        "app.kubernetes.io/name": "health-risk",
-        "app.kubernetes.io/component": role,
-        "app.kubernetes.io/managed-by": MANAGER,
+        LABEL_APP_NAME: APP_NAME,
+        LABEL_COMPONENT: role,
+        LABEL_MANAGED_BY: MANAGER,
         LABEL_TRAINING: training.name,
         LABEL_ROLE: role,
     }
@@ -124,6 +128,11 @@ def labels(
         result[LABEL_SITE] = site.name
     result.update(extra or {})
     return result
+
+
+def children_selector(training: Training) -> str:
+    """Label selector of everything the operator created for this training."""
+    return f"{LABEL_TRAINING}={training.name},{LABEL_MANAGED_BY}={MANAGER}"
 
 
 def _metadata(training: Training, name: str, object_labels: dict[str, str]) -> Manifest:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from healthrisk.contracts import OPERATOR_HEALTH_PORT
+
 app = typer.Typer(help="Run the FederatedTraining operator.", no_args_is_help=True)
 
 
@@ -18,7 +20,7 @@ def run(
     ] = None,
     liveness: Annotated[
         str, typer.Option(help="liveness endpoint URL served by the operator (empty: none)")
-    ] = "http://0.0.0.0:8090/healthz",
+    ] = f"http://0.0.0.0:{OPERATOR_HEALTH_PORT}/healthz",
     log_format: Annotated[
         str, typer.Option(help="plain | json (default: json in a pod, plain elsewhere)")
     ] = "",

@@ -7,11 +7,11 @@ from functools import lru_cache
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from healthrisk.contracts import ENV_TRACKING_URI, MLFLOW_PORT
+from healthrisk.contracts import ENV_OPERATOR_PREFIX, ENV_TRACKING_URI, MLFLOW_PORT
 
 
 class OperatorConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HEALTHRISK_OPERATOR_", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_OPERATOR_PREFIX, frozen=True, populate_by_name=True)
 
     # Images of the pods a run is made of. Local tags with IfNotPresent: clusters here
     # have no registry, images are imported into the node's runtime (CLUSTER.md).
@@ -23,7 +23,7 @@ class OperatorConfig(BaseSettings):
     # (they differ when the operator runs outside the cluster, e.g. in tests).
     tracking_uri: str = Field(
         default=f"http://health-risk-mlflow:{MLFLOW_PORT}",
-        validation_alias=AliasChoices("HEALTHRISK_OPERATOR_TRACKING_URI", ENV_TRACKING_URI),
+        validation_alias=AliasChoices(f"{ENV_OPERATOR_PREFIX}TRACKING_URI", ENV_TRACKING_URI),
     )
     pod_tracking_uri: str | None = None
 

@@ -20,7 +20,13 @@ from typing import Any
 
 import kopf
 
-from healthrisk.contracts import ANNOTATION_PREVIOUS_MODEL_VERSION, LABEL_TRAINING, MANAGER
+from healthrisk.contracts import (
+    ANNOTATION_PREVIOUS_MODEL_VERSION,
+    FINALIZER,
+    LABEL_MANAGED_BY,
+    LABEL_TRAINING,
+    MANAGER,
+)
 from healthrisk_operator.config import OperatorConfig, get_config
 from healthrisk_operator.constants import GROUP, PLURAL, VERSION
 from healthrisk_operator.reconcile import Reconciler
@@ -91,7 +97,7 @@ def apply_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
     # CRD upgrade is picked up when the operator restarts (the chart upgrade rolls it).
     settings.scanning.disabled = True
     # The daemon's finalizer lets kopf stop it cleanly when a training is deleted.
-    settings.persistence.finalizer = f"{GROUP}/operator"
+    settings.persistence.finalizer = FINALIZER
 
 
 @kopf.on.startup()
@@ -151,7 +157,7 @@ async def training_changed(
     memo.wakers.wake_on_change(namespace, name, state)
 
 
-@kopf.on.event("pods", labels={LABEL_TRAINING: kopf.PRESENT, "app.kubernetes.io/managed-by": MANAGER})
+@kopf.on.event("pods", labels={LABEL_TRAINING: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER})
 async def pod_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
     memo.wakers.wake(namespace, labels.get(LABEL_TRAINING))
 

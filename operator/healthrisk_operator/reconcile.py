@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from healthrisk.contracts import LABEL_RUN, LABEL_TRAINING, MANAGER, ROLE_DRIFT
+from healthrisk.contracts import LABEL_RUN, ROLE_DRIFT
 from healthrisk_operator import builders, tracking
 from healthrisk_operator.builders import Manifest, Training
 from healthrisk_operator.config import OperatorConfig
@@ -161,7 +161,7 @@ class Reconciler:
             self.core.patch_namespaced_service(name, training.namespace, patch, _content_type=MERGE)
 
     def _pods(self, training: Training, status: TrainingStatus) -> tuple[PodView, ...]:
-        selector = f"{LABEL_TRAINING}={training.name},app.kubernetes.io/managed-by={MANAGER}"
+        selector = builders.children_selector(training)
         items = self.core.list_namespaced_pod(training.namespace, label_selector=selector).items
         drift = status.drift
         views = []
@@ -193,7 +193,7 @@ class Reconciler:
         return last_json_line(str(text))
 
     def _services(self, training: Training) -> tuple[ServiceView, ...]:
-        selector = f"{LABEL_TRAINING}={training.name},app.kubernetes.io/managed-by={MANAGER}"
+        selector = builders.children_selector(training)
         items = self.core.list_namespaced_service(training.namespace, label_selector=selector).items
         views = []
         for svc in self._owned(training, items, "Service"):

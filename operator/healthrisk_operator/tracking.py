@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING
 
 import healthrisk.registry as registry
 from healthrisk.contracts import (
+    METRIC_ROUND,
+    METRIC_VAL_ACCURACY,
+    METRIC_VAL_AUC,
+    METRIC_VAL_LOSS,
     TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
@@ -61,12 +65,12 @@ def run_progress(tracking_uri: str, training_ref: str, run: int) -> RunProgress 
     if not runs:
         return None
     metrics = runs[0].data.metrics  # the latest value of each, i.e. the last round's
-    round_value = metrics.get("round")
+    round_value = metrics.get(METRIC_ROUND)
     return RunProgress(
         round=int(round_value) if round_value is not None else None,
-        auc=metrics.get("val_auc"),
-        loss=metrics.get("val_loss"),
-        accuracy=metrics.get("val_accuracy"),
+        auc=metrics.get(METRIC_VAL_AUC),
+        loss=metrics.get(METRIC_VAL_LOSS),
+        accuracy=metrics.get(METRIC_VAL_ACCURACY),
     )
 
 

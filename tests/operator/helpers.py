@@ -7,8 +7,11 @@ from typing import Any
 
 import yaml
 
+from healthrisk.contracts import APP_NAME, MLFLOW_PORT
+from healthrisk_operator.crd import CRD_FILE
+
 REPO = Path(__file__).resolve().parents[2]
-CRD_PATH = REPO / "charts" / "health-risk" / "crds" / "federatedtrainings.healthrisk.io.yaml"
+CRD_PATH = REPO / "charts" / APP_NAME / CRD_FILE
 
 MINIMAL_SPEC: dict[str, Any] = {
     "sites": [
@@ -33,7 +36,7 @@ FULL_SPEC: dict[str, Any] = {
     ],
     "dataWindow": {"from": "2024-02-01", "to": "2024-02-10"},
     "strategy": {"name": "FedProx", "localEpochs": 3, "proximalMu": 0.1},
-    "model": {"registeredName": "risk-v2", "trackingUri": "http://mlflow.example:5000"},
+    "model": {"registeredName": "risk-v2", "trackingUri": f"http://mlflow.example:{MLFLOW_PORT}"},
     "promotion": {
         "alias": "prod",
         "maxAucDrop": 0.01,

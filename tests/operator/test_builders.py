@@ -7,6 +7,28 @@ import json
 
 import pytest
 
+from healthrisk.contracts import (
+    ANNOTATION_MODEL_VERSION,
+    ANNOTATION_PREVIOUS_MODEL_VERSION,
+    APP_NAME,
+    ENV_DRIFT_THRESHOLD,
+    ENV_MODEL_VERSION,
+    ENV_TRACKING_URI,
+    LABEL_APP_NAME,
+    LABEL_ATTEMPT,
+    LABEL_COMPONENT,
+    LABEL_DRIFT_CHECK,
+    LABEL_MANAGED_BY,
+    LABEL_ROLE,
+    LABEL_RUN,
+    LABEL_SITE,
+    LABEL_TRAINING,
+    MANAGER,
+    MLFLOW_PORT,
+    REGISTERED_MODEL,
+    SUPERLINK_PORT,
+    SUPERNODE_FIRST_PORT,
+)
 from healthrisk_operator import builders
 from healthrisk_operator.builders import Training
 from healthrisk_operator.config import OperatorConfig
@@ -15,7 +37,7 @@ from healthrisk_operator.spec import parse_spec
 from .helpers import FULL_SPEC, MINIMAL_SPEC
 
 TRAINING = Training("health-risk-mlops", "diabetes", "0b5c-uid")
-CONFIG = OperatorConfig(tracking_uri="http://health-risk-mlflow:5000")
+CONFIG = OperatorConfig(tracking_uri=f"http://health-risk-mlflow:{MLFLOW_PORT}")
 OWNER = [
     {
         "apiVersion": "healthrisk.io/v1alpha1",
@@ -42,12 +64,12 @@ def test_superlink_pod_insecure() -> None:
             "name": "diabetes-r3-superlink",
             "namespace": "health-risk-mlops",
             "labels": {
-                "app.kubernetes.io/name": "health-risk",
-                "app.kubernetes.io/component": "superlink",
-                "app.kubernetes.io/managed-by": "healthrisk-operator",
-                "healthrisk.io/training": "diabetes",
-                "healthrisk.io/role": "superlink",
-                "healthrisk.io/run": "3",
+                LABEL_APP_NAME: APP_NAME,
+                LABEL_COMPONENT: "superlink",
+                LABEL_MANAGED_BY: MANAGER,
+                LABEL_TRAINING: "diabetes",
+                LABEL_ROLE: "superlink",
+                LABEL_RUN: "3",
             },
             "ownerReferences": OWNER,
         },
@@ -71,12 +93,12 @@ def test_superlink_pod_insecure() -> None:
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["flower-superlink"],
                     "args": [
-                        "--host", "0.0.0.0", "--port", "8000", "--isolation", "subprocess",
+                        "--host", "0.0.0.0", "--port", str(SUPERLINK_PORT), "--isolation", "subprocess",
                         "--disable-runtime-dependency-installation",
                         "--health-server-address", "0.0.0.0:8081", "--insecure",
                     ],
                     "env": BASE_ENV,
-                    "ports": [{"name": "flower", "containerPort": 8000}],
+                    "ports": [{"name": "flower", "containerPort": SUPERLINK_PORT}],
                     "readinessProbe": {"grpc": {"port": 8081}, "periodSeconds": 5, "failureThreshold": 3},
                     "securityContext": {
                         "allowPrivilegeEscalation": False,
@@ -103,11 +125,11 @@ def test_superlink_service_selects_only_its_runs_superlink() -> None:
     assert service["spec"] == {
         "type": "ClusterIP",
         "selector": {
-            "healthrisk.io/training": "diabetes",
-            "healthrisk.io/run": "3",
-            "healthrisk.io/role": "superlink",
+            LABEL_TRAINING: "diabetes",
+            LABEL_RUN: "3",
+            LABEL_ROLE: "superlink",
         },
-        "ports": [{"name": "flower", "port": 8000, "targetPort": "flower", "protocol": "TCP"}],
+        "ports": [{"name": "flower", "port": SUPERLINK_PORT, "targetPort": "flower", "protocol": "TCP"}],
     }
 
 
@@ -115,11 +137,11 @@ def test_supernode_mounts_its_site_volume_read_only() -> None:
     spec = parse_spec(MINIMAL_SPEC)
     pod = builders.supernode_pod(TRAINING, spec, 1, spec.sites[0], CONFIG)
     assert pod["metadata"]["name"] == "diabetes-r1-supernode-hospital-01"
-    assert pod["metadata"]["labels"]["healthrisk.io/site"] == "hospital_01"
+    assert pod["metadata"]["labels"][LABEL_SITE] == "hospital_01"
     container = pod["spec"]["containers"][0]
     assert container["args"] == [
-        "--superlink", "diabetes-r1-superlink.health-risk-mlops.svc:8000", "--insecure",
-        "--port", "9094", "--isolation", "subprocess",
+        "--superlink", f"diabetes-r1-superlink.health-risk-mlops.svc:{SUPERLINK_PORT}", "--insecure",
+        "--port", str(SUPERNODE_FIRST_PORT), "--isolation", "subprocess",
         "--node-config", 'site="hospital_01" data-root="/data"',
         "--health-server-address", "0.0.0.0:8081",
     ]  # fmt: skip
@@ -164,7 +186,7 @@ def test_submit_pod_carries_the_run_config_contract() -> None:
     spec = parse_spec(MINIMAL_SPEC)
     pod = builders.submit_pod(TRAINING, spec, 2, 1, "drift", CONFIG, active_deadline_seconds=900)
     assert pod["metadata"]["name"] == "diabetes-r2-submit-1"
-    assert pod["metadata"]["labels"]["healthrisk.io/attempt"] == "1"
+    assert pod["metadata"]["labels"][LABEL_ATTEMPT] == "1"
     assert pod["spec"]["restartPolicy"] == "Never"
     assert pod["spec"]["activeDeadlineSeconds"] == 900
     container = pod["spec"]["containers"][0]
@@ -174,7 +196,7 @@ def test_submit_pod_carries_the_run_config_contract() -> None:
         "train",
         "submit",
         "--superlink",
-        "diabetes-r2-superlink.health-risk-mlops.svc:8000",
+        f"diabetes-r2-superlink.health-risk-mlops.svc:{SUPERLINK_PORT}",
         "--insecure",
     ]
     assert args[5] == "--run-config-json"
@@ -186,23 +208,28 @@ def test_submit_pod_carries_the_run_config_contract() -> None:
         "min-sites": 2,
         "data-from": "2024-01-01",
         "data-to": "2024-01-14",
-        "tracking-uri": "http://health-risk-mlflow:5000",
-        "registered-model": "health-risk",
+        "tracking-uri": f"http://health-risk-mlflow:{MLFLOW_PORT}",
+        "registered-model": REGISTERED_MODEL,
         "training-ref": "health-risk-mlops/diabetes/0b5c-uid",
         "run-number": 2,
         "trigger": "drift",
     }
-    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://health-risk-mlflow:5000"} in container["env"]
+    assert {"name": ENV_TRACKING_URI, "value": f"http://health-risk-mlflow:{MLFLOW_PORT}"} in container["env"]
 
 
 def test_pod_tracking_uri_and_spec_override() -> None:
     spec = parse_spec(MINIMAL_SPEC)
-    config = OperatorConfig(tracking_uri="http://127.0.0.1:5000", pod_tracking_uri="http://mlflow:5000")
-    assert builders.run_config(TRAINING, spec, 1, "create", config)["tracking-uri"] == "http://mlflow:5000"
+    config = OperatorConfig(
+        tracking_uri=f"http://127.0.0.1:{MLFLOW_PORT}", pod_tracking_uri=f"http://mlflow:{MLFLOW_PORT}"
+    )
+    assert (
+        builders.run_config(TRAINING, spec, 1, "create", config)["tracking-uri"]
+        == f"http://mlflow:{MLFLOW_PORT}"
+    )
     full = parse_spec(FULL_SPEC)
     assert (
         builders.run_config(TRAINING, full, 1, "create", config)["tracking-uri"]
-        == "http://mlflow.example:5000"
+        == f"http://mlflow.example:{MLFLOW_PORT}"
     )
 
 
@@ -211,13 +238,13 @@ def test_drift_pod() -> None:
     window = (dt.date(2024, 3, 1), dt.date(2024, 3, 7))
     pod = builders.drift_pod(TRAINING, spec, 4, spec.sites[1], window, CONFIG, active_deadline_seconds=600)
     assert pod["metadata"]["name"] == "diabetes-drift4-hospital-02"
-    assert pod["metadata"]["labels"]["healthrisk.io/drift-check"] == "4"
+    assert pod["metadata"]["labels"][LABEL_DRIFT_CHECK] == "4"
     container = pod["spec"]["containers"][0]
     assert container["args"] == [
         "drift", "check", "--site", "hospital_02", "--data-root", "/data",
         "--current", "2024-03-01..2024-03-07", "--report-dir", "/tmp/drift-reports", "--publish", "--json",
     ]  # fmt: skip
-    assert {"name": "DRIFT_THRESHOLD", "value": "0.4"} in container["env"]
+    assert {"name": ENV_DRIFT_THRESHOLD, "value": "0.4"} in container["env"]
     assert pod["spec"]["restartPolicy"] == "Never"
     with pytest.raises(ValueError, match=r"retraining\.drift"):
         builders.drift_pod(
@@ -227,20 +254,20 @@ def test_drift_pod() -> None:
 
 def test_rollout_and_rollback_patches() -> None:
     assert builders.rollout_patch("server", "7", "5") == {
-        "metadata": {"annotations": {"healthrisk.io/previous-model-version": "5"}},
+        "metadata": {"annotations": {ANNOTATION_PREVIOUS_MODEL_VERSION: "5"}},
         "spec": {
             "template": {
-                "metadata": {"annotations": {"healthrisk.io/model-version": "7"}},
+                "metadata": {"annotations": {ANNOTATION_MODEL_VERSION: "7"}},
                 "spec": {
-                    "containers": [{"name": "server", "env": [{"name": "MODEL_VERSION", "value": "7"}]}]
+                    "containers": [{"name": "server", "env": [{"name": ENV_MODEL_VERSION, "value": "7"}]}]
                 },
             }
         },
     }
     back = builders.rollback_patch("server", None, "champion")
-    assert back["metadata"]["annotations"] == {"healthrisk.io/previous-model-version": None}
+    assert back["metadata"]["annotations"] == {ANNOTATION_PREVIOUS_MODEL_VERSION: None}
     assert back["spec"]["template"]["spec"]["containers"][0]["env"] == [
-        {"name": "MODEL_VERSION", "value": "champion"}
+        {"name": ENV_MODEL_VERSION, "value": "champion"}
     ]
 
 

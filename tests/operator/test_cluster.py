@@ -30,11 +30,26 @@ from kubernetes import client as k8s_client
 from healthrisk.contracts import (
     ANNOTATION_MODEL_VERSION,
     ANNOTATION_RETRAIN,
+    ENV_MODEL_VERSION,
+    GROUP,
+    LABEL_MANAGED_BY,
+    LABEL_ROLE,
+    LABEL_RUN,
+    LABEL_SITE,
+    LABEL_TRAINING,
+    MANAGER,
+    METRIC_ROUND,
+    METRIC_VAL_ACCURACY,
+    METRIC_VAL_AUC,
+    METRIC_VAL_LOSS,
+    OPERATOR_HEALTH_PORT,
+    PROMOTION_ROLLED_BACK,
     TAG_PROMOTION,
     TAG_RUN_NUMBER,
     TAG_TRAINING,
     TAG_VAL_AUC,
     TRAINING_EXPERIMENT,
+    TRIGGER_SPEC_CHANGE,
 )
 
 from .helpers import REPO
@@ -80,7 +95,12 @@ class FakeServerApp:
     def log_round(self, round_number: int, auc: float) -> None:
         from mlflow.entities import Metric
 
-        values = {"round": round_number, "val_auc": auc, "val_loss": 0.5, "val_accuracy": 0.75}
+        values = {
+            METRIC_ROUND: round_number,
+            METRIC_VAL_AUC: auc,
+            METRIC_VAL_LOSS: 0.5,
+            METRIC_VAL_ACCURACY: 0.75,
+        }
         stamp = int(time.time() * 1000)
         # One batch per round, as the ServerApp's mlflow.log_metrics(batch, step=round).
         self.client.log_batch(
@@ -143,7 +163,7 @@ def inference_deployment(
         "name": "server",
         "image": IDLE_IMAGE,
         "imagePullPolicy": "Never",
-        "env": [{"name": "MODEL_VERSION", "value": version}],
+        "env": [{"name": ENV_MODEL_VERSION, "value": version}],
     }
     if ready_port is not None:
         # Nothing listens there: the pods never become ready, the rollout never completes.
@@ -253,12 +273,12 @@ def test_run_lifecycle_promotes_and_rolls_out(
             uid,
             True,
         )
-        assert pod.metadata.labels["healthrisk.io/training"] == "life"
-        assert pod.metadata.labels["healthrisk.io/run"] == "1"
+        assert pod.metadata.labels[LABEL_TRAINING] == "life"
+        assert pod.metadata.labels[LABEL_RUN] == "1"
     assert kube.services(namespace, "life") == ["life-r1-superlink"]
     submit = pods["life-r1-submit-0"]
     assert run_config_of(submit)["training-ref"] == f"{namespace}/life/{uid}"
-    assert pods["life-r1-supernode-hospital-01"].metadata.labels["healthrisk.io/site"] == "hospital_01"
+    assert pods["life-r1-supernode-hospital-01"].metadata.labels[LABEL_SITE] == "hospital_01"
 
     kube.fake_pod(namespace, "life-r1-submit-0", "Running", ready=True)
     server_app = FakeServerApp(mlflow_uri, model, training, run=1)
@@ -282,7 +302,7 @@ def test_run_lifecycle_promotes_and_rolls_out(
     deployment = kube.apps.read_namespaced_deployment("inference", namespace)
     assert deployment.spec.template.metadata.annotations[ANNOTATION_MODEL_VERSION] == version
     env = {e.name: e.value for e in deployment.spec.template.spec.containers[0].env}
-    assert env["MODEL_VERSION"] == version
+    assert env[ENV_MODEL_VERSION] == version
     assert deployment_ready(kube, namespace, "inference")
 
     conditions = {c["type"]: c for c in status["conditions"]}
@@ -351,10 +371,10 @@ def test_an_orphaned_run_pod_is_adopted_not_duplicated(
         "metadata": {
             "name": "adopt-r1-superlink",
             "labels": {
-                "healthrisk.io/training": "adopt",
-                "healthrisk.io/run": "1",
-                "healthrisk.io/role": "superlink",
-                "app.kubernetes.io/managed-by": "healthrisk-operator",
+                LABEL_TRAINING: "adopt",
+                LABEL_RUN: "1",
+                LABEL_ROLE: "superlink",
+                LABEL_MANAGED_BY: MANAGER,
             },
         },
         "spec": {"schedulerName": FAKE_SCHEDULER, "containers": [{"name": "superlink", "image": IDLE_IMAGE}]},
@@ -487,7 +507,7 @@ def test_suspend_resume_and_spec_change(kube: Kube, namespace: str, operator: Op
 
     kube.patch_training(namespace, "pause", {"spec": {"rounds": 3}})
     status = wait_status(kube, namespace, "pause", "run 2", lambda s: s.get("run") == 2)
-    assert status["trigger"] == "spec-change" and status["history"][0]["result"] == "Superseded"
+    assert status["trigger"] == TRIGGER_SPEC_CHANGE and status["history"][0]["result"] == "Superseded"
     assert status["observedGeneration"] == kube.training(namespace, "pause")["metadata"]["generation"]
     wait_pods(kube, namespace, "pause", {"pause-r2-superlink"}, timeout=90)
 
@@ -606,10 +626,11 @@ def test_rollout_that_never_gets_ready_is_rolled_back(
     )
     assert status["promoted"] is False and "not ready" in status["promotionReason"]
     assert client.get_model_version_by_alias(model, "champion").version == old.version
-    assert client.get_model_version(model, new_version).tags[TAG_PROMOTION] == "rolled-back"
+    assert client.get_model_version(model, new_version).tags[TAG_PROMOTION] == PROMOTION_ROLLED_BACK
     deployment = kube.apps.read_namespaced_deployment("inference", namespace)
     assert deployment.spec.template.metadata.annotations[ANNOTATION_MODEL_VERSION] == "1"
-    assert {e.name: e.value for e in deployment.spec.template.spec.containers[0].env}["MODEL_VERSION"] == "1"
+    env = {e.name: e.value for e in deployment.spec.template.spec.containers[0].env}
+    assert env[ENV_MODEL_VERSION] == "1"
     assert kube.condition(namespace, "rollback", "Promoted")["reason"] == "RolledBack"
     assert {"RolloutStarted", "RolledBack"} <= set(kube.event_reasons(namespace, "rollback"))
 
@@ -621,11 +642,11 @@ def test_rollout_that_never_gets_ready_is_rolled_back(
 # chart's Role (charts/health-risk/templates/_helpers.tpl, health-risk.operator.rules).
 OPERATOR_RULES: list[dict[str, Any]] = [
     {
-        "apiGroups": ["healthrisk.io"],
+        "apiGroups": [GROUP],
         "resources": ["federatedtrainings"],
         "verbs": ["get", "list", "watch", "patch"],
     },
-    {"apiGroups": ["healthrisk.io"], "resources": ["federatedtrainings/status"], "verbs": ["patch"]},
+    {"apiGroups": [GROUP], "resources": ["federatedtrainings/status"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "create", "patch", "delete"]},
@@ -667,13 +688,17 @@ def start_operator_pod(kube: Kube, namespace: str, rules: list[dict[str, Any]]) 
         "--namespace",
         namespace,
         "--liveness",
-        "http://0.0.0.0:8090/healthz",
+        f"http://0.0.0.0:{OPERATOR_HEALTH_PORT}/healthz",
     ]
     launcher = (
         f"import site, sys; site.addsitedir({site_packages!r}); sys.argv = {argv!r}; "
         "from healthrisk.cli import main; main()"
     )
-    probe = {"httpGet": {"path": "/healthz", "port": 8090}, "periodSeconds": 2, "failureThreshold": 5}
+    probe = {
+        "httpGet": {"path": "/healthz", "port": OPERATOR_HEALTH_PORT},
+        "periodSeconds": 2,
+        "failureThreshold": 5,
+    }
     mounts = sorted({str(REPO), str(Path(site_packages).parents[2])})
     kube.core.create_namespaced_pod(
         namespace,

@@ -10,6 +10,13 @@ import kopf
 import pytest
 
 from healthrisk.contracts import (
+    ANNOTATION_MODEL_VERSION,
+    ANNOTATION_PREVIOUS_MODEL_VERSION,
+    ANNOTATION_RETRAIN,
+    ENV_MODEL_VERSION,
+    FINALIZER,
+    METRIC_VAL_AUC,
+    PROMOTION_ROLLED_BACK,
     TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTION,
     TAG_RUN_NUMBER,
@@ -34,12 +41,12 @@ def test_merge_patch_deletes_what_disappeared_and_replaces_lists() -> None:
 
 def test_deployment_view_follows_rollout_status() -> None:
     deployment: dict[str, Any] = {
-        "metadata": {"generation": 4, "annotations": {"healthrisk.io/previous-model-version": "5"}},
+        "metadata": {"generation": 4, "annotations": {ANNOTATION_PREVIOUS_MODEL_VERSION: "5"}},
         "spec": {
             "replicas": 2,
             "template": {
-                "metadata": {"annotations": {"healthrisk.io/model-version": "7"}},
-                "spec": {"containers": [{"name": "api", "env": [{"name": "MODEL_VERSION", "value": "7"}]}]},
+                "metadata": {"annotations": {ANNOTATION_MODEL_VERSION: "7"}},
+                "spec": {"containers": [{"name": "api", "env": [{"name": ENV_MODEL_VERSION, "value": "7"}]}]},
             },
         },
         "status": {"observedGeneration": 4, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2},
@@ -57,7 +64,7 @@ def test_deployment_view_follows_rollout_status() -> None:
         "spec": {
             "template": {
                 "spec": {
-                    "containers": [{"name": "a", "env": [{"name": "MODEL_VERSION", "value": "champion"}]}]
+                    "containers": [{"name": "a", "env": [{"name": ENV_MODEL_VERSION, "value": "champion"}]}]
                 }
             }
         }
@@ -85,7 +92,7 @@ def test_watch_timeouts_and_finalizer_are_set() -> None:
     assert settings.watching.server_timeout == 120
     assert settings.watching.client_timeout == 150
     assert settings.watching.connect_timeout == 30
-    assert settings.persistence.finalizer == "healthrisk.io/operator"
+    assert settings.persistence.finalizer == FINALIZER
     assert settings.scanning.disabled  # no cluster-wide namespace/CRD permissions needed
 
 
@@ -118,7 +125,7 @@ def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str) -> 
         run_id = client.create_run(experiment_id, tags=tags).info.run_id
         for step in (1, 2):
             client.log_metric(run_id, "round", step, step=step)
-            client.log_metric(run_id, "val_auc", auc - 0.1 / step, step=step)
+            client.log_metric(run_id, METRIC_VAL_AUC, auc - 0.1 / step, step=step)
         version = client.create_model_version(
             name, f"runs:/{run_id}/model", run_id=run_id, tags={**tags, TAG_VAL_AUC: str(auc)}
         )
@@ -141,7 +148,7 @@ def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str) -> 
 
     tracking.rollback(mlflow_uri, name, "champion", first, "Deployment not ready")
     assert client.get_model_version_by_alias(name, "champion").version == first
-    assert client.get_model_version(name, second).tags[TAG_PROMOTION] == "rolled-back"
+    assert client.get_model_version(name, second).tags[TAG_PROMOTION] == PROMOTION_ROLLED_BACK
     third = training_run(3, 0.5)
     assert not tracking.promote(mlflow_uri, name, third, "champion", 0.0).promoted
 
@@ -158,7 +165,7 @@ def test_own_status_writes_do_not_wake_the_daemon() -> None:
     event.clear()
     wakers.wake_on_change("ns", "ft", (1, ()))  # a status-only change: same generation
     assert not event.is_set()
-    wakers.wake_on_change("ns", "ft", (1, (("healthrisk.io/retrain", "now"),)))
+    wakers.wake_on_change("ns", "ft", (1, ((ANNOTATION_RETRAIN, "now"),)))
     assert event.is_set()
 
 

@@ -6,7 +6,16 @@ from typing import Any
 
 import pytest
 
-from healthrisk.contracts import ANNOTATION_RETRAIN
+from healthrisk.contracts import (
+    ANNOTATION_MODEL_VERSION,
+    ANNOTATION_PREVIOUS_MODEL_VERSION,
+    ANNOTATION_RETRAIN,
+    ENV_MODEL_VERSION,
+    LABEL_ATTEMPT,
+    LABEL_ROLE,
+    LABEL_RUN,
+    TRIGGER_SPEC_CHANGE,
+)
 from healthrisk_operator.views import DeploymentView, PodView, RunProgress, VersionView
 
 from .helpers import MINIMAL_SPEC, load_crd, schema_paths, value_paths, version_schema
@@ -295,7 +304,7 @@ def test_spec_change_supersedes_the_active_run() -> None:
     start_training(world)
     world.edit_spec(rounds=9)
     plan = world.step()
-    assert world.status["run"] == 2 and world.status["trigger"] == "spec-change"
+    assert world.status["run"] == 2 and world.status["trigger"] == TRIGGER_SPEC_CHANGE
     assert world.status["history"][0]["result"] == "Superseded"
     assert all(name.startswith("ft-r2-") for name in world.pods)
     assert "RunSuperseded" in world.reasons(plan)
@@ -454,9 +463,9 @@ def test_promoted_version_is_rolled_out_and_waited_for() -> None:
     plan = world.step()
     assert plan.rollout is not None and plan.rollout.deployment == "inference"
     assert plan.rollout.patch["spec"]["template"]["metadata"]["annotations"] == {
-        "healthrisk.io/model-version": "7"
+        ANNOTATION_MODEL_VERSION: "7"
     }
-    assert plan.rollout.patch["metadata"]["annotations"] == {"healthrisk.io/previous-model-version": "5"}
+    assert plan.rollout.patch["metadata"]["annotations"] == {ANNOTATION_PREVIOUS_MODEL_VERSION: "5"}
     assert world.status["phase"] == "Promoting"
     world.deployment = DeploymentView("inference", version="7", previous="5", container="server", ready=False)
     assert world.step().rollout is None
@@ -475,7 +484,7 @@ def test_rollout_not_ready_in_time_rolls_back_alias_and_deployment() -> None:
     assert plan.rollback is not None
     assert (plan.rollback.alias, plan.rollback.to_version) == ("champion", "5")
     env = plan.rollback.patch["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env == [{"name": "MODEL_VERSION", "value": "5"}]
+    assert env == [{"name": ENV_MODEL_VERSION, "value": "5"}]
     assert world.status["history"][0]["result"] == "RolledBack"
     assert world.status["promoted"] is False
     assert world.condition("Promoted")["reason"] == "RolledBack"
@@ -533,7 +542,7 @@ def test_pod_view_reads_waiting_reasons_and_scheduling() -> None:
         {
             "metadata": {
                 "name": "p",
-                "labels": {"healthrisk.io/role": "supernode", "healthrisk.io/run": "2"},
+                "labels": {LABEL_ROLE: "supernode", LABEL_RUN: "2"},
             },
             "status": {
                 "phase": "Pending",
@@ -548,7 +557,7 @@ def test_pod_view_reads_waiting_reasons_and_scheduling() -> None:
         {
             "metadata": {
                 "name": "s",
-                "labels": {"healthrisk.io/role": "submit", "healthrisk.io/attempt": "0"},
+                "labels": {LABEL_ROLE: "submit", LABEL_ATTEMPT: "0"},
             },
             "status": {
                 "phase": "Failed",

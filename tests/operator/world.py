@@ -12,6 +12,10 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
+from healthrisk.contracts import (
+    LABEL_RUN,
+    MLFLOW_PORT,
+)
 from healthrisk_operator.builders import Training
 from healthrisk_operator.config import OperatorConfig
 from healthrisk_operator.decision import Plan, decide
@@ -31,7 +35,7 @@ from .helpers import MINIMAL_SPEC
 TRAINING = Training("ns", "ft", "uid-1")
 START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 CONFIG = OperatorConfig(
-    tracking_uri="http://mlflow:5000", model_version_grace_s=300, drift_check_timeout_s=600
+    tracking_uri=f"http://mlflow:{MLFLOW_PORT}", model_version_grace_s=300, drift_check_timeout_s=600
 )
 
 
@@ -105,7 +109,7 @@ class World:
                 }
                 self.pods[name] = pod_view(created)
             elif manifest["kind"] == "Service":
-                run = manifest["metadata"]["labels"].get("healthrisk.io/run")
+                run = manifest["metadata"]["labels"].get(LABEL_RUN)
                 self.services[name] = ServiceView(name, int(run) if run else None)
         for kind, name in plan.delete:
             (self.pods if kind == "Pod" else self.services).pop(name, None)
