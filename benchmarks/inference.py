@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from healthrisk.contracts import ENV_MODEL_NAME, ENV_MODEL_VERSION, ENV_TRACKING_URI
 from healthrisk.data.window import DateWindow
 from healthrisk.processes import (
     MLFLOW_SERVER_ENV,
@@ -306,7 +307,7 @@ def main() -> None:
         )
         wait_for_http(f"{tracking_uri}/health", timeout=90, child=server)
         version = register_model(tracking_uri, state / "data")
-        env = {"MLFLOW_TRACKING_URI": tracking_uri}
+        env = {ENV_TRACKING_URI: tracking_uri}
         # `mlflow models serve` execs `uvicorn` through the shell: the venv's scripts must be on PATH.
         path = f"{Path(venv_bin('uvicorn')).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
@@ -320,7 +321,7 @@ def main() -> None:
         service = group.start(
             "healthrisk-serve",
             [venv_bin("healthrisk"), "serve", "--host", HOST, "--port", str(service_port)],
-            env={**env, "MODEL_NAME": MODEL_NAME, "MODEL_VERSION": version},
+            env={**env, ENV_MODEL_NAME: MODEL_NAME, ENV_MODEL_VERSION: version},
         )
         wait_for_http(f"http://{HOST}:{mlflow_serve_port}/ping", timeout=120, child=mlflow_serve)
         wait_for_http(f"http://{HOST}:{service_port}/ready", timeout=120, child=service)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from healthrisk.contracts import ENV_TRACKING_URI
 from healthrisk.data.generator import generate
 from healthrisk.data.window import DateWindow
 from healthrisk.processes import free_port, mlflow_server
@@ -24,13 +25,13 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow tracking server (sqlite + local artifacts) for the whole session."""
     state = tmp_path_factory.mktemp("mlflow")
     with mlflow_server(state, free_port()) as uri:
-        previous = os.environ.get("MLFLOW_TRACKING_URI")
-        os.environ["MLFLOW_TRACKING_URI"] = uri
+        previous = os.environ.get(ENV_TRACKING_URI)
+        os.environ[ENV_TRACKING_URI] = uri
         yield uri
         if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
+            os.environ.pop(ENV_TRACKING_URI, None)
         else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
+            os.environ[ENV_TRACKING_URI] = previous
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,9 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from healthrisk.contracts import APP_NAME
+
 try:
-    __version__ = version("health-risk")
+    __version__ = version(APP_NAME)
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0"

@@ -19,6 +19,7 @@ from healthrisk.contracts import (
     REGISTERED_MODEL,
     SUPERLINK_PORT,
     SUPERNODE_FIRST_PORT,
+    TRIGGER_MANUAL,
 )
 from healthrisk.data.window import DateWindow
 from healthrisk.federated.run_config import RunConfig
@@ -147,7 +148,7 @@ def train(
             work_dir=work_dir,
             promote_alias=promote_alias,
             max_auc_drop=max_auc_drop,
-            trigger="manual",
+            trigger=TRIGGER_MANUAL,
             console=console,
         )
     except DataError as exc:

@@ -24,8 +24,13 @@ METRIC_VAL_LOSS: Final = "val_loss"
 METRIC_VAL_AUC: Final = "val_auc"
 METRIC_VAL_ACCURACY: Final = "val_accuracy"
 VAL_METRICS: Final = (METRIC_VAL_LOSS, METRIC_VAL_AUC, METRIC_VAL_ACCURACY)
-METRIC_TRAIN_ROWS: Final = "train_rows"  # per site, after the federated statistics
-SITE_METRIC_PREFIX: Final = "site."  # per-site metrics are `site.<site>.<metric>`
+METRIC_TRAIN_ROWS: Final = "train_rows"  # per site only, after the federated statistics
+
+
+def site_metric(site: str, metric: str) -> str:
+    """The name of one site's value of a metric (logged on request, SPEC §3)."""
+    return f"site.{site}.{metric}"
+
 
 # Keys of the metric records a site sends: the server weights the sites by these counts
 # (`num-examples` is also the key Flower's FedAvg weights by).
@@ -103,7 +108,7 @@ ROLE_DRIFT: Final = "drift"
 LABEL_APP_NAME: Final = "app.kubernetes.io/name"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
-APP_NAME: Final = "health-risk"
+APP_NAME: Final = "health-risk"  # the product: Python distribution, chart, app.kubernetes.io/name
 MANAGER: Final = "healthrisk-operator"  # Event source and LABEL_MANAGED_BY of what the operator creates
 
 # Ports: the same numbers in code, chart, images and compose.

@@ -13,7 +13,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from healthrisk.contracts import CHAMPION_ALIAS, INFERENCE_PORT, MLFLOW_PORT, REGISTERED_MODEL, TAG_VAL_AUC
+from healthrisk.contracts import (
+    CHAMPION_ALIAS,
+    DEFAULT_DRIFT_THRESHOLD,
+    ENV_DRIFT_THRESHOLD,
+    ENV_MODEL_NAME,
+    ENV_MODEL_VERSION,
+    ENV_TRACKING_URI,
+    INFERENCE_PORT,
+    MLFLOW_PORT,
+    REGISTERED_MODEL,
+    TAG_VAL_AUC,
+    TRAINING_EXPERIMENT,
+)
 from healthrisk.data.generator import generate, site_name
 from healthrisk.data.window import DateWindow
 from healthrisk.processes import (
@@ -153,9 +165,9 @@ def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> N
                 "inference",
                 [venv_bin("healthrisk"), "serve", "--host", "127.0.0.1", "--port", str(api_port)],
                 env={
-                    "MLFLOW_TRACKING_URI": tracking_uri,
-                    "MODEL_NAME": REGISTERED_MODEL,
-                    "MODEL_VERSION": CHAMPION_ALIAS,
+                    ENV_TRACKING_URI: tracking_uri,
+                    ENV_MODEL_NAME: REGISTERED_MODEL,
+                    ENV_MODEL_VERSION: CHAMPION_ALIAS,
                 },
             )
             api_url = f"http://127.0.0.1:{api_port}"
@@ -189,8 +201,8 @@ def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> N
             )
             console.print(
                 f"wrote {NEW_DAYS} for every site; smoke injected at {SMOKE_SITE} only "
-                f"(pm25, pm10: 2 of 11 columns, so DRIFT_THRESHOLD={DEMO_DRIFT_THRESHOLD} here, "
-                "0.5 by default)"
+                f"(pm25, pm10: 2 of 11 columns, so {ENV_DRIFT_THRESHOLD}={DEMO_DRIFT_THRESHOLD} here, "
+                f"{DEFAULT_DRIFT_THRESHOLD} by default)"
             )
             before = _served_version(api_url)
             retrain_command(
@@ -227,7 +239,7 @@ def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> N
             f"model [bold]{REGISTERED_MODEL}[/] v{champion.version} is {CHAMPION_ALIAS} "
             f"(federated AUC {float(champion.tags[TAG_VAL_AUC]):.4f}), served at {api_url}\n"
             f"MLflow UI: [bold]{tracking_uri}[/]  "
-            f"(experiment health-risk-federated, model {REGISTERED_MODEL})\n"
+            f"(experiment {TRAINING_EXPERIMENT}, model {REGISTERED_MODEL})\n"
             f"API:       [bold]{api_url}/docs[/]  ·  curl -X POST {api_url}/predict "
             f"-H 'Content-Type: application/json' -d '{json.dumps(EXAMPLE_RECORD)}'"
         )

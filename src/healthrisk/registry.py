@@ -16,6 +16,9 @@ import numpy as np
 
 from healthrisk.contracts import (
     CHAMPION_ALIAS,
+    PROMOTION_PROMOTED,
+    PROMOTION_REJECTED,
+    PROMOTION_ROLLED_BACK,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
     TAG_VAL_AUC,
@@ -145,7 +148,7 @@ def promote(
         )
         decision = PromotionDecision(version, promoted, reason, auc, champion.version, champion_auc)
     client.set_model_version_tag(
-        name, version, TAG_PROMOTION, "promoted" if decision.promoted else "rejected"
+        name, version, TAG_PROMOTION, PROMOTION_PROMOTED if decision.promoted else PROMOTION_REJECTED
     )
     client.set_model_version_tag(name, version, TAG_PROMOTION_REASON, decision.reason)
     if decision.promoted:
@@ -157,7 +160,7 @@ def rollback(client: MlflowClient, name: str, alias: str, to_version: str | None
     """Point `alias` back at `to_version` (or remove it) after a failed rollout."""
     current = current_champion(client, name, alias)
     if current is not None:
-        client.set_model_version_tag(name, current.version, TAG_PROMOTION, "rolled-back")
+        client.set_model_version_tag(name, current.version, TAG_PROMOTION, PROMOTION_ROLLED_BACK)
         client.set_model_version_tag(name, current.version, TAG_PROMOTION_REASON, reason)
     if to_version is None:
         client.delete_registered_model_alias(name, alias)

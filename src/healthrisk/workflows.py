@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from healthrisk.contracts import CHAMPION_ALIAS
+from healthrisk.contracts import CHAMPION_ALIAS, METRIC_VAL_AUC, TRIGGER_MANUAL
 from healthrisk.data.window import DateWindow
 from healthrisk.federated.control import ControlClient, RunStatus, SuperLinkAddress, submit
 from healthrisk.federated.run_config import RunConfig
@@ -32,7 +32,7 @@ def run_training(
     work_dir: Path = Path(".state/flower"),
     promote_alias: str | None = CHAMPION_ALIAS,
     max_auc_drop: float = 0.0,
-    trigger: str = "manual",
+    trigger: str = TRIGGER_MANUAL,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Train federatedly with a progress bar by round, then (optionally) decide promotion."""
@@ -66,7 +66,7 @@ def run_training(
         task = bar.add_task(f"{len(sites)} sites, starting SuperLink and SuperNodes", total=rounds)
 
         def on_round(update: RoundProgress) -> None:
-            auc = update.metrics.get("val_auc")
+            auc = update.metrics.get(METRIC_VAL_AUC)
             detail = f"val AUC {auc:.4f}" if auc is not None else "waiting for sites"
             bar.update(
                 task, completed=update.round, description=f"round {update.round}/{update.rounds} · {detail}"

@@ -22,6 +22,8 @@ import pytest
 import yaml
 from chartkit import CHART, VALUE_SETS, Cluster, render, wait_for, with_namespace
 
+from healthrisk.contracts import APP_NAME, ENV_TRACKING_URI, INFERENCE_PORT, LABEL_COMPONENT, MLFLOW_PORT
+
 pytestmark = pytest.mark.cluster
 
 IMAGE_TAG = "dev"
@@ -70,7 +72,7 @@ print("registered", version.version)
         "metadata": {
             "name": "register-champion",
             "namespace": namespace,
-            "labels": {"app.kubernetes.io/instance": release, "app.kubernetes.io/component": "test"},
+            "labels": {"app.kubernetes.io/instance": release, LABEL_COMPONENT: "test"},
         },
         "spec": {
             "restartPolicy": "Never",
@@ -79,7 +81,7 @@ print("registered", version.version)
                 "image": flower_image,
                 "imagePullPolicy": "Never",
                 "command": ["python3", "-c", script],
-                "env": [{"name": "MLFLOW_TRACKING_URI", "value": f"http://{release}-mlflow:5000"}],
+                "env": [{"name": ENV_TRACKING_URI, "value": f"http://{release}-mlflow:{MLFLOW_PORT}"}],
             }],
         },
     }  # fmt: skip
@@ -124,7 +126,7 @@ def release_leftovers(cluster: Cluster, namespace: str, release: str) -> dict[st
 def test_install_test_upgrade_metrics_uninstall(
     cluster: Cluster, images: dict[str, str], namespace: str, tmp_path: Path
 ) -> None:
-    release = "health-risk"
+    release = APP_NAME
     image = lambda name: {"repository": f"health-risk/{name}", "tag": IMAGE_TAG}  # noqa: E731
     values = {
         "global": {"imagePullPolicy": "Never"},
@@ -181,15 +183,15 @@ def test_install_test_upgrade_metrics_uninstall(
     test = cluster.helm_run("test", release, "-n", namespace, "--timeout", "5m", timeout=400)
     assert "Phase:          Succeeded" in test.stdout or "Succeeded" in test.stdout, test.stdout
 
-    with cluster.port_forward(namespace, "svc/health-risk-inference", 8080) as api:
+    with cluster.port_forward(namespace, f"svc/{release}-inference", INFERENCE_PORT) as api:
         for _ in range(5):
             answer = http_json(f"{api}/predict", RECORD)
             assert 0.0 <= answer["risk_score"] <= 1.0
             assert answer["model_version"] == version
-    selector = "app.kubernetes.io/component=inference"
+    selector = f"{LABEL_COMPONENT}=inference"
     pod = cluster.json("-n", namespace, "get", "pods", "-l", selector)["items"][0]
     # DNS discovery labels each target with its pod's address
-    pod_target = f"{pod['status']['podIP']}:8080"
+    pod_target = f"{pod['status']['podIP']}:{INFERENCE_PORT}"
 
     with cluster.port_forward(namespace, "svc/health-risk-prometheus", 9090) as prometheus:
         query = f'sum by (instance) (predictions_total{{namespace="{namespace}",endpoint="predict"}})'

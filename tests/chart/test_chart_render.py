@@ -10,12 +10,23 @@ import pytest
 import yaml
 from chartkit import CHART, VALUE_SETS, find_tool, pod_specs, render, run, with_namespace
 
+from healthrisk.contracts import (
+    LABEL_APP_NAME,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_ROLE,
+    MLFLOW_PORT,
+    ROLE_SUBMIT,
+    ROLE_SUPERLINK,
+    ROLE_SUPERNODE,
+)
+
 STANDARD_LABELS = (
-    "app.kubernetes.io/name",
+    LABEL_APP_NAME,
     "app.kubernetes.io/instance",
-    "app.kubernetes.io/component",
+    LABEL_COMPONENT,
     "app.kubernetes.io/version",
-    "app.kubernetes.io/managed-by",
+    LABEL_MANAGED_BY,
     "helm.sh/chart",
 )
 
@@ -127,7 +138,10 @@ def test_operator_is_recreated_probed_and_told_its_images(helm: str, tmp_path: P
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["HEALTHRISK_OPERATOR_FLOWER_IMAGE"] == "reg/flower:1.2.3"
     assert env["HEALTHRISK_OPERATOR_IMAGE_PULL_POLICY"] == "Never"
-    assert env["HEALTHRISK_OPERATOR_TRACKING_URI"] == "http://health-risk-mlflow.health-risk-mlops.svc:5000"
+    assert (
+        env["HEALTHRISK_OPERATOR_TRACKING_URI"]
+        == f"http://health-risk-mlflow.health-risk-mlops.svc:{MLFLOW_PORT}"
+    )
     assert "--namespace=health-risk-mlops" in container["args"]
 
 
@@ -154,8 +168,8 @@ def test_mlflow_allows_its_service_names_and_keeps_its_volume(helm: str, tmp_pat
     )
     args = mlflow["spec"]["template"]["spec"]["containers"][0]["args"]
     allowed = next(a for a in args if a.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
-    assert "health-risk-mlflow:5000" in allowed
-    assert "health-risk-mlflow.health-risk-mlops.svc:5000" in allowed
+    assert f"health-risk-mlflow:{MLFLOW_PORT}" in allowed
+    assert f"health-risk-mlflow.health-risk-mlops.svc:{MLFLOW_PORT}" in allowed
     assert mlflow["spec"]["strategy"]["type"] == "Recreate"
     pvc = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -181,11 +195,11 @@ def test_only_supernodes_and_the_submitter_reach_a_superlink(helm: str, tmp_path
     policy = next(
         d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-superlink")
     )
-    assert policy["spec"]["podSelector"] == {"matchLabels": {"healthrisk.io/role": "superlink"}}
+    assert policy["spec"]["podSelector"] == {"matchLabels": {LABEL_ROLE: ROLE_SUPERLINK}}
     (rule,) = policy["spec"]["ingress"]
     (peer,) = rule["from"]
     assert peer["podSelector"]["matchExpressions"] == [
-        {"key": "healthrisk.io/role", "operator": "In", "values": ["supernode", "submit"]}
+        {"key": LABEL_ROLE, "operator": "In", "values": [ROLE_SUPERNODE, ROLE_SUBMIT]}
     ]
     mlflow = next(
         d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-mlflow")

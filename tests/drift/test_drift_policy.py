@@ -51,7 +51,7 @@ def test_threshold_from_argument_environment_or_default(monkeypatch: pytest.Monk
     assert resolve_threshold() == 0.2
     assert resolve_threshold(0.3) == 0.3
     monkeypatch.setenv(ENV_DRIFT_THRESHOLD, "lots")
-    with pytest.raises(ValueError, match="DRIFT_THRESHOLD='lots' is not a number"):
+    with pytest.raises(ValueError, match=f"{ENV_DRIFT_THRESHOLD}='lots' is not a number"):
         resolve_threshold()
     with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
         resolve_threshold(1.5)

@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from healthrisk.contracts import (
     CHAMPION_ALIAS,
     DRIFT_EXPERIMENT,
+    PROMOTION_PROMOTED,
+    PROMOTION_REJECTED,
     TAG_DATA_WINDOWS,
     TAG_DRIFT_RUNS,
     TAG_PROMOTION,
@@ -23,6 +25,7 @@ from healthrisk.contracts import (
     TAG_RETRAIN_VERSION,
     TAG_SITE,
     TAG_TRIGGER,
+    TRIGGER_DRIFT,
 )
 from healthrisk.drift.retrain import RETRAIN_ARTIFACT
 from healthrisk.registry import promote
@@ -92,7 +95,7 @@ def test_retrain_if_drift_makes_a_version_and_records_the_decision(
     assert sorted(versions) == ["1", "2"]
     new = versions["2"]
     assert new[TAG_TRIGGER] == "drift"
-    assert new[TAG_PROMOTION] == "rejected"
+    assert new[TAG_PROMOTION] == PROMOTION_REJECTED
     assert "< champion v1 AUC 0.9990" in new[TAG_PROMOTION_REASON]
     # Trained on every site, from the champion's start through the drifted days.
     assert json.loads(new[TAG_DATA_WINDOWS]) == dict.fromkeys(
@@ -190,5 +193,5 @@ def test_monitor_retrains_on_drift_and_promotes(
     assert "drift at 1 of 3 sites (hospital_01); policy any: retrain" in stderr
     versions = _versions(mlflow_uri, name)
     assert sorted(versions) == ["1", "2"]
-    assert versions["2"][TAG_TRIGGER] == "drift" and versions["2"][TAG_PROMOTION] == "promoted"
+    assert versions["2"][TAG_TRIGGER] == TRIGGER_DRIFT and versions["2"][TAG_PROMOTION] == PROMOTION_PROMOTED
     assert MlflowClient(mlflow_uri).get_model_version_by_alias(name, CHAMPION_ALIAS).version == "2"

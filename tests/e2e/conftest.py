@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from healthrisk.contracts import LABEL_SITE
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from e2ekit import (
@@ -117,7 +119,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         for site in SITES:
             kube.apply({
                 "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": {"name": pvc_name(site), "labels": {"healthrisk.io/site": site}},
+                "metadata": {"name": pvc_name(site), "labels": {LABEL_SITE: site}},
                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "256Mi"}}},
             })  # fmt: skip
         started = time.monotonic()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from e2ekit import (
+    RELEASE,
     SITES,
     Kube,
     MLflowRest,
@@ -26,7 +27,14 @@ from e2ekit import (
     wait_for,
 )
 
-from healthrisk.contracts import LABEL_TRAINING, REGISTERED_MODEL
+from healthrisk.contracts import (
+    FINALIZER,
+    INFERENCE_PORT,
+    LABEL_COMPONENT,
+    LABEL_TRAINING,
+    MLFLOW_PORT,
+    REGISTERED_MODEL,
+)
 from healthrisk.schema import EXAMPLE_RECORD
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -43,7 +51,7 @@ def scheduled_pods(kube: Kube, prefix: str) -> dict[str, set[str]]:
 
 
 def operator_pod(kube: Kube) -> dict[str, Any]:
-    pods = kube.get("pods", "-l", "app.kubernetes.io/component=operator")["items"]
+    pods = kube.get("pods", "-l", f"{LABEL_COMPONENT}=operator")["items"]
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     assert len(live) == 1, [p["metadata"]["name"] for p in pods]
     return dict(live[0])
@@ -82,8 +90,8 @@ def test_operator_pod_deleted_mid_run_completes_the_run_once(platform: Platform)
     placed = scheduled_pods(kube, f"{name}-r1-")
     assert set(placed) == {*run_pod_names(name, 1), f"{name}-r1-submit-0"}, placed
     assert all(len(uids) == 1 for uids in placed.values()), f"pods created twice: {placed}"
-    with kube.port_forward(f"svc/{platform.mlflow}", 5000) as url:
-        versions = MLflowRest(url, f"{platform.mlflow}:5000").versions(REGISTERED_MODEL)
+    with kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
+        versions = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}").versions(REGISTERED_MODEL)
     assert [v["version"] for v in versions] == [entry["version"]], "one run, one registered version"
     assert served_version(platform)[0] == entry["version"], "the rollout survived the restart too"
 
@@ -134,7 +142,7 @@ def test_supernode_deleted_mid_round(platform: Platform) -> None:
 def test_predictions_keep_flowing_while_mlflow_is_down(platform: Platform) -> None:
     kube = platform.kube
     version, _ = served_version(platform)
-    inference_pods = kube.get("pods", "-l", "app.kubernetes.io/component=inference")["items"]
+    inference_pods = kube.get("pods", "-l", f"{LABEL_COMPONENT}=inference")["items"]
     restarts = {
         p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"] for p in inference_pods
     }
@@ -143,11 +151,11 @@ def test_predictions_keep_flowing_while_mlflow_is_down(platform: Platform) -> No
     try:
         wait_for(
             "the MLflow pod to be gone",
-            lambda: not kube.get("pods", "-l", "app.kubernetes.io/component=mlflow")["items"],
+            lambda: not kube.get("pods", "-l", f"{LABEL_COMPONENT}=mlflow")["items"],
             timeout=120,
         )
         answers, failures = 0, []
-        with kube.port_forward(f"svc/{platform.inference}", 8080) as api:
+        with kube.port_forward(f"svc/{platform.inference}", INFERENCE_PORT) as api:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 try:
@@ -165,7 +173,7 @@ def test_predictions_keep_flowing_while_mlflow_is_down(platform: Platform) -> No
         kube.kubectl("scale", f"deployment/{platform.mlflow}", "--replicas=1")
         kube.kubectl("rollout", "status", f"deployment/{platform.mlflow}", "--timeout=240s", timeout=260)
     after = {p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"]
-             for p in kube.get("pods", "-l", "app.kubernetes.io/component=inference")["items"]}  # fmt: skip
+             for p in kube.get("pods", "-l", f"{LABEL_COMPONENT}=inference")["items"]}  # fmt: skip
     assert after == restarts, "the inference pods neither restarted nor were replaced"
 
 
@@ -248,7 +256,7 @@ def test_uninstall_and_namespace_deletion_leave_nothing_behind(platform: Platfor
     # nothing would remove once the release (the operator) is gone, and the namespace
     # would then hang in Terminating.
     finalizers = {t["metadata"]["name"]: t["metadata"].get("finalizers") for t in kube.get("ft")["items"]}
-    assert all("healthrisk.io/operator" in (f or []) for f in finalizers.values()), finalizers
+    assert all(FINALIZER in (f or []) for f in finalizers.values()), finalizers
     started = time.monotonic()
     kube.kubectl("delete", "federatedtrainings", "--all", "--wait=true", timeout=180)
     wait_for(
@@ -256,8 +264,8 @@ def test_uninstall_and_namespace_deletion_leave_nothing_behind(platform: Platfor
         lambda: not kube.get("pods", "-l", LABEL_TRAINING)["items"],
         timeout=120,
     )
-    kube.helm("uninstall", "health-risk", "--wait", "--timeout", "3m", timeout=240)
-    release = "app.kubernetes.io/instance=health-risk"
+    kube.helm("uninstall", RELEASE, "--wait", "--timeout", "3m", timeout=240)
+    release = f"app.kubernetes.io/instance={RELEASE}"
     kinds = (
         "deployments,replicasets,pods,services,secrets,configmaps,serviceaccounts,"
         "roles,rolebindings,networkpolicies,pvc"

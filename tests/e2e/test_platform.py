@@ -39,6 +39,9 @@ from e2ekit import (
 )
 
 from healthrisk.contracts import (
+    APP_NAME,
+    METRIC_VAL_AUC,
+    MLFLOW_PORT,
     PROMOTION_PROMOTED,
     PROMOTION_REJECTED,
     REGISTERED_MODEL,
@@ -50,11 +53,14 @@ from healthrisk.contracts import (
     TAG_SITES,
     TAG_TRAINING,
     TAG_TRIGGER,
+    TRIGGER_CREATE,
+    TRIGGER_DRIFT,
+    TRIGGER_SPEC_CHANGE,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
-MAIN = "health-risk"
+MAIN = APP_NAME  # the training is named like the one in examples/federatedtraining.yaml
 NEW_DAYS = ("2024-01-15", "2024-01-21")
 SMOKE_SITE = "hospital_01"
 # Smoke moves 2 of the 11 features (pm25, pm10): a drifted share of ~0.18, below the
@@ -80,7 +86,7 @@ def test_first_run_trains_registers_promotes_and_serves(platform: Platform) -> N
     status = record.status
     entry = record.entry(1)
     assert entry["result"] == "Succeeded", entry
-    assert entry["trigger"] == "create"
+    assert entry["trigger"] == TRIGGER_CREATE
     assert entry["promoted"] is True, entry
     version = entry["version"]
 
@@ -103,23 +109,28 @@ def test_first_run_trains_registers_promotes_and_serves(platform: Platform) -> N
     )
     assert 0.6 < float(row["AUC"]) <= 1.0, row
     wide = next(r for r in printed_table(kube.kubectl("get", "ft", "-o", "wide").stdout) if r["NAME"] == MAIN)
-    assert (wide["PROMOTED"], wide["TRIGGER"]) == ("true", "create"), wide
+    assert (wide["PROMOTED"], wide["TRIGGER"]) == ("true", TRIGGER_CREATE), wide
     conditions = {c["type"]: c for c in status.get("conditions") or []}
     assert conditions["Promoted"]["status"] == "True", conditions
 
     # The in-cluster registry: the version, its provenance, per-round metrics, the alias.
-    with kube.port_forward(f"svc/{platform.mlflow}", 5000) as url:
-        mlflow = MLflowRest(url, f"{platform.mlflow}:5000")
+    with kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
+        mlflow = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}")
         champion = mlflow.champion(REGISTERED_MODEL)
         assert champion["version"] == version
         tag = tags(champion)
         uid = kube.get("federatedtraining", MAIN)["metadata"]["uid"]
         assert tag[TAG_TRAINING] == f"{platform.namespace}/{MAIN}/{uid}"
-        assert tag[TAG_RUN_NUMBER] == "1" and tag[TAG_ROUNDS] == str(ROUNDS) and tag[TAG_TRIGGER] == "create"
+        assert (
+            tag[TAG_RUN_NUMBER] == "1"
+            and tag[TAG_ROUNDS] == str(ROUNDS)
+            and tag[TAG_TRIGGER] == TRIGGER_CREATE
+        )
         assert sorted(tag[TAG_SITES].split(",")) == list(SITES)
         assert TRAIN_WINDOW[0] in tag[TAG_DATA_WINDOWS]
         assert tag[TAG_PROMOTION] == PROMOTION_PROMOTED
-        rounds = mlflow.get("metrics/get-history", run_id=champion["run_id"], metric_key="val_auc")["metrics"]
+        history = mlflow.get("metrics/get-history", run_id=champion["run_id"], metric_key=METRIC_VAL_AUC)
+        rounds = history["metrics"]
         assert set(range(1, ROUNDS + 1)) <= {m["step"] for m in rounds}, rounds
 
     # The Deployment rolled to exactly that version and it is what the Service answers with.
@@ -162,7 +173,7 @@ def test_drift_at_one_site_starts_a_run_whose_model_is_served(platform: Platform
     # The drift run trains on the spec's window, whose comparison with the smoky days
     # does not change: left on, every check would start another run.
     kube.patch(f"federatedtraining/{MAIN}", {"spec": {"retraining": {"drift": None}}})
-    assert status["trigger"] == "drift", status
+    assert status["trigger"] == TRIGGER_DRIFT, status
     sites = status["drift"]["sites"]
     print(f"drift check: {sites}")
     assert sites[SMOKE_SITE]["detected"] is True, sites
@@ -173,7 +184,7 @@ def test_drift_at_one_site_starts_a_run_whose_model_is_served(platform: Platform
     record = follow_run(kube, MAIN, 2)
     platform.timings["run 2 (drift)"] = time.monotonic() - started
     entry = record.entry(2)
-    assert (entry["result"], entry["trigger"], entry["promoted"]) == ("Succeeded", "drift", True), entry
+    assert (entry["result"], entry["trigger"], entry["promoted"]) == ("Succeeded", TRIGGER_DRIFT, True), entry
     version = entry["version"]
     assert version != before
     for pod in run_pod_names(MAIN, 2):
@@ -202,16 +213,18 @@ def test_a_worse_model_is_registered_but_not_promoted(platform: Platform) -> Non
     record = follow_run(kube, MAIN, 3)
     platform.timings["run 3 (worse model)"] = record.seconds
     entry = record.entry(3)
-    assert (entry["result"], entry["trigger"], entry["promoted"]) == ("Succeeded", "spec-change", False), (
-        entry
-    )
+    assert (entry["result"], entry["trigger"], entry["promoted"]) == (
+        "Succeeded",
+        TRIGGER_SPEC_CHANGE,
+        False,
+    ), entry
     version = entry["version"]
     print(f"v{version}: AUC {entry['auc']} against champion v{before} AUC {champion_auc}")
     assert entry["auc"] < champion_auc - MAX_AUC_DROP
     assert "not promoted" in record.status["message"], record.status["message"]
 
-    with kube.port_forward(f"svc/{platform.mlflow}", 5000) as url:
-        mlflow = MLflowRest(url, f"{platform.mlflow}:5000")
+    with kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
+        mlflow = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}")
         tag = tags(mlflow.version(REGISTERED_MODEL, version))
         assert tag[TAG_PROMOTION] == PROMOTION_REJECTED, tag
         assert tag[TAG_PROMOTION_REASON], tag

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from healthrisk.contracts import ENV_MODEL_NAME, ENV_MODEL_VERSION, ENV_TRACKING_URI
 from healthrisk.processes import ProcessGroup
 from tests.inference.helpers import BasicDeployment, fresh_name, start_service, wait_ready
 
@@ -23,7 +24,7 @@ def basic(
     version = version_registrar(name, data_root=data_root)
     with ProcessGroup(tmp_path_factory.mktemp("basic-service")) as group:
         service = start_service(
-            group, {"MLFLOW_TRACKING_URI": mlflow_uri, "MODEL_NAME": name, "MODEL_VERSION": version}
+            group, {ENV_TRACKING_URI: mlflow_uri, ENV_MODEL_NAME: name, ENV_MODEL_VERSION: version}
         )
         wait_ready(service)
         yield BasicDeployment(name, version, service)

@@ -19,6 +19,7 @@ from schemathesis.checks import (
 )
 from schemathesis.core.result import Ok
 
+from healthrisk.contracts import ENV_INFERENCE_API_KEY, ENV_MODEL_NAME, ENV_MODEL_URI, TAG_VAL_AUC
 from healthrisk.processes import ProcessGroup
 from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES
 from tests.inference.helpers import (
@@ -137,7 +138,7 @@ def test_model_describes_version_metrics_and_schema(basic: BasicDeployment) -> N
     assert (described["name"], described["version"]) == (basic.name, basic.version)
     assert described["source"] == f"models:/{basic.name}/{basic.version}"
     assert described["run_id"]
-    assert described["tags"]["healthrisk.val_auc"] == "0.8"
+    assert described["tags"][TAG_VAL_AUC] == "0.8"
     assert described["feature_schema"]["required"] == list(FEATURE_NAMES)
     assert described["risk_levels"] == {"low": 0.0, "moderate": 0.3, "high": 0.6}
     assert described["registry"]["reachable"] is True
@@ -266,7 +267,7 @@ def keyed_local(
     )
     with ProcessGroup(state / "logs") as group:
         service = start_service(
-            group, {"MODEL_URI": local, "MODEL_NAME": basic.name, "INFERENCE_API_KEY": API_KEY}
+            group, {ENV_MODEL_URI: local, ENV_MODEL_NAME: basic.name, ENV_INFERENCE_API_KEY: API_KEY}
         )
         wait_ready(service)
         yield service

@@ -9,7 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from healthrisk.contracts import CHAMPION_ALIAS
+from healthrisk.contracts import (
+    CHAMPION_ALIAS,
+    ENV_MODEL_NAME,
+    ENV_MODEL_VERSION,
+    ENV_TRACKING_URI,
+    LATEST_VERSION,
+)
 from healthrisk.processes import MLFLOW_SERVER_ENV, ProcessGroup, free_port, mlflow_server_argv, wait_for_http
 from healthrisk.schema import EXAMPLE_RECORD
 from tests.inference.helpers import (
@@ -68,7 +74,7 @@ def test_hot_swap_to_a_new_champion_without_restart(
     first = register_version(name, data_root=data_root)
     set_alias(mlflow_uri, name, CHAMPION_ALIAS, first)
     with ProcessGroup(tmp_path) as group:
-        service = start_service(group, {"MLFLOW_TRACKING_URI": mlflow_uri, "MODEL_NAME": name})
+        service = start_service(group, {ENV_TRACKING_URI: mlflow_uri, ENV_MODEL_NAME: name})
         wait_ready(service)
         pid = service.child.pid
         with Traffic(service) as traffic:
@@ -124,7 +130,7 @@ def test_registry_outage_keeps_serving_then_picks_up_new_versions(
         wait_for_http(f"{registry_uri}/health", timeout=90, child=registry)
         first = register_version(name, data_root=data_root, tracking_uri=registry_uri)
         service = start_service(
-            group, {"MLFLOW_TRACKING_URI": registry_uri, "MODEL_NAME": name, "MODEL_VERSION": "latest"}
+            group, {ENV_TRACKING_URI: registry_uri, ENV_MODEL_NAME: name, ENV_MODEL_VERSION: LATEST_VERSION}
         )
         wait_ready(service)
 
@@ -157,7 +163,7 @@ def test_a_model_whose_signature_breaks_the_schema_is_refused(mlflow_uri: str, t
     version = register_bad_signature(mlflow_uri, name)
     with ProcessGroup(tmp_path) as group:
         service = start_service(
-            group, {"MLFLOW_TRACKING_URI": mlflow_uri, "MODEL_NAME": name, "MODEL_VERSION": version}
+            group, {ENV_TRACKING_URI: mlflow_uri, ENV_MODEL_NAME: name, ENV_MODEL_VERSION: version}
         )
         wait_until(
             lambda: service.model().get("last_load_error") is not None,

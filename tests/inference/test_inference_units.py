@@ -7,6 +7,13 @@ import pytest
 from pydantic import ValidationError
 from sklearn.pipeline import Pipeline
 
+from healthrisk.contracts import (
+    CHAMPION_ALIAS,
+    ENV_MODEL_VERSION,
+    ENV_TRACKING_URI,
+    LATEST_VERSION,
+    MLFLOW_PORT,
+)
 from healthrisk.registry import build_pipeline
 from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES, N_FEATURES
 from healthrisk_inference.loader import _extract_parameters
@@ -111,20 +118,21 @@ def test_risk_score_histogram_counts_a_batch_into_le_buckets() -> None:
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
-    monkeypatch.setenv("MODEL_VERSION", "7")
+    tracking_uri = f"http://mlflow:{MLFLOW_PORT}"
+    monkeypatch.setenv(ENV_TRACKING_URI, tracking_uri)
+    monkeypatch.setenv(ENV_MODEL_VERSION, "7")
     monkeypatch.setenv("MAX_BATCH", "50")
     settings = Settings()
     assert (settings.mlflow_tracking_uri, settings.model_version, settings.max_batch) == (
-        "http://mlflow:5000",
+        tracking_uri,
         "7",
         50,
     )
     assert not settings.polls_registry
-    assert Settings(model_version="champion").polls_registry
-    assert Settings(model_version="latest").polls_registry
-    assert not Settings(model_version="latest", model_uri="/models/m").polls_registry
-    with pytest.raises(ValidationError, match="MODEL_VERSION"):
+    assert Settings(model_version=CHAMPION_ALIAS).polls_registry
+    assert Settings(model_version=LATEST_VERSION).polls_registry
+    assert not Settings(model_version=LATEST_VERSION, model_uri="/models/m").polls_registry
+    with pytest.raises(ValidationError, match=ENV_MODEL_VERSION):
         Settings(model_version="champion; rm")
 
 

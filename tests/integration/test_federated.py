@@ -17,6 +17,12 @@ import pytest
 
 from healthrisk.contracts import (
     CHAMPION_ALIAS,
+    METRIC_TRAIN_LOSS,
+    METRIC_VAL_AUC,
+    PROMOTION_REJECTED,
+    RECORD_COUNT,
+    RECORD_NUM_EXAMPLES,
+    RECORD_VAL_EXAMPLES,
     TAG_CODE_VERSION,
     TAG_DATA_WINDOWS,
     TAG_LOCAL_RUN,
@@ -27,6 +33,8 @@ from healthrisk.contracts import (
     TAG_SITES,
     TAG_STRATEGY,
     TAG_VAL_AUC,
+    VAL_METRICS,
+    site_metric,
 )
 from healthrisk.data.generator import DriftSpec, generate
 from healthrisk.federated.runner import TrainingRequest, train_federated
@@ -103,12 +111,12 @@ def test_metrics_are_logged_per_round_and_per_site(trained: dict[str, object]) -
     result = trained["result"]
     client = mlflow.MlflowClient()
     run_id = result.mlflow_run_id  # type: ignore[attr-defined]
-    auc_steps = sorted(m.step for m in client.get_metric_history(run_id, "val_auc"))
+    auc_steps = sorted(m.step for m in client.get_metric_history(run_id, METRIC_VAL_AUC))
     assert auc_steps == [0, 1, 2]  # step 0 evaluates the initial all-zero model
-    assert client.get_metric_history(run_id, "val_auc")[0].value == pytest.approx(0.5)
-    assert sorted(m.step for m in client.get_metric_history(run_id, "train_loss")) == [1, 2]
+    assert client.get_metric_history(run_id, METRIC_VAL_AUC)[0].value == pytest.approx(0.5)
+    assert sorted(m.step for m in client.get_metric_history(run_id, METRIC_TRAIN_LOSS)) == [1, 2]
     for site in SITES:
-        history = client.get_metric_history(run_id, f"site.{site}.val_auc")
+        history = client.get_metric_history(run_id, site_metric(site, METRIC_VAL_AUC))
         assert {m.step for m in history} >= {1, 2}
     assert trained["rounds"][-1] == 2  # progress was reported up to the last round
 
@@ -122,8 +130,12 @@ def test_only_parameters_and_aggregates_reach_the_server(trained: dict[str, obje
     replies = json.loads(Path(audit_path).read_text())["replies"]
     assert len(replies) == 3 + 3 * 2 + 3  # stats, 2 train rounds, final evaluation
     allowed_metrics = {
-        "count", "num-examples", "val-examples", "train_loss", "val_loss", "val_auc", "val_accuracy",
-    }  # fmt: skip
+        RECORD_COUNT,
+        RECORD_NUM_EXAMPLES,
+        RECORD_VAL_EXAMPLES,
+        METRIC_TRAIN_LOSS,
+        *VAL_METRICS,
+    }
     expected_arrays = {"query.stats": [[11], [11]], "train": [[11], [1]]}
     for reply in replies:
         assert "error" not in reply
@@ -158,7 +170,7 @@ def test_promotion_takes_a_better_model_and_refuses_a_worse_one(
     assert not decision.promoted
     assert client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == good
     tags = client.get_model_version(name, worse.version).tags
-    assert tags[TAG_PROMOTION] == "rejected"
+    assert tags[TAG_PROMOTION] == PROMOTION_REJECTED
     assert "<" in tags[TAG_PROMOTION_REASON] and f"v{good}" in tags[TAG_PROMOTION_REASON]
     # within the allowed drop, the same model is promoted
     assert promote(client, name, worse.version, max_auc_drop=1.0).promoted

@@ -11,6 +11,7 @@ from flwr.app import MetricRecord
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from healthrisk.contracts import METRIC_VAL_AUC, METRIC_VAL_LOSS, RECORD_VAL_EXAMPLES
 from healthrisk.federated.control import app_dir
 from healthrisk.federated.model import Params, evaluate, log_loss, roc_auc, train_sgd
 from healthrisk.federated.run_config import RunConfig
@@ -72,13 +73,13 @@ def test_fedprox_term_pulls_towards_the_global_model() -> None:
 
 def test_metrics_are_weighted_by_examples_and_skip_undefined_auc() -> None:
     replies = [
-        MetricRecord({"val-examples": 100, "val_auc": 0.9, "val_loss": 0.3}),
-        MetricRecord({"val-examples": 300, "val_auc": 0.7, "val_loss": 0.5}),
-        MetricRecord({"val-examples": 50, "val_auc": float("nan"), "val_loss": 0.4}),
+        MetricRecord({RECORD_VAL_EXAMPLES: 100, METRIC_VAL_AUC: 0.9, METRIC_VAL_LOSS: 0.3}),
+        MetricRecord({RECORD_VAL_EXAMPLES: 300, METRIC_VAL_AUC: 0.7, METRIC_VAL_LOSS: 0.5}),
+        MetricRecord({RECORD_VAL_EXAMPLES: 50, METRIC_VAL_AUC: float("nan"), METRIC_VAL_LOSS: 0.4}),
     ]
-    out = weighted(replies, ["val_auc", "val_loss"], "val-examples")
-    assert out["val_auc"] == pytest.approx((0.9 * 100 + 0.7 * 300) / 400)
-    assert out["val_loss"] == pytest.approx((0.3 * 100 + 0.5 * 300 + 0.4 * 50) / 450)
+    out = weighted(replies, [METRIC_VAL_AUC, METRIC_VAL_LOSS], RECORD_VAL_EXAMPLES)
+    assert out[METRIC_VAL_AUC] == pytest.approx((0.9 * 100 + 0.7 * 300) / 400)
+    assert out[METRIC_VAL_LOSS] == pytest.approx((0.3 * 100 + 0.5 * 300 + 0.4 * 50) / 450)
 
 
 def test_flower_app_defaults_agree_with_run_config() -> None:

@@ -2,7 +2,6 @@
 
 # No `from __future__ import annotations` here: FastAPI evaluates the annotations of the
 # API-key dependency, which refer to objects local to `api_key_dependency`.
-
 import gc
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.responses import Response
 
+from healthrisk.contracts import ENV_INFERENCE_API_KEY
 from healthrisk.schema import as_json_schema
 from healthrisk_inference import v2
 from healthrisk_inference.accounting import PredictionAccounting
@@ -113,8 +113,8 @@ def document_request_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None
 
 
 def api_key_dependency(expected: str) -> Callable[..., Awaitable[None]]:
-    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="INFERENCE_API_KEY")
-    bearer = HTTPBearer(auto_error=False, description="INFERENCE_API_KEY as a bearer token")
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description=ENV_INFERENCE_API_KEY)
+    bearer = HTTPBearer(auto_error=False, description=f"{ENV_INFERENCE_API_KEY} as a bearer token")
     expected_bytes = expected.encode()
 
     # async: a plain def dependency would run in the thread pool, a costly hop per request.

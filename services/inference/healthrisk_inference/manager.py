@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from healthrisk.contracts import ENV_MODEL_NAME, ENV_MODEL_URI, ENV_MODEL_VERSION, ENV_TRACKING_URI
 from healthrisk_inference.loader import LoadRequest, ModelLoadError, load_in_child
 from healthrisk_inference.metrics import ServiceMetrics
 from healthrisk_inference.model import LoadedModel, ModelIntegrityError
@@ -56,7 +57,9 @@ class ModelManager:
             else None
         )
         if settings.model_uri is None and self._client is None:
-            raise ValueError("set MLFLOW_TRACKING_URI (with MODEL_NAME/MODEL_VERSION) or MODEL_URI")
+            raise ValueError(
+                f"set {ENV_TRACKING_URI} (with {ENV_MODEL_NAME}/{ENV_MODEL_VERSION}) or {ENV_MODEL_URI}"
+            )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-poller", daemon=True)
 

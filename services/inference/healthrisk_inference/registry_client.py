@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from healthrisk_inference.settings import LATEST
+from healthrisk.contracts import ENV_MODEL_URI, ENV_TRACKING_URI, LATEST_VERSION
 
 _API = "/api/2.0/mlflow"
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
@@ -47,8 +47,8 @@ class RegistryClient:
         scheme = urllib.parse.urlparse(tracking_uri).scheme
         if scheme not in ("http", "https"):
             raise ValueError(
-                f"MLFLOW_TRACKING_URI must be an MLflow server (http/https), got {tracking_uri!r}; "
-                "to serve a model without a server, set MODEL_URI"
+                f"{ENV_TRACKING_URI} must be an MLflow server (http/https), got {tracking_uri!r}; "
+                f"to serve a model without a server, set {ENV_MODEL_URI}"
             )
         self.base = tracking_uri.rstrip("/") + _API
         self.timeout = timeout
@@ -57,7 +57,7 @@ class RegistryClient:
         if reference.isdigit():
             found = self._get("/model-versions/get", {"name": name, "version": reference})["model_version"]
             return ResolvedVersion(name, str(found["version"]), None)
-        if reference == LATEST:
+        if reference == LATEST_VERSION:
             return ResolvedVersion(name, self._latest_ready_version(name), None)
         found = self._get("/registered-models/alias", {"name": name, "alias": reference})["model_version"]
         return ResolvedVersion(name, str(found["version"]), reference)

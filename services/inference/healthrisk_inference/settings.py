@@ -8,9 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from healthrisk.contracts import CHAMPION_ALIAS, REGISTERED_MODEL
+from healthrisk.contracts import CHAMPION_ALIAS, ENV_MODEL_VERSION, LATEST_VERSION, REGISTERED_MODEL
 
-LATEST = "latest"
 _ALIAS_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -48,7 +47,9 @@ class Settings(BaseSettings):
     def _version_is_number_alias_or_latest(cls, value: str) -> str:
         value = value.strip()
         if not (value.isdigit() or _ALIAS_PATTERN.match(value)):
-            raise ValueError(f"MODEL_VERSION must be a number, an alias or {LATEST!r}, got {value!r}")
+            raise ValueError(
+                f"{ENV_MODEL_VERSION} must be a number, an alias or {LATEST_VERSION!r}, got {value!r}"
+            )
         return value
 
     @property

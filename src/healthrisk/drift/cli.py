@@ -18,7 +18,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from healthrisk.contracts import CHAMPION_ALIAS, ENV_DRIFT_THRESHOLD, ENV_TRACKING_URI, REGISTERED_MODEL
+from healthrisk.contracts import (
+    CHAMPION_ALIAS,
+    ENV_DATA_ROOT,
+    ENV_DRIFT_THRESHOLD,
+    ENV_TRACKING_URI,
+    REGISTERED_MODEL,
+)
 from healthrisk.data.loader import DataError, list_sites
 from healthrisk.data.window import DateWindow
 from healthrisk.drift.check import DriftOptions, SiteDrift
@@ -39,9 +45,7 @@ DRIFT_EXIT_CODE = 3
 DEFAULT_REPORT_DIR = Path(".state/drift")
 DEFAULT_WORK_DIR = Path(".state/retrain")
 
-DataRoot = Annotated[
-    Path, typer.Option("--data-root", envvar="HEALTHRISK_DATA_ROOT", help="One folder per site.")
-]
+DataRoot = Annotated[Path, typer.Option("--data-root", envvar=ENV_DATA_ROOT, help="One folder per site.")]
 TrackingUri = Annotated[
     str | None, typer.Option("--tracking-uri", envvar=ENV_TRACKING_URI, help="MLflow tracking server.")
 ]

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from healthrisk.contracts import (
     CHAMPION_ALIAS,
+    PROMOTION_PROMOTED,
+    PROMOTION_REJECTED,
     REGISTERED_MODEL,
     TAG_DRIFT_RUNS,
     TAG_PROMOTION,
@@ -24,6 +26,9 @@ from healthrisk.contracts import (
     TAG_RETRAIN_VERSION,
     TAG_TRAINING_WINDOW,
     TAG_TRIGGER,
+    TRIGGER_DRIFT,
+    TRIGGER_MANUAL,
+    TRIGGER_SCHEDULE,
 )
 from healthrisk.data.window import DateWindow
 from healthrisk.drift.publish import experiment_id
@@ -39,9 +44,9 @@ RETRAIN_ARTIFACT = "retrain.json"
 
 
 class Trigger(StrEnum):
-    DRIFT = "drift"
-    SCHEDULE = "schedule"
-    MANUAL = "manual"
+    DRIFT = TRIGGER_DRIFT
+    SCHEDULE = TRIGGER_SCHEDULE
+    MANUAL = TRIGGER_MANUAL
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,7 @@ def retrain(
             TAG_RETRAIN_MODEL: registered_name,
             TAG_RETRAIN_VERSION: version,
             TAG_TRAINING_WINDOW: str(window),
-            TAG_PROMOTION: "promoted" if decision.promoted else "rejected",
+            TAG_PROMOTION: PROMOTION_PROMOTED if decision.promoted else PROMOTION_REJECTED,
             TAG_DRIFT_RUNS: ",".join(drift_run_ids),
         },
     )

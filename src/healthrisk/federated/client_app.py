@@ -23,6 +23,15 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from healthrisk.contracts import (
+    METRIC_TRAIN_LOSS,
+    METRIC_VAL_ACCURACY,
+    METRIC_VAL_AUC,
+    METRIC_VAL_LOSS,
+    RECORD_COUNT,
+    RECORD_NUM_EXAMPLES,
+    RECORD_VAL_EXAMPLES,
+)
 from healthrisk.data.loader import SiteData, load_site
 from healthrisk.data.window import DateWindow
 from healthrisk.federated.model import Params, evaluate, train_sgd
@@ -73,7 +82,7 @@ def stats(msg: Message, context: Context) -> Message:
     content = RecordDict(
         {
             "stats": ArrayRecord([x.sum(axis=0), np.square(x).sum(axis=0)]),
-            "metrics": MetricRecord({"count": int(x.shape[0])}),
+            "metrics": MetricRecord({RECORD_COUNT: int(x.shape[0])}),
             "site": site_record(site),
         }
     )
@@ -103,12 +112,12 @@ def train(msg: Message, context: Context) -> Message:
             "arrays": ArrayRecord(updated.to_arrays()),
             "metrics": MetricRecord(
                 {
-                    "num-examples": after.n,
-                    "train_loss": after.loss,
-                    "val-examples": before.n,
-                    "val_loss": before.loss,
-                    "val_auc": before.auc,
-                    "val_accuracy": before.accuracy,
+                    RECORD_NUM_EXAMPLES: after.n,
+                    METRIC_TRAIN_LOSS: after.loss,
+                    RECORD_VAL_EXAMPLES: before.n,
+                    METRIC_VAL_LOSS: before.loss,
+                    METRIC_VAL_AUC: before.auc,
+                    METRIC_VAL_ACCURACY: before.accuracy,
                 }
             ),
             "site": site_record(site),
@@ -126,11 +135,11 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         {
             "metrics": MetricRecord(
                 {
-                    "num-examples": result.n,
-                    "val-examples": result.n,
-                    "val_loss": result.loss,
-                    "val_auc": result.auc,
-                    "val_accuracy": result.accuracy,
+                    RECORD_NUM_EXAMPLES: result.n,
+                    RECORD_VAL_EXAMPLES: result.n,
+                    METRIC_VAL_LOSS: result.loss,
+                    METRIC_VAL_AUC: result.auc,
+                    METRIC_VAL_ACCURACY: result.accuracy,
                 }
             ),
             "site": site_record(site),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from healthrisk.contracts import REGISTERED_MODEL
+from healthrisk.contracts import REGISTERED_MODEL, TRIGGER_MANUAL
 
 STRATEGIES = ("FedAvg", "FedProx")
 
@@ -31,7 +31,7 @@ class RunConfig:
     training_ref: str = ""  # namespace/name/uid of a FederatedTraining
     local_run_id: str = ""  # id of an embedded `healthrisk train`
     run_number: int = 1
-    trigger: str = "manual"
+    trigger: str = TRIGGER_MANUAL
     code_version: str = ""
 
     def __post_init__(self) -> None:

@@ -18,11 +18,15 @@ from typing import TYPE_CHECKING
 
 from healthrisk import __version__
 from healthrisk.contracts import (
+    METRIC_ROUND,
+    METRIC_TRAIN_LOSS,
     REGISTERED_MODEL,
     SUPERLINK_PORT,
     TAG_LOCAL_RUN,
     TAG_MODEL_VERSION,
     TRAINING_EXPERIMENT,
+    TRIGGER_MANUAL,
+    VAL_METRICS,
 )
 from healthrisk.data.loader import load_site
 from healthrisk.data.window import DateWindow
@@ -67,7 +71,7 @@ class TrainingRequest:
     tracking_uri: str
     rounds: int = 5
     registered_name: str = REGISTERED_MODEL
-    trigger: str = "manual"
+    trigger: str = TRIGGER_MANUAL
     work_dir: Path = Path(".state/flower")
     local_epochs: int = RunConfig.local_epochs
     learning_rate: float = 0.1
@@ -191,7 +195,7 @@ def train_federated(
     seconds = time.monotonic() - started
     return TrainingResult(
         version=run.data.tags[TAG_MODEL_VERSION],
-        metrics={k.removeprefix("val_"): v for k, v in run.data.metrics.items() if k.startswith("val_")},
+        metrics={k.removeprefix("val_"): v for k, v in run.data.metrics.items() if k in VAL_METRICS},
         mlflow_run_id=run.info.run_id,
         flower_run_id=flower_run,
         local_run_id=request.local_run_id,
@@ -216,7 +220,7 @@ def _follow(
         status = control.status(flower_run)
         run = _mlflow_run(client, request.local_run_id)
         if run is not None and progress is not None:
-            current = int(run.data.metrics.get("round", 0))
+            current = int(run.data.metrics.get(METRIC_ROUND, 0))
             if current > reported:
                 reported = current
                 progress(RoundProgress(current, config.num_server_rounds, dict(run.data.metrics)))
@@ -241,7 +245,7 @@ def _mlflow_run(client: MlflowClient, local_run_id: str) -> Run | None:
 
 def _seconds_per_round(client: MlflowClient, mlflow_run_id: str) -> float:
     """Wall time between the first and last round's metrics, per round."""
-    history = sorted(client.get_metric_history(mlflow_run_id, "train_loss"), key=lambda m: m.step)
+    history = sorted(client.get_metric_history(mlflow_run_id, METRIC_TRAIN_LOSS), key=lambda m: m.step)
     if len(history) < 2:
         return float("nan")
     return (history[-1].timestamp - history[0].timestamp) / 1000 / (len(history) - 1)

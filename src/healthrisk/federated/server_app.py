@@ -29,6 +29,13 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 
 from healthrisk import __version__
 from healthrisk.contracts import (
+    METRIC_ROUND,
+    METRIC_TRAIN_LOSS,
+    METRIC_TRAIN_ROWS,
+    METRIC_VAL_AUC,
+    RECORD_COUNT,
+    RECORD_NUM_EXAMPLES,
+    RECORD_VAL_EXAMPLES,
     TAG_CODE_VERSION,
     TAG_DATA_WINDOWS,
     TAG_LOCAL_RUN,
@@ -41,6 +48,8 @@ from healthrisk.contracts import (
     TAG_TRIGGER,
     TAG_VAL_AUC,
     TRAINING_EXPERIMENT,
+    VAL_METRICS,
+    site_metric,
 )
 from healthrisk.federated.model import Params
 from healthrisk.federated.run_config import RunConfig
@@ -50,7 +59,6 @@ from healthrisk.schema import N_FEATURES
 logger = logging.getLogger("healthrisk.federated")
 
 POLL_INTERVAL_SECONDS = 0.05
-VAL_METRICS = ("val_loss", "val_auc", "val_accuracy")
 
 app = ServerApp()
 
@@ -167,7 +175,7 @@ def federated_standardisation(
     parts, counts = [], {}
     for reply in replies:
         total, total_sq = reply.content.array_records["stats"].to_numpy_ndarrays()
-        count = int(cast(int, reply.content.metric_records["metrics"]["count"]))
+        count = int(cast(int, reply.content.metric_records["metrics"][RECORD_COUNT]))
         parts.append(FeatureStats(count, total, total_sq))
         counts[site_of(reply)] = count
     mean, scale = FeatureStats.merge(parts).mean_and_scale()
@@ -196,8 +204,8 @@ class RoundTracker:
             for name in names:
                 value = float(cast(float, reply.content.metric_records["metrics"][name]))
                 if np.isfinite(value):
-                    batch[f"site.{site}.{name}"] = value
-        batch["round"] = float(step)
+                    batch[site_metric(site, name)] = value
+        batch[METRIC_ROUND] = float(step)
         mlflow.log_metrics(batch, step=step)
         return metrics
 
@@ -227,8 +235,8 @@ def make_strategy(settings: RunConfig, tracker: RoundTracker) -> FedAvg:
                     f"{site_errors(received)}"
                 )
             # The replies evaluated the global model of the previous round.
-            tracker.log(server_round - 1, ok, VAL_METRICS, "val-examples")
-            tracker.log(server_round, ok, ("train_loss",), "num-examples")
+            tracker.log(server_round - 1, ok, VAL_METRICS, RECORD_VAL_EXAMPLES)
+            tracker.log(server_round, ok, (METRIC_TRAIN_LOSS,), RECORD_NUM_EXAMPLES)
             return super().aggregate_train(server_round, ok)
 
         def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -240,7 +248,7 @@ def make_strategy(settings: RunConfig, tracker: RoundTracker) -> FedAvg:
                 raise FederationError(
                     f"final evaluation: only {len(ok)} sites replied{site_errors(received)}"
                 )
-            tracker.final = tracker.log(server_round, ok, VAL_METRICS, "val-examples")
+            tracker.final = tracker.log(server_round, ok, VAL_METRICS, RECORD_VAL_EXAMPLES)
             return super().aggregate_evaluate(server_round, ok)
 
     kwargs: dict[str, Any] = {
@@ -292,7 +300,7 @@ def main(grid: Grid, context: Context) -> None:
         mlflow.log_params({k: v for k, v in settings.to_flower().items() if k != "tracking-uri"})
         nodes = wait_for_sites(grid, settings)
         mean, scale, counts = federated_standardisation(quick_grid, nodes, settings)
-        mlflow.log_metrics({f"site.{site}.train_rows": n for site, n in counts.items()})
+        mlflow.log_metrics({site_metric(site, METRIC_TRAIN_ROWS): n for site, n in counts.items()})
         standardisation = ConfigRecord({"mean": mean.tolist(), "scale": scale.tolist()})
         strategy = make_strategy(settings, tracker)
         result = strategy.start(
@@ -307,7 +315,7 @@ def main(grid: Grid, context: Context) -> None:
         mlflow.log_dict({"replies": audit}, "federation_audit.json")
         tags = provenance_tags(settings, tracker.sites or counts)
         mlflow.set_tags(tags)
-        tags[TAG_VAL_AUC] = f"{tracker.final['val_auc']:.6f}"
+        tags[TAG_VAL_AUC] = f"{tracker.final[METRIC_VAL_AUC]:.6f}"
         version = log_and_register(
             build_pipeline(mean, scale, final.coef, final.intercept),
             registered_name=settings.registered_model,
