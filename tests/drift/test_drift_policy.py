@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from healthrisk.contracts import DEFAULT_DRIFT_THRESHOLD, ENV_DRIFT_THRESHOLD
 from healthrisk.drift.check import ColumnDrift, SiteDrift
-from healthrisk.drift.policy import RetrainPolicy, decide, parse_duration, resolve_threshold
+from healthrisk.drift.policy import (
+    DURATION_PATTERN,
+    PrintedVerdict,
+    RetrainPolicy,
+    decide,
+    parse_duration,
+    resolve_threshold,
+)
+
+CRD = Path(__file__).resolve().parents[2] / "charts/health-risk/crds/federatedtrainings.healthrisk.io.yaml"
 
 
 def _summary(site: str, n_drifted: int, threshold: float = 0.5) -> SiteDrift:
@@ -59,13 +71,45 @@ def test_threshold_from_argument_environment_or_default(monkeypatch: pytest.Monk
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("90", 90), ("45s", 45), ("30m", 1800), ("6h", 21600), ("1d", 86400), ("1.5h", 5400)],
+    [("45s", 45), ("30m", 1800), ("6h", 21600), ("1d", 86400), ("1h30m", 5400), ("1d12h", 129600)],
 )
 def test_parse_duration(text: str, expected: int) -> None:
     assert parse_duration(text) == dt.timedelta(seconds=expected)
 
 
-@pytest.mark.parametrize("text", ["", "6x", "-1h", "0", "h"])
-def test_parse_duration_refuses(text: str) -> None:
-    with pytest.raises(ValueError, match="is not a positive number"):
+@pytest.mark.parametrize("text", ["", "6x", "-1h", "h", "90", "1.5h", "6 h", "6H", "1h 30m"])
+def test_parse_duration_refuses_what_the_crd_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="is not like 30m, 6h or 1h30m"):
         parse_duration(text)
+
+
+def test_parse_duration_refuses_zero() -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        parse_duration("0s0m")
+
+
+def test_duration_grammar_is_the_crds() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    drift = schema["properties"]["spec"]["properties"]["retraining"]["properties"]["drift"]
+    assert drift["properties"]["interval"]["pattern"] == DURATION_PATTERN
+
+
+def test_a_printed_summary_gives_the_sites_verdict() -> None:
+    drifting, quiet = _summary("a", 3), _summary("b", 0)
+    printed = [PrintedVerdict.from_summary(json.loads(json.dumps(s.as_dict()))) for s in (drifting, quiet)]
+    assert printed == [PrintedVerdict("a", 0.75, True), PrintedVerdict("b", 0.0, False)]
+    assert decide(printed, RetrainPolicy.ANY) == decide([drifting, quiet], RetrainPolicy.ANY)
+    assert not decide(printed, RetrainPolicy.MAJORITY).retrain
+
+
+@pytest.mark.parametrize(
+    ("summary", "problem"),
+    [
+        ({"drift_share": 0.2, "detected": False}, "no 'site'"),
+        ({"site": "a", "drift_share": "lots", "detected": True}, "not a number"),
+    ],
+)
+def test_a_summary_that_is_not_one_is_refused(summary: dict[str, object], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        PrintedVerdict.from_summary(summary)

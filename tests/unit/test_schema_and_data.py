@@ -14,7 +14,15 @@ import pytest
 from healthrisk.data.generator import DriftSpec, generate, generate_day
 from healthrisk.data.loader import DataError, SchemaError, load_site
 from healthrisk.data.window import DateWindow
-from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES_BY_NAME, LABEL, as_json_schema
+from healthrisk.schema import (
+    EXAMPLE_RECORD,
+    FEATURE_NAMES,
+    FEATURES,
+    FEATURES_BY_NAME,
+    LABEL,
+    FeatureGroup,
+    as_json_schema,
+)
 
 WINDOW = DateWindow.parse("2024-01-01..2024-01-03")
 
@@ -32,6 +40,18 @@ def test_schema_matches_the_spec_limits() -> None:
     assert schema["required"] == list(FEATURE_NAMES)
     assert schema["additionalProperties"] is False
     assert set(EXAMPLE_RECORD) == set(FEATURE_NAMES)
+
+
+def test_wearable_features_are_personal_and_weather_is_environment() -> None:
+    groups = {group: [f.name for f in FEATURES if f.group is group] for group in FeatureGroup}
+    assert groups[FeatureGroup.PERSONAL] == [
+        "heart_rate",
+        "steps",
+        "sleep_hours",
+        "respiratory_rate",
+        "body_temp",
+    ]
+    assert groups[FeatureGroup.ENVIRONMENT] == ["pm25", "pm10", "o3", "no2", "temperature", "humidity"]
 
 
 def test_window_parsing_and_errors() -> None:

@@ -15,22 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 from healthrisk.data.loader import load_site
 from healthrisk.data.window import DateWindow
-from healthrisk.schema import FEATURE_NAMES
+from healthrisk.drift.policy import site_drifts
+from healthrisk.schema import FEATURE_NAMES, FEATURES, FeatureGroup
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-# Each person's wearable and bedside measurements: stable for a site's population, so PSI
-# past the usual "significant shift" level of 0.25 means the population or a device
-# changed; a one-day window of ~160 rows reaches 0.17 by chance alone (PSI's 30 bins).
-PERSONAL_FEATURES = ("heart_rate", "steps", "sleep_hours", "respiratory_rate", "body_temp")
-# Weather and air quality move a whole site from one day to the next; a short current
-# window after a few bad-air days reaches PSI 0.3-0.7 at the generator's sites without
-# drift, a smoke episode PSI > 2 (tests/drift/test_drift_check.py). Only that size counts.
-ENVIRONMENT_FEATURES = ("pm25", "pm10", "o3", "no2", "temperature", "humidity")
-PERSONAL_PSI_THRESHOLD = 0.25
-ENVIRONMENT_PSI_THRESHOLD = 1.0
+# PSI thresholds per feature group. Personal features (wearable and bedside measurements)
+# are stable for a site's population, so PSI past the usual "significant shift" level of
+# 0.25 means the population or a device changed; a one-day window of ~160 rows reaches 0.17
+# by chance alone (PSI's 30 bins). Weather and air quality move a whole site from one day
+# to the next; a short current window after a few bad-air days reaches PSI 0.3-0.7 at the
+# generator's sites without drift, a smoke episode PSI > 2 (tests/drift/test_drift_check.py).
+# Only that size counts.
+PSI_THRESHOLDS: Mapping[FeatureGroup, float] = {FeatureGroup.PERSONAL: 0.25, FeatureGroup.ENVIRONMENT: 1.0}
 # PSI bins the reference into fixed bins, so past a few ten thousand rows more rows do not
 # change the score, only the time (benchmarks/drift.py measures both).
 CALIBRATED_MAX_ROWS = 20_000
@@ -52,12 +51,10 @@ class DriftOptions:
 
     @classmethod
     def calibrated(cls) -> DriftOptions:
-        """PSI on every feature with thresholds that tell weather from drift (see above)."""
-        thresholds = {name: PERSONAL_PSI_THRESHOLD for name in PERSONAL_FEATURES}
-        thresholds.update({name: ENVIRONMENT_PSI_THRESHOLD for name in ENVIRONMENT_FEATURES})
+        """PSI on every feature with its group's threshold, which tells weather from drift."""
         return cls(
             per_column_method=dict.fromkeys(FEATURE_NAMES, "psi"),
-            per_column_threshold=thresholds,
+            per_column_threshold={f.name: PSI_THRESHOLDS[f.group] for f in FEATURES},
             max_rows=CALIBRATED_MAX_ROWS,
         )
 
@@ -97,7 +94,7 @@ class SiteDrift:
 
     @property
     def detected(self) -> bool:
-        return self.drift_share >= self.threshold
+        return site_drifts(self.drift_share, self.threshold)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -341,7 +341,14 @@ def retrain_command(
 
 
 def monitor_command(
-    interval: Annotated[str, typer.Option("--interval", help="Check every 90s, 30m, 6h, 1d...")] = "6h",
+    interval: Annotated[
+        str,
+        typer.Option(
+            "--interval",
+            help="Check this often: whole numbers with a unit s, m, h or d, e.g. 30m, 6h, 1d, 1h30m "
+            "(the FederatedTraining's retraining.drift.interval format; 90 or 1.5h are refused).",
+        ),
+    ] = "6h",
     schedule: Annotated[
         str | None, typer.Option("--schedule", help='Cron schedule of retrains, e.g. "0 3 * * 0".')
     ] = None,

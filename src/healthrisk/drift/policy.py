@@ -1,16 +1,18 @@
-"""When drift counts, and when drift at some sites is reason enough to retrain (SPEC §6)."""
+"""The drift rulebook (SPEC §6): when a site drifts, when drifting sites call for a retrain,
+and how often to look. The embedded monitor, the CLI and the operator all decide with it.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any, Protocol
 
 from healthrisk.contracts import DEFAULT_DRIFT_THRESHOLD, ENV_DRIFT_THRESHOLD
-from healthrisk.drift.check import SiteDrift
 
 
 class RetrainPolicy(StrEnum):
@@ -31,6 +33,41 @@ def resolve_threshold(value: float | None = None) -> float:
     return value
 
 
+def site_drifts(drift_share: float, threshold: float) -> bool:
+    """A site drifts when its share of drifted columns reaches the threshold."""
+    return drift_share >= threshold
+
+
+class SiteVerdict(Protocol):
+    """One site's verdict, as the rulebook needs it: `SiteDrift` (embedded) and
+    `PrintedVerdict` (what a drift pod prints, read by the operator) both are one."""
+
+    @property
+    def site(self) -> str: ...
+
+    @property
+    def detected(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class PrintedVerdict:
+    """A site's verdict read back from the summary `healthrisk drift check --json` prints."""
+
+    site: str
+    drift_share: float
+    detected: bool
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any]) -> PrintedVerdict:
+        """Raises ValueError naming what is missing from a summary that is not one."""
+        try:
+            return cls(str(summary["site"]), float(summary["drift_share"]), bool(summary["detected"]))
+        except KeyError as exc:
+            raise ValueError(f"drift summary has no {exc.args[0]!r}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"drift summary has a drift_share that is not a number: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class RetrainDecision:
     retrain: bool
@@ -46,20 +83,28 @@ class RetrainDecision:
         return f"drift at {drifted} of {checked} sites{names}; policy {self.policy.value}: {verdict}"
 
 
-def decide(summaries: Sequence[SiteDrift], policy: RetrainPolicy = RetrainPolicy.ANY) -> RetrainDecision:
-    checked = tuple(s.site for s in summaries)
-    drifted = tuple(s.site for s in summaries if s.detected)
+def decide(verdicts: Sequence[SiteVerdict], policy: RetrainPolicy = RetrainPolicy.ANY) -> RetrainDecision:
+    """Whether the checked sites' verdicts call for a retrain; no verdicts never do."""
+    checked = tuple(v.site for v in verdicts)
+    drifted = tuple(v.site for v in verdicts if v.detected)
     retrain = bool(drifted) if policy is RetrainPolicy.ANY else len(drifted) * 2 > len(checked)
     return RetrainDecision(retrain, policy, drifted, checked)
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# The CRD's grammar for retraining.drift.interval (charts/health-risk/crds): one or more
+# whole numbers with a unit, e.g. 45s, 30m, 6h, 1d, 1h30m.
+DURATION_PATTERN = r"^([0-9]+(s|m|h|d))+$"
+_DURATION_PART = re.compile(r"([0-9]+)(s|m|h|d)")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> timedelta:
-    """`90`, `45s`, `30m`, `6h`, `1d` → timedelta (the CRD's `interval` format)."""
-    match = _DURATION.match(text.lower())
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"duration {text!r} is not a positive number with an optional unit s, m, h or d")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    """`45s`, `30m`, `6h`, `1d`, `1h30m` → timedelta; anything else is a ValueError."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(
+            f"duration {text!r} is not like 30m, 6h or 1h30m: whole numbers each followed by s, m, h or d"
+        )
+    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+    if seconds <= 0:
+        raise ValueError(f"duration {text!r} must be positive")
+    return timedelta(seconds=seconds)
