@@ -1,0 +1,162 @@
+"""The chart's, compose's and the images' copies of the contract agree with healthrisk.contracts.
+
+YAML and Dockerfiles cannot import the Python module, so their copies of label keys, role
+values, ports and environment variable names are checked here against it: in every
+rendering of the chart (`helm template`, the pinned helm), in compose.yaml and in images/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chartkit import VALUE_SETS, find_tool, pod_specs, render, with_namespace
+
+import healthrisk.contracts as contracts
+from healthrisk.contracts import (
+    ENV_INFERENCE_API_KEY,
+    ENV_MODEL_NAME,
+    ENV_MODEL_VERSION,
+    ENV_OPERATOR_PREFIX,
+    ENV_TRACKING_URI,
+    GROUP,
+    INFERENCE_PORT,
+    LABEL_COMPONENT,
+    LABEL_ROLE,
+    MLFLOW_PORT,
+    OPERATOR_HEALTH_PORT,
+    ROLE_DRIFT,
+    ROLE_SUBMIT,
+    ROLE_SUPERLINK,
+    ROLE_SUPERNODE,
+    SUPERLINK_PORT,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+ROLES = {ROLE_SUPERLINK, ROLE_SUPERNODE, ROLE_SUBMIT, ROLE_DRIFT}
+CONTRACT_KEYS = {
+    value
+    for name, value in vars(contracts).items()
+    if name.startswith(("LABEL_", "ANNOTATION_")) or name == "FINALIZER"
+}
+GROUP_KEY = re.compile(rf"(?<![\w.-]){re.escape(GROUP)}/[\w.-]+")
+# host:port wherever a component's address is written (URLs, scrape targets, allowed hosts).
+ADDRESSES = {
+    "mlflow": (re.compile(r"(?<![\w./-])[\w.-]*mlflow[\w.-]*:(\d+)"), MLFLOW_PORT),
+    "inference": (re.compile(r"(?<![\w./-])[\w.-]*inference[\w.-]*:(\d+)"), INFERENCE_PORT),
+    "superlink": (re.compile(r"(?<![\w./-])[\w.-]*superlink[\w.-]*:(\d+)"), SUPERLINK_PORT),
+}
+# Each image serves one component's port: EXPOSE, its health check and its own --port.
+IMAGE_PORTS = {
+    "inference.Dockerfile": INFERENCE_PORT,
+    "flower.Dockerfile": SUPERLINK_PORT,
+    "mlflow.Dockerfile": MLFLOW_PORT,
+    "operator.Dockerfile": OPERATOR_HEALTH_PORT,
+}
+DOCKERFILE_PORTS = re.compile(r'EXPOSE (\d+)|127\.0\.0\.1:(\d+)|"--port", "(\d+)"')
+
+
+@pytest.fixture(scope="module", params=sorted(VALUE_SETS))
+def rendered(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> list[dict[str, Any]]:
+    values = with_namespace(VALUE_SETS[request.param], "health-risk-mlops")
+    return render(find_tool("helm"), values, tmp_path_factory.mktemp(request.param))
+
+
+def component_pod(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    (spec,) = [
+        doc["spec"]["template"]
+        for doc in docs
+        if doc["kind"] == "Deployment"
+        and doc["spec"]["template"]["metadata"]["labels"][LABEL_COMPONENT] == component
+    ]
+    return dict(spec)
+
+
+def container(pod: dict[str, Any]) -> dict[str, Any]:
+    return dict(pod["spec"]["containers"][0])
+
+
+def role_selections(node: Any) -> list[set[str]]:
+    """Every set of roles a selector picks: matchLabels values and matchExpressions values."""
+    found: list[set[str]] = []
+    if isinstance(node, dict):
+        if LABEL_ROLE in (node.get("matchLabels") or {}):
+            found.append({node["matchLabels"][LABEL_ROLE]})
+        found += [set(e["values"]) for e in node.get("matchExpressions") or [] if e["key"] == LABEL_ROLE]
+        for value in node.values():
+            found += role_selections(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += role_selections(item)
+    return found
+
+
+def test_every_key_under_the_api_group_is_a_contract_key(rendered: list[dict[str, Any]]) -> None:
+    text = json.dumps(rendered)
+    keys = set(GROUP_KEY.findall(text)) - {f"{GROUP}/v1alpha1"}  # the CRD's apiVersion
+    assert keys <= CONTRACT_KEYS, keys - CONTRACT_KEYS
+
+
+def test_network_policies_select_the_operators_roles(rendered: list[dict[str, Any]]) -> None:
+    policies = [d for d in rendered if d["kind"] == "NetworkPolicy"]
+    selections = role_selections(policies)
+    if not policies:
+        return  # a value set with networkPolicy.enabled=false
+    assert selections and set().union(*selections) <= ROLES, selections
+    superlink = next(
+        p for p in policies if p["spec"]["podSelector"].get("matchLabels") == {LABEL_ROLE: ROLE_SUPERLINK}
+    )
+    assert [p["port"] for rule in superlink["spec"]["ingress"] for p in rule["ports"]] == [SUPERLINK_PORT]
+
+
+def test_component_addresses_use_the_contract_ports(rendered: list[dict[str, Any]]) -> None:
+    text = json.dumps(rendered)
+    for component, (pattern, port) in ADDRESSES.items():
+        assert {int(p) for p in pattern.findall(text)} <= {port}, component
+
+
+def test_inference_pods_serve_and_are_scraped_on_the_contract_port(rendered: list[dict[str, Any]]) -> None:
+    pod = component_pod(rendered, "inference")
+    assert [p["containerPort"] for p in container(pod)["ports"]] == [INFERENCE_PORT]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(INFERENCE_PORT)
+    env = {e["name"] for e in container(pod)["env"]}
+    assert {ENV_TRACKING_URI, ENV_MODEL_NAME, ENV_MODEL_VERSION} <= env
+    api_key = any(e.get("valueFrom", {}).get("secretKeyRef") for e in container(pod)["env"])
+    assert (ENV_INFERENCE_API_KEY in env) is api_key
+    services = [
+        d
+        for d in rendered
+        if d["kind"] == "Service" and d["spec"]["selector"].get(LABEL_COMPONENT) == "inference"
+    ]
+    assert services and all(p["port"] == INFERENCE_PORT for s in services for p in s["spec"]["ports"])
+
+
+def test_mlflow_and_the_operator_listen_on_the_contract_ports(rendered: list[dict[str, Any]]) -> None:
+    workloads = dict(pod_specs(rendered))
+    operator = container(component_pod(rendered, "operator"))
+    assert [p["containerPort"] for p in operator["ports"]] == [OPERATOR_HEALTH_PORT]
+    assert f"--liveness=http://0.0.0.0:{OPERATOR_HEALTH_PORT}/healthz" in operator["args"]
+    assert all(e["name"].startswith(ENV_OPERATOR_PREFIX) for e in operator["env"] if e["name"] != "HOME")
+    if any(name.endswith("-mlflow") for name in workloads):
+        mlflow = container(component_pod(rendered, "mlflow"))
+        assert [p["containerPort"] for p in mlflow["ports"]] == [MLFLOW_PORT]
+        assert f"--port={MLFLOW_PORT}" in mlflow["args"]
+
+
+@pytest.mark.parametrize("dockerfile", sorted(IMAGE_PORTS))
+def test_images_expose_the_contract_ports(dockerfile: str) -> None:
+    text = (REPO / "images" / dockerfile).read_text()
+    ports = {int(p) for match in DOCKERFILE_PORTS.findall(text) for p in match if p}
+    assert ports == {IMAGE_PORTS[dockerfile]}, ports
+
+
+@pytest.mark.parametrize("path", ["compose.yaml", "images/prometheus.yml"])
+def test_compose_addresses_use_the_contract_ports(path: str) -> None:
+    text = (REPO / path).read_text()
+    for component, (pattern, port) in ADDRESSES.items():
+        assert {int(p) for p in pattern.findall(text)} <= {port}, component
