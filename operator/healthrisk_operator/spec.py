@@ -4,8 +4,10 @@ The API server validates and defaults objects against the CRD schema; `parse_spe
 applies the same defaults again, read from the same CRD file (crd.py), so unit tests and
 objects created before a default was added read the same, and no default is written
 here. It also checks what a schema cannot: a cron expression that croniter rejects,
-sites whose Kubernetes names would collide. tests/operator/test_crd.py proves that every
-CRD field and default reaches these dataclasses.
+sites whose Kubernetes names would collide, drift settings the drift rulebook
+(healthrisk.drift.policy: duration grammar, threshold range) refuses.
+tests/operator/test_crd.py proves that every CRD field and default reaches these
+dataclasses.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from healthrisk.drift.policy import RetrainPolicy, parse_duration, resolve_threshold
 from healthrisk_operator.crd import with_defaults
 
 
@@ -69,15 +71,15 @@ class Promotion:
 
 @dataclass(frozen=True)
 class DriftPolicy:
-    interval: str
+    interval: str  # the CRD's duration grammar, e.g. 6h or 1h30m
     threshold: float
-    policy: str
+    policy: RetrainPolicy
     window_days: int
     current: tuple[dt.date, dt.date] | None
 
     @property
     def interval_seconds(self) -> int:
-        return parse_duration(self.interval)
+        return int(parse_duration(self.interval).total_seconds())
 
     def current_window(self, today: dt.date) -> tuple[dt.date, dt.date]:
         if self.current is not None:
@@ -146,20 +148,6 @@ class TrainingSpec:
             "security": asdict(self.security),
         }
         return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-_DURATION_PART = re.compile(r"([0-9]+)(s|m|h|d)")
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> int:
-    """'1h30m' → 5400 seconds (the CRD's pattern for retraining.drift.interval)."""
-    if not re.fullmatch(r"([0-9]+(s|m|h|d))+", text):
-        raise SpecError(f"duration {text!r} is not like 30m, 6h or 1d12h")
-    seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-    if seconds <= 0:
-        raise SpecError(f"duration {text!r} must be positive")
-    return seconds
 
 
 def _date(value: Any, where: str) -> dt.date:
@@ -240,14 +228,19 @@ def _parse(raw: Mapping[str, Any]) -> TrainingSpec:
                 _date(current_raw.get("from"), "spec.retraining.drift.current.from"),
                 _date(current_raw.get("to"), "spec.retraining.drift.current.to"),
             )
+        # The drift rulebook's own checks: what the drift pods and the embedded monitor accept.
+        try:
+            parse_duration(drift_raw["interval"])
+            threshold = resolve_threshold(float(drift_raw["threshold"]))
+        except ValueError as exc:
+            raise SpecError(f"spec.retraining.drift: {exc}") from exc
         drift = DriftPolicy(
             interval=str(drift_raw["interval"]),
-            threshold=float(drift_raw["threshold"]),
-            policy=str(drift_raw["policy"]),
+            threshold=threshold,
+            policy=RetrainPolicy(drift_raw["policy"]),
             window_days=int(drift_raw["windowDays"]),
             current=current,
         )
-        parse_duration(drift.interval)
     policy_raw = raw["runPolicy"]
     security_raw = raw["security"]
     security = Security(

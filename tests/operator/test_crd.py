@@ -8,11 +8,13 @@ import re
 from importlib import resources
 from typing import Any
 
+import pytest
+
 from healthrisk.contracts import CHAMPION_ALIAS, DEFAULT_DRIFT_THRESHOLD, REGISTERED_MODEL
 from healthrisk.federated.run_config import RunConfig
 from healthrisk_operator import crd, spec
 from healthrisk_operator.constants import CRD_NAME, GROUP, KIND, PLURAL, VERSION
-from healthrisk_operator.spec import parse_spec
+from healthrisk_operator.spec import SpecError, parse_spec
 
 from .helpers import CRD_PATH, FULL_SPEC, MINIMAL_SPEC, load_crd, schema_paths, value_paths, version_schema
 
@@ -129,3 +131,18 @@ def test_every_crd_field_is_read_by_the_operator() -> None:
     )
     assert full.min_sites == 1 and minimal.min_sites == 2
     assert full.retraining.drift is not None and full.retraining.drift.interval_seconds == 5400
+
+
+@pytest.mark.parametrize(
+    ("drift", "message"),
+    [
+        ({"interval": "90"}, "duration '90' is not like 30m"),
+        ({"interval": "1.5h"}, "duration '1.5h' is not like 30m"),
+        ({"threshold": 0}, "drift threshold must be in (0, 1]"),
+    ],
+)
+def test_drift_settings_follow_the_drift_rulebook(drift: dict[str, Any], message: str) -> None:
+    """What the CRD lets through but the drift rulebook refuses is an invalid spec."""
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**MINIMAL_SPEC, "retraining": {"drift": drift}})
+    assert message in str(refused.value)

@@ -391,7 +391,9 @@ def finish_drift_pods(world: World, shares: dict[str, float | None]) -> None:
             world.set_pod(pod.name, phase="Failed", exit_code=2, termination_message="schema refused")
         else:
             world.set_pod(
-                pod.name, phase="Succeeded", summary={"drift_share": share, "detected": share >= 0.5}
+                pod.name,
+                phase="Succeeded",
+                summary={"site": pod.site, "drift_share": share, "detected": share >= 0.5},
             )
 
 
@@ -442,6 +444,24 @@ def test_a_failed_drift_pod_is_reported_not_fatal() -> None:
     assert "schema refused" in sites["hospital_02"]["error"]
     assert world.status["drift"]["detected"] is False
     assert "DriftCheckIncomplete" in world.reasons()
+
+
+def test_each_site_is_judged_by_its_own_drift_pod() -> None:
+    """The pod's verdict (taken at the threshold it was given) counts, not a recomputation;
+    a summary that is not one is reported, not guessed at."""
+    world = drift_world()
+    world.advance(3601)
+    world.step()
+    first, second = world.run_pods("drift")
+    world.set_pod(
+        first.name, phase="Succeeded", summary={"site": first.site, "drift_share": 0.64, "detected": False}
+    )
+    world.set_pod(second.name, phase="Succeeded", summary={"site": second.site, "drift_share": 0.2})
+    world.step()
+    sites = world.status["drift"]["sites"]
+    assert sites[str(first.site)] == {"share": 0.64, "detected": False}
+    assert "drift summary has no 'detected'" in sites[str(second.site)]["error"]
+    assert world.status["drift"]["detected"] is False and world.status["run"] == 1
 
 
 # ---- rollout ---------------------------------------------------------------------

@@ -1,11 +1,18 @@
 """Between runs: drift checks on retraining.drift.interval, one pod per site (each reads
-only its own volume and prints only its summary), and the verdict over the sites."""
+only its own volume and prints only its summary), and the verdict over the sites.
+
+The rules are healthrisk.drift.policy's, the same the embedded monitor uses: each pod
+judges its own site (`detected`, at the spec's threshold it was given), and
+`policy.decide` turns the sites' verdicts into a retrain by retraining.drift.policy."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from healthrisk.contracts import ROLE_DRIFT
+from healthrisk.drift import policy as rulebook
+from healthrisk.drift.policy import PrintedVerdict
 from healthrisk_operator import builders
 from healthrisk_operator.decision.context import Decision
 from healthrisk_operator.spec import DriftPolicy
@@ -68,31 +75,41 @@ def _create_missing_pods(
             )
 
 
-def _site_result(pod: PodView | None, threshold: float) -> SiteDriftStatus:
-    summary = pod.summary if pod is not None and pod.phase == "Succeeded" else None
-    if pod is None or summary is None or "drift_share" not in summary:
-        problem = pod.describe_problem() if pod is not None else "no drift pod"
-        if pod is not None and pod.phase == "Succeeded":
-            problem = f"pod {pod.name} printed no drift summary"
-        return SiteDriftStatus(error=problem[:300])
-    share = float(summary["drift_share"])
-    return SiteDriftStatus(share=round(share, 4), detected=share >= threshold)
+def _verdict(site: str, pod: PodView | None) -> PrintedVerdict | str:
+    """The site's verdict as its pod printed it, or why there is none."""
+    if pod is None:
+        return "no drift pod"
+    if pod.phase != "Succeeded":
+        return pod.describe_problem()
+    if pod.summary is None:
+        return f"pod {pod.name} printed no drift summary"
+    try:
+        verdict = PrintedVerdict.from_summary(pod.summary)
+    except ValueError as exc:
+        return f"pod {pod.name}: {exc}"
+    # Keyed by the site the pod was made for (its label), whatever name it printed.
+    return dataclasses.replace(verdict, site=site)
 
 
 def _evaluate(
     d: Decision, drift: DriftStatus, policy: DriftPolicy, check: int, pods: dict[str | None, PodView]
 ) -> bool:
-    sites = {site.name: _site_result(pods.get(site.name), policy.threshold) for site in d.spec.sites}
-    evaluated = [s for s in sites.values() if s.share is not None]
-    drifted = [name for name, s in sites.items() if s.detected]
-    detected = len(drifted) * 2 > len(evaluated) if policy.policy == "majority" else bool(drifted)
+    verdicts = {site.name: _verdict(site.name, pods.get(site.name)) for site in d.spec.sites}
+    evaluated = [v for v in verdicts.values() if isinstance(v, PrintedVerdict)]
+    decision = rulebook.decide(evaluated, policy.policy)
+    sites = {
+        name: SiteDriftStatus(share=round(v.drift_share, 4), detected=v.detected)
+        if isinstance(v, PrintedVerdict)
+        else SiteDriftStatus(error=v[:300])
+        for name, v in verdicts.items()
+    }
     drift.running = False
     drift.checked_at = d.now
     drift.next_check_at = d.now + dt.timedelta(seconds=policy.interval_seconds)
     drift.sites = sites
-    drift.detected = detected and bool(evaluated)
+    drift.detected = decision.retrain
     if evaluated:
-        drift.share = max(s.share for s in evaluated if s.share is not None)
+        drift.share = max(v.drift_share for v in evaluated)
     for pod in pods.values():
         d.delete_pod(pod)
     errors = {name: s.error for name, s in sites.items() if s.error is not None}
@@ -108,7 +125,7 @@ def _evaluate(
         d.event(
             "Warning",
             "DriftDetected",
-            f"drift check {check}: drift at {', '.join(drifted)} (policy {policy.policy}, "
+            f"drift check {check}: drift at {', '.join(decision.drifted_sites)} (policy {policy.policy}, "
             f"threshold {policy.threshold:g}); starting a run",
         )
         return True
