@@ -1,4 +1,4 @@
-# Local single-node Kubernetes for the tests (issue 3). Included by the top-level
+# Local single-node Kubernetes for the tests. Included by the top-level
 # Makefile (`-include cluster/cluster.mk`). Everything here is about the cluster.
 #
 #   make cluster-up       build/fetch (cached in /var/cache/health-risk) and start it;

@@ -15,7 +15,7 @@ LOCALPATH_VERSION="${LOCALPATH_VERSION:-v0.0.30}"      # rancher local-path-prov
 # ---- paths -----------------------------------------------------------------
 CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$CLUSTER_DIR/.." && pwd)"
-STATE="${CLUSTER_STATE:-$REPO_ROOT/.cluster}"
+STATE="$(realpath -m "${CLUSTER_STATE:-$REPO_ROOT/.cluster}")"
 CACHE="${HEALTHRISK_CACHE:-/var/cache/health-risk}"
 K8S_BIN="$CACHE/kubernetes/$K8S_VERSION/bin"
 TOOLS_BIN="$CACHE/tools/bin"
@@ -68,20 +68,113 @@ CGROUP_PODS="/$CLUSTER_ID"                    # kubelet's cgroupRoot (pods under
 TRACK_HIERARCHIES=(pids memory cpu cpuacct blkio freezer devices cpuset systemd)
 CONTAINERD_SOCK="$STATE/containerd/containerd.sock"
 
+# ---- cgroups: every process of a cluster is in one of its two groups, in each hierarchy
 cg_path() { # hierarchy cgroup -> filesystem path ("" if the hierarchy is not mounted)
   local h=$1 p=$2 base=/sys/fs/cgroup/$1
   [[ -d $base ]] || { echo ""; return; }
   echo "$base$p"
 }
+cgroups_of() { # id -> its cgroup paths in every tracked hierarchy that is mounted
+  local id=$1 h base
+  for h in "${TRACK_HIERARCHIES[@]}"; do
+    base="$(cg_path "$h" "")"; [[ -n $base ]] || continue
+    echo "$base/$id"; echo "$base/$id-daemons"
+  done
+}
+cgroups_create() { # make this cluster's groups (cpuset ones need cpus and mems to take a task)
+  local cg parent
+  for cg in $(cgroups_of "$CLUSTER_ID"); do
+    mkdir -p "$cg"
+    if [[ $cg == /sys/fs/cgroup/cpuset/* ]]; then
+      parent="$(dirname "$cg")"
+      cat "$parent/cpuset.cpus" > "$cg/cpuset.cpus"
+      cat "$parent/cpuset.mems" > "$cg/cpuset.mems"
+    fi
+  done
+}
+cgroups_join() { # move pid $1 into the daemons group: its children inherit it
+  local cg
+  for cg in $(cgroups_of "$CLUSTER_ID"); do
+    [[ $cg == *-daemons ]] && echo "$1" > "$cg/cgroup.procs"
+  done
+}
+cgroups_remove() { # id -> remove its (empty) groups, deepest first
+  local cg
+  for cg in $(cgroups_of "$1"); do
+    [[ -d $cg ]] && find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+}
+pids_of_cluster() { # id -> every pid in its cgroups (daemons and pods)
+  local base=/sys/fs/cgroup/pids d
+  for d in "$base/$1-daemons" "$base/$1"; do
+    [[ -d $d ]] && find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done | sort -un
+}
+cluster_pids() { pids_of_cluster "$CLUSTER_ID"; }
+
 holder_pid() { local p; p="$(cat "$RUN/holder.pid" 2>/dev/null)" || return 1
   kill -0 "$p" 2>/dev/null && grep -q "hr-node-holder" "/proc/$p/cmdline" 2>/dev/null && echo "$p"; }
 # run a command inside the node's network + mount namespaces
 in_node() { local h; h="$(holder_pid)" || die "node namespace holder is not running"
   nsenter -t "$h" --net --mount -- "$@"; }
-cluster_pids() { # every pid in our cgroups (daemons and pods)
-  local base=/sys/fs/cgroup/pids
-  for d in "$base$CGROUP_DAEMONS" "$base$CGROUP_PODS"; do
-    [[ -d $d ]] && find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null
-  done | sort -un
-}
 kc() { kubectl --kubeconfig "$KUBECONFIG_HOST" "$@"; }
+node_ready() {
+  [[ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
+}
+
+# ---- generated configs: one style, @NAME@ placeholders filled from shell variables
+shopt -u patsub_replacement 2>/dev/null || true   # an & in a value stays an &
+render() { # template -> stdout; a placeholder without a variable of that name is an error
+  local tmpl=$1 text name
+  text="$(<"$tmpl")"
+  for name in $(grep -o '@[A-Z][A-Z0-9_]*@' "$tmpl" | tr -d @ | sort -u); do
+    [[ -v $name ]] || die "$tmpl: no value for @$name@"
+    text="${text//@$name@/${!name}}"
+  done
+  printf '%s\n' "$text"
+}
+
+# ---- the clusters this machine runs: one record each, so a cluster whose state dir or
+# whose owner is gone can still be found and stopped (by its cgroups and state dir)
+REGISTRY="$CACHE/clusters"
+proc_start() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }   # pid -> start time (pid reuse)
+register_cluster() { # state dir, the owning process if any (CLUSTER_OWNER_PID), the holder
+  local owner=""
+  if [[ -n ${CLUSTER_OWNER_PID:-} ]]; then owner="$CLUSTER_OWNER_PID:$(proc_start "$CLUSTER_OWNER_PID")"; fi
+  mkdir -p "$REGISTRY"
+  printf 'state=%s\nowner=%s\nholder=%s\n' "$STATE" "$owner" "${1:-}" > "$REGISTRY/$CLUSTER_ID"
+}
+registry_get() { sed -n "s/^$2=//p" "$REGISTRY/$1" 2>/dev/null; }   # id key -> value
+alive() { # "pid:starttime" -> is that very process still running?
+  local pid=${1%%:*} start=${1#*:}
+  [[ -n $pid ]] && [[ "$(proc_start "$pid")" == "$start" ]]
+}
+orphaned() { # id -> nothing can use it any more: its owner died, or its namespace holder did
+  local id=$1 owner holder
+  owner="$(registry_get "$id" owner)"; holder="$(registry_get "$id" holder)"
+  if [[ -n $owner ]] && ! alive "$owner"; then return 0; fi
+  [[ -n $holder ]] && ! alive "$holder"
+}
+reap_orphans() { # stop every orphaned cluster, whichever checkout started it
+  local f id state
+  for f in "$REGISTRY"/hr??????; do
+    [[ -f $f ]] || continue
+    id="$(basename "$f")"
+    [[ $id != "$CLUSTER_ID" ]] && orphaned "$id" || continue
+    state="$(registry_get "$id" state)"
+    if [[ -n "$(pids_of_cluster "$id")" ]]; then
+      step "cluster $id ($state) is orphaned: stopping it"
+      CLUSTER_STATE="$state" "$CLUSTER_DIR/down.sh" --keep-docker --no-reap || info "could not stop $id fully"
+    else
+      cgroups_remove "$id"; rm -f "$f"
+    fi
+  done
+  # empty groups of clusters killed before they were registered
+  local d
+  for d in /sys/fs/cgroup/pids/hr??????-daemons; do
+    [[ -d $d ]] || continue
+    id="$(basename "$d" -daemons)"; [[ $id =~ ^hr[0-9a-f]{6}$ ]] || continue
+    [[ -z "$(pids_of_cluster "$id")" && ! -f $REGISTRY/$id ]] && cgroups_remove "$id"
+  done
+  return 0
+}

@@ -19,8 +19,7 @@ source "$(dirname "$0")/lib.sh"
 
 # ---------------------------------------------------------------- fast path: already up
 if holder_pid >/dev/null && [[ -f $RUN/up.done ]] && [[ -f $KUBECONFIG_HOST ]] && [[ -x $TOOLS_BIN/kubectl ]] &&
-   kc get --raw /readyz >/dev/null 2>&1 &&
-   [[ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]; then
+   kc get --raw /readyz >/dev/null 2>&1 && node_ready; then
   step "cluster $CLUSTER_ID already up"
   echo "$KUBECONFIG_HOST"
   exit 0
@@ -40,36 +39,15 @@ step "dependencies (debian packages, binaries, images: built or fetched once, ca
 "$CLUSTER_DIR/build-images.sh" all
 
 # ---------------------------------------------------------------- track every process
-# empty cgroups left by clusters whose processes were killed without cluster-down
-# (a cluster is dead when neither its daemons nor its pods have a process left)
-for d in /sys/fs/cgroup/pids/hr??????-daemons; do
-  [[ -d $d ]] || continue
-  id="$(basename "$d" -daemons)"; [[ $id =~ ^hr[0-9a-f]{6}$ ]] || continue
-  [[ -z "$(find "$d" "/sys/fs/cgroup/pids/$id" -name cgroup.procs -exec cat {} + 2>/dev/null)" ]] || continue
-  for h in "${TRACK_HIERARCHIES[@]}"; do
-    base="$(cg_path "$h" "")"; [[ -n $base ]] || continue
-    for cg in "$base/$id" "$base/$id-daemons"; do
-      [[ -d $cg ]] && find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    done
-  done
-done
+# clusters nothing can use any more (a killed test run's, one whose processes were
+# killed without cluster-down): stopped, their empty cgroups removed
+reap_orphans
 mkdir -p "$STATE" "$PKI" "$RUN" "$LOGS"
+register_cluster
 step "cgroups $CGROUP_DAEMONS (daemons) and $CGROUP_PODS (kubelet cgroupRoot)"
-for h in "${TRACK_HIERARCHIES[@]}"; do
-  base="$(cg_path "$h" "")"; [[ -n $base ]] || continue
-  for cg in "$CGROUP_DAEMONS" "$CGROUP_PODS"; do
-    mkdir -p "$base$cg"
-    if [[ $h == cpuset ]]; then
-      cat "$base/cpuset.cpus" > "$base$cg/cpuset.cpus"
-      cat "$base/cpuset.mems" > "$base$cg/cpuset.mems"
-    fi
-  done
-done
+cgroups_create
 # from here on every child of this script is in the daemons cgroups
-for h in "${TRACK_HIERARCHIES[@]}"; do
-  base="$(cg_path "$h" "")"; [[ -n $base ]] || continue
-  echo $$ > "$base$CGROUP_DAEMONS/cgroup.procs"
-done
+cgroups_join $$
 
 # kubelet tunes a few global sysctls; remember the machine's own values (once per
 # machine, so a cluster killed without cluster-down cannot make kubelet's values look
@@ -133,26 +111,11 @@ gen_pki() {
   cd - >/dev/null
 }
 kubeconfig() { # file user server
-  local file=$1 user=$2 server=$3
-  cat > "$file" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: health-risk
-  cluster:
-    certificate-authority-data: $(base64 -w0 < "$PKI/ca.crt")
-    server: $server
-users:
-- name: $user
-  user:
-    client-certificate-data: $(base64 -w0 < "$PKI/$user.crt")
-    client-key-data: $(base64 -w0 < "$PKI/$user.key")
-contexts:
-- name: health-risk
-  context: {cluster: health-risk, user: $user}
-current-context: health-risk
-EOF
-  chmod 600 "$file"
+  local CA_DATA CERT_DATA KEY_DATA KUBE_USER=$2 SERVER=$3
+  CA_DATA="$(base64 -w0 < "$PKI/ca.crt")"
+  CERT_DATA="$(base64 -w0 < "$PKI/$KUBE_USER.crt")"
+  KEY_DATA="$(base64 -w0 < "$PKI/$KUBE_USER.key")"
+  (umask 077 && render "$CLUSTER_DIR/templates/kubeconfig.yaml" > "$1")
 }
 step "PKI and kubeconfigs in $PKI"
 gen_pki
@@ -182,6 +145,7 @@ unshare --mount --propagation slave --net -- bash -c '
   >"$LOGS/holder.log" 2>&1 </dev/null &
 echo $! > "$RUN/holder.pid"
 wait_for 10 holder_pid || die "node namespace holder did not start"
+register_cluster "$(holder_pid):$(proc_start "$(holder_pid)")"
 # wait until the holder has exec'd into sleep (mounts done)
 wait_for 10 bash -c "grep -q '^sleep' /proc/$(cat "$RUN/holder.pid")/comm"
 # the node's own address: a veth pair with both ends inside the node netns (this
@@ -266,58 +230,8 @@ start kube-scheduler "$K8S_BIN/kube-scheduler" \
 # ---------------------------------------------------------------- containerd
 step "containerd $(containerd --version | awk '{print $3}') (own root/state/socket, CRI, runc, cgroupfs)"
 CD="$STATE/containerd"; CNI_CONF="$STATE/node/cni"; mkdir -p "$CD/root" "$CD/state" "$CNI_CONF" "$STATE/node/cni-ipam"
-cat > "$CD/config.toml" <<EOF
-version = 2
-root = "$CD/root"
-state = "$CD/state"
-disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$CONTAINERD_SOCK"
-[ttrpc]
-  address = "$CD/containerd.sock.ttrpc"
-[debug]
-  level = "warn"
-[metrics]
-  address = ""
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  netns_mounts_under_state_dir = true
-  disable_apparmor = true
-  # this machine withholds CAP_SYS_RESOURCE (see CapEff in /proc/self/status): runc
-  # cannot lower oom_score_adj (sandboxes ask for -998) unless it is clamped to ours
-  restrict_oom_score_adj = true
-  enable_selinux = false
-  max_container_log_line_size = 16384
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    discard_unpacked_layers = false
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$CNI_CONF"
-    max_conf_num = 1
-EOF
-cat > "$CNI_CONF/10-hr-bridge.conflist" <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "hr-pods",
-  "plugins": [
-    {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
-     "hairpinMode": true,
-     "ipam": {"type": "host-local", "dataDir": "$STATE/node/cni-ipam",
-              "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-EOF
+render "$CLUSTER_DIR/templates/containerd.toml" > "$CD/config.toml"
+render "$CLUSTER_DIR/templates/cni-bridge.conflist" > "$CNI_CONF/10-hr-bridge.conflist"
 start containerd containerd --config "$CD/config.toml"
 wait_for 30 ctr --address "$CONTAINERD_SOCK" version || { tail "$LOGS/containerd.log" >&2; die "containerd did not start"; }
 
@@ -328,83 +242,41 @@ step "import local images into the node (pause, coredns, local-path, debian, pyt
 step "kubelet (containerd CRI, cgroupfs, cgroupRoot $CGROUP_PODS)"
 KL="$STATE/kubelet"; mkdir -p "$KL" "$STATE/node"
 : > "$STATE/node/resolv.conf"     # pods with dnsPolicy Default get no upstream DNS: no egress
-cat > "$STATE/node/kubelet.yaml" <<EOF
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
-cgroupDriver: cgroupfs
-cgroupRoot: $CGROUP_PODS
-cgroupsPerQOS: true
-address: 0.0.0.0
-port: 10250
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-healthzPort: 10248
-tlsCertFile: $PKI/kubelet-serving.crt
-tlsPrivateKeyFile: $PKI/kubelet-serving.key
-authentication:
-  anonymous: {enabled: false}
-  webhook: {enabled: true}
-  x509: {clientCAFile: $PKI/ca.crt}
-authorization: {mode: Webhook}
-clusterDNS: [$DNS_IP]
-clusterDomain: $CLUSTER_DOMAIN
-resolvConf: $STATE/node/resolv.conf
-podLogsDir: /var/log/pods
-failSwapOn: false
-failCgroupV1: false
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
-serializeImagePulls: false
-maxPods: 110
-registerNode: true
-rotateCertificates: false
-serverTLSBootstrap: false
-containerLogMaxSize: 10Mi
-containerLogMaxFiles: 2
-shutdownGracePeriod: 0s
-EOF
+render "$CLUSTER_DIR/templates/kubelet.yaml" > "$STATE/node/kubelet.yaml"
 start kubelet "$K8S_BIN/kubelet" --config "$STATE/node/kubelet.yaml" \
   --kubeconfig "$RUN/kubelet.kubeconfig" --root-dir "$KL" \
   --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v 1
 
 # ---------------------------------------------------------------- kube-proxy
 step "kube-proxy (iptables, inside the node netns)"
-cat > "$STATE/node/kube-proxy.yaml" <<EOF
-apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-clientConnection: {kubeconfig: $RUN/kube-proxy.kubeconfig}
-mode: iptables
-hostnameOverride: $NODE_NAME
-clusterCIDR: 10.244.0.0/16
-bindAddress: 0.0.0.0
-healthzBindAddress: 127.0.0.1:10256
-metricsBindAddress: 127.0.0.1:10249
-nodePortAddresses: [primary]
-iptables: {masqueradeAll: true, localhostNodePorts: false, syncPeriod: 30s, minSyncPeriod: 1s}
-conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
-EOF
+render "$CLUSTER_DIR/templates/kube-proxy.yaml" > "$STATE/node/kube-proxy.yaml"
 start kube-proxy "$K8S_BIN/kube-proxy" --config "$STATE/node/kube-proxy.yaml" --v 1
 
 info "waiting for node $NODE_NAME to be Ready"
-wait_for 120 bash -c "[[ \$(kubectl --kubeconfig '$KUBECONFIG_HOST' get node '$NODE_NAME' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' 2>/dev/null) == True ]]" \
+wait_for 120 node_ready \
   || { tail -30 "$LOGS/kubelet.log" >&2; die "node did not become Ready (log: $LOGS/kubelet.log)"; }
 
 # ---------------------------------------------------------------- add-ons
 step "add-ons: CoreDNS, local-path provisioner + default StorageClass"
-sed -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|g" -e "s|@DNS_IP@|$DNS_IP|g" \
-    -e "s|@CLUSTER_DOMAIN@|$CLUSTER_DOMAIN|g" \
-    -e "s|@LOCALPATH_IMAGE@|$LOCALPATH_IMAGE|g" \
-    -e "s|@STORAGE_DIR@|$STATE/storage|g" -e "s|@HELPER_IMAGE@|$DEBIAN_IMAGE|g" \
-    <(for f in "$CLUSTER_DIR"/manifests/*.yaml; do echo "---"; cat "$f"; done) | kc apply -f - >/dev/null
-mkdir -p "$STATE/storage"
+STORAGE_DIR="$STATE/storage"; mkdir -p "$STORAGE_DIR"
+for f in "$CLUSTER_DIR"/manifests/*.yaml; do echo "---"; render "$f"; done | kc apply -f - >/dev/null
 kc -n kube-system rollout status deploy/coredns --timeout=120s >/dev/null \
   || { kc -n kube-system describe pods -l k8s-app=kube-dns | tail -30 >&2; die "CoreDNS not ready"; }
 kc -n local-path-storage rollout status deploy/local-path-provisioner --timeout=120s >/dev/null \
   || die "local-path provisioner not ready"
 # the default ServiceAccount must exist before anyone creates pods in default
 wait_for 30 kc -n default get serviceaccount default
+
+step "Services answer pods (DNS and the API server through kube-proxy)"
+kc -n kube-system delete job service-probe --ignore-not-found >/dev/null
+render "$CLUSTER_DIR/templates/service-probe.yaml" | kc apply -f - >/dev/null
+probe_finished() { [[ -n "$(kc -n kube-system get job service-probe -o jsonpath='{.status.succeeded}{.status.failed}')" ]]; }
+wait_for 180 probe_finished || true
+if [[ "$(kc -n kube-system get job service-probe -o jsonpath='{.status.succeeded}')" != 1 ]]; then
+  kc -n kube-system logs job/service-probe >&2 || true
+  die "pods cannot reach Services (logs: $LOGS/kube-proxy.log, $LOGS/kubelet.log)"
+fi
+info "$(kc -n kube-system logs job/service-probe | tail -1)"
 
 touch "$RUN/up.done"
 mkdir -p "$STATE/bin"

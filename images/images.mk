@@ -1,4 +1,4 @@
-# Container images (issue 7). Included by the top-level Makefile.
+# Container images. Included by the top-level Makefile.
 #
 #   make wheels        every wheel the images need, into wheelhouse/ (needs the package index once)
 #   make images        build all images from the wheelhouse with the local docker engine,

@@ -75,6 +75,29 @@ class Kube:
             time.sleep(interval)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
+    def wait_for_endpoints(self, namespace: str, service: str, timeout: float = 60) -> list[str]:
+        """Addresses of the Service's ready endpoints, once it has one.
+
+        `rollout status` returns when the pods are ready; the EndpointSlice controller
+        publishes them a moment later, and kube-proxy programs its rules after that, so a
+        client that connects right after a rollout can be refused. Wait for the first step
+        here; a client in the cluster still retries a refused connection for a bounded time.
+        """
+
+        def ready() -> list[str]:
+            slices = self.json(
+                "-n", namespace, "get", "endpointslices", "-l", f"kubernetes.io/service-name={service}"
+            )["items"]
+            return [
+                address
+                for eps in slices
+                for endpoint in eps.get("endpoints") or []
+                if endpoint.get("conditions", {}).get("ready")
+                for address in endpoint["addresses"]
+            ]
+
+        return self.wait_for(f"a ready endpoint of service {namespace}/{service}", ready, timeout=timeout)
+
 
 @dataclass
 class SmokeImage:

@@ -83,6 +83,7 @@ def run_pod(kube: Kube, ns: str, name: str, image: str, script: str, timeout: fl
 def web(kube: Kube, namespace: str, smoke_image: SmokeImage) -> str:
     kube.apply(web_manifest(smoke_image.ref), namespace)
     kube.run("-n", namespace, "rollout", "status", "deploy/web", "--timeout=180s", timeout=200)
+    kube.wait_for_endpoints(namespace, "web")
     return namespace
 
 
@@ -103,13 +104,25 @@ def test_deployment_of_local_image_becomes_ready_and_serves_http(
 
 def test_another_pod_reaches_it_by_service_dns_name(kube: Kube, web: str, smoke_image: SmokeImage) -> None:
     ns = web
+    # The endpoint is published (fixture), but kube-proxy programs it asynchronously: until
+    # then the Service refuses connections. The client retries a refusal for up to 30 s.
     script = textwrap.dedent(
         f"""\
-        import socket, urllib.request
+        import socket, time, urllib.error, urllib.request
+
+        def get(url):
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    return urllib.request.urlopen(url, timeout=10).read().decode()
+                except urllib.error.URLError as exc:
+                    if not isinstance(exc.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+
         for host in ("web", "web.{ns}", "web.{ns}.svc.cluster.local"):
             addr = socket.gethostbyname(host)
-            body = urllib.request.urlopen(f"http://{{host}}/index.html", timeout=10).read().decode()
-            print(host, addr, body.strip())
+            print(host, addr, get(f"http://{{host}}/index.html").strip())
         """
     )
     logs = run_pod(kube, ns, "client", smoke_image.ref, script)
