@@ -1,16 +1,24 @@
 # health-risk — the two commands a newcomer needs: `make demo` and `make test`.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-local test-cluster e2e test-unit lint typecheck clean
+ACTIONLINT_VERSION := v1.7.12
+
+.PHONY: install demo test test-local test-cluster e2e test-unit lint actionlint typecheck clean \
+	prereqs prereqs-cluster python-versions
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
-	@test -n "$(PYTHON)" || { echo "need Python 3.11 (python3.11) on PATH"; exit 1; }
+## What must be on the machine before anything else (scripts/prereqs.sh says how to get it).
+prereqs:
+	@PYTHON="$(PYTHON)" bash scripts/prereqs.sh local
+prereqs-cluster:
+	@PYTHON="$(PYTHON)" bash scripts/prereqs.sh cluster
+
+$(STAMP): pyproject.toml constraints.txt | prereqs
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[all,dev]"
@@ -21,7 +29,7 @@ demo: install
 	$(BIN)/healthrisk demo
 
 ## Everything CI runs: lint and types, the local suite, then everything on a real Kubernetes.
-test: lint typecheck test-local test-cluster
+test: prereqs-cluster lint typecheck test-local test-cluster
 
 ## Unit and integration tests (real MLflow, Flower and uvicorn processes on 127.0.0.1).
 test-local: install
@@ -45,9 +53,27 @@ e2e: install cluster-up
 test-unit: install
 	$(BIN)/pytest tests/unit
 
-lint: install
+lint: install actionlint
 	$(BIN)/ruff check src services operator tests benchmarks
 	$(BIN)/ruff format --check src services operator tests benchmarks
+
+## The GitHub workflows (and, where shellcheck is installed, their shell steps).
+actionlint: $(BIN)/actionlint
+	$(BIN)/actionlint -no-color
+
+$(BIN)/actionlint: | $(STAMP)
+	GOBIN=$(CURDIR)/$(BIN) GOFLAGS=-buildvcs=false go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
+## Every pinned dependency has a binary wheel for these Pythons (resolved, not installed).
+PYTHON_VERSIONS ?= 3.12 3.13
+python-versions: install
+	@mkdir -p build; for v in $(PYTHON_VERSIONS); do \
+	  $(BIN)/pip install --quiet --dry-run --ignore-installed --only-binary=:all: --python-version $$v \
+	    --target $$(mktemp -d) --report build/python-$$v.json -c constraints.txt \
+	    ".[all,dev]" -r images/requirements-mlflow.txt && \
+	  $(BIN)/python -c "import json, sys; r = json.load(open(sys.argv[1])); \
+	    print(f'Python {sys.argv[2]}: {len(r[\"install\"])} packages resolve to binary wheels')" build/python-$$v.json $$v \
+	  || exit 1; done
 
 typecheck: install
 	$(BIN)/mypy src services operator

@@ -16,7 +16,7 @@ CLUSTER_PYTEST_ARGS ?=
 
 .PHONY: cluster-up cluster-down cluster-test cluster-test-only cluster-images cluster-status docker-up cluster-pytest-deps
 
-cluster-up:
+cluster-up: prereqs-cluster
 	@bash $(CLUSTER_SH)/up.sh
 
 cluster-down:

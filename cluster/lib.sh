@@ -65,24 +65,30 @@ LOGS="$STATE/logs"
 KUBECONFIG_HOST="$STATE/kubeconfig"
 CGROUP_DAEMONS="/$CLUSTER_ID-daemons"         # every process of the run (by inheritance)
 CGROUP_PODS="/$CLUSTER_ID"                    # kubelet's cgroupRoot (pods under it)
-TRACK_HIERARCHIES=(pids memory cpu cpuacct blkio freezer devices cpuset systemd)
 CONTAINERD_SOCK="$STATE/containerd/containerd.sock"
 
-# ---- cgroups: every process of a cluster is in one of its two groups, in each hierarchy
-cg_path() { # hierarchy cgroup -> filesystem path ("" if the hierarchy is not mounted)
-  local h=$1 p=$2 base=/sys/fs/cgroup/$1
-  [[ -d $base ]] || { echo ""; return; }
-  echo "$base$p"
-}
-cgroups_of() { # id -> its cgroup paths in every tracked hierarchy that is mounted
-  local id=$1 h base
-  for h in "${TRACK_HIERARCHIES[@]}"; do
-    base="$(cg_path "$h" "")"; [[ -n $base ]] || continue
-    echo "$base/$id"; echo "$base/$id-daemons"
+# ---- cgroups: every process of a cluster is in one of its two groups (in each v1
+# hierarchy this machine mounts; on a cgroup v2 host, in the one unified tree)
+if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+  CGROUP_BASES=(/sys/fs/cgroup); PIDS_BASE=/sys/fs/cgroup; MEMORY_BASE=/sys/fs/cgroup
+else
+  CGROUP_BASES=()
+  for h in pids memory cpu cpuacct blkio freezer devices cpuset systemd; do
+    [[ -d /sys/fs/cgroup/$h ]] && CGROUP_BASES+=("/sys/fs/cgroup/$h")
   done
+  PIDS_BASE=/sys/fs/cgroup/pids; MEMORY_BASE=/sys/fs/cgroup/memory
+fi
+cgroups_of() { # id -> its cgroup paths
+  local id=$1 base
+  for base in "${CGROUP_BASES[@]}"; do echo "$base/$id"; echo "$base/$id-daemons"; done
 }
 cgroups_create() { # make this cluster's groups (cpuset ones need cpus and mems to take a task)
-  local cg parent
+  local cg parent c
+  if [[ ${CGROUP_BASES[0]} == /sys/fs/cgroup ]]; then   # v2: controllers for kubelet's pods
+    for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
+      echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+    done
+  fi
   for cg in $(cgroups_of "$CLUSTER_ID"); do
     mkdir -p "$cg"
     if [[ $cg == /sys/fs/cgroup/cpuset/* ]]; then
@@ -105,8 +111,8 @@ cgroups_remove() { # id -> remove its (empty) groups, deepest first
   done
 }
 pids_of_cluster() { # id -> every pid in its cgroups (daemons and pods)
-  local base=/sys/fs/cgroup/pids d
-  for d in "$base/$1-daemons" "$base/$1"; do
+  local d
+  for d in "$PIDS_BASE/$1-daemons" "$PIDS_BASE/$1"; do
     [[ -d $d ]] && find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null
   done | sort -un
 }
@@ -171,7 +177,7 @@ reap_orphans() { # stop every orphaned cluster, whichever checkout started it
   done
   # empty groups of clusters killed before they were registered
   local d
-  for d in /sys/fs/cgroup/pids/hr??????-daemons; do
+  for d in "$PIDS_BASE"/hr??????-daemons; do
     [[ -d $d ]] || continue
     id="$(basename "$d" -daemons)"; [[ $id =~ ^hr[0-9a-f]{6}$ ]] || continue
     [[ -z "$(pids_of_cluster "$id")" && ! -f $REGISTRY/$id ]] && cgroups_remove "$id"

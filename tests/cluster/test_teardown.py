@@ -110,7 +110,8 @@ WORKLOAD = textwrap.dedent(
 )
 
 
-PIDS_CGROUPS = "/sys/fs/cgroup/pids"
+V2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+PIDS_CGROUPS = "/sys/fs/cgroup" if V2 else "/sys/fs/cgroup/pids"
 
 
 @dataclass
@@ -208,9 +209,11 @@ def test_cluster_down_leaves_no_process_mount_netns_or_iptables_rule(
     ours = [p for p in alive if str(state) in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
     assert not ours, f"processes of the cluster still running: {ours}"
     assert not throwaway.shims(), "containerd-shim processes of the cluster still running"
-    for h in ("pids", "memory", "cpu"):
+    for base in (
+        ["/sys/fs/cgroup"] if V2 else ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu"]
+    ):
         for cg in (f"{throwaway.cluster_id}-daemons", throwaway.cluster_id):
-            assert not os.path.exists(f"/sys/fs/cgroup/{h}/{cg}"), f"cgroup {h}:/{cg} left behind"
+            assert not os.path.exists(f"{base}/{cg}"), f"cgroup {base}/{cg} left behind"
     left_netns = netns_inodes() & ({node_netns} | pod_netns)
     assert not left_netns, f"network namespaces still alive: {left_netns}"
     after_files = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
