@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the cluster add-ons from the Go module proxy, cached by version:
-#   CoreDNS (cluster DNS) and rancher's local-path-provisioner (dynamic PVs).
-# Both publish plain modules without replace directives, so `go install m@v` works.
+#   CoreDNS (cluster DNS), rancher's local-path-provisioner (dynamic PVs) and
+#   kube-router (its NetworkPolicy firewall only).
+# All publish plain modules without replace directives, so `go install m@v` works.
 source "$(dirname "$0")/lib.sh"
 
 build() { # name module version
@@ -16,3 +17,4 @@ build() { # name module version
 }
 build coredns github.com/coredns/coredns "$COREDNS_VERSION"
 build local-path-provisioner github.com/rancher/local-path-provisioner "$LOCALPATH_VERSION"
+build kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router "$KUBEROUTER_VERSION"

@@ -39,7 +39,7 @@ step "stopping cluster $CLUSTER_ID"
 # 1. the daemons, each by its recorded pid: first the node agents and the control
 #    plane (their state is thrown away, so a short grace is enough), then the runtime
 # shellcheck disable=SC2046
-stop_pids 5 $(pids_of api-forward-host kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver api-forward-node)
+stop_pids 5 $(pids_of api-forward-host kube-router kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver api-forward-node)
 # shellcheck disable=SC2046
 step "stopping containerd and etcd"
 stop_pids 10 $(pids_of containerd etcd)

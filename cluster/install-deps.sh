@@ -3,7 +3,7 @@
 # something is missing).
 source "$(dirname "$0")/lib.sh"
 
-PKGS=(docker.io containerd runc containernetworking-plugins iptables conntrack socat
+PKGS=(docker.io containerd runc containernetworking-plugins iptables ipset conntrack socat
       debootstrap ethtool ebtables iproute2 procps util-linux kmod ca-certificates curl)
 missing=()
 for p in "${PKGS[@]}"; do

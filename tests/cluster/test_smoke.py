@@ -363,3 +363,76 @@ def test_rbac_denies_a_serviceaccount_what_it_was_not_granted(
     assert ok.returncode == 0, ok.stderr
     denied = as_sa.run("get", "secrets", check=False)
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
+
+
+def client_pod(name: str, image: str, labels: dict[str, str]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "terminationGracePeriodSeconds": 0,
+                "containers": [
+                    {"name": "main", "image": image, "imagePullPolicy": "Never", "command": ["sleep", "3600"]}
+                ],
+            },
+        }
+    )
+
+
+def test_network_policies_are_enforced(kube: Kube, web: str, smoke_image: SmokeImage) -> None:
+    """A default-deny policy blocks a connection that worked; an allow rule re-opens it for
+    the pods it names only. Needs a cluster that enforces NetworkPolicies (the harness runs
+    kube-router's firewall)."""
+    ns = web
+    for name, labels in (("client", {"role": "client"}), ("stranger", {"role": "other"})):
+        kube.apply(client_pod(name, smoke_image.ref, labels), ns)
+    kube.run(
+        "-n", ns, "wait", "--for=condition=Ready", "pod/client", "pod/stranger", "--timeout=120s", timeout=140
+    )
+
+    def reaches_web(pod: str) -> bool:
+        fetch = "import urllib.request; urllib.request.urlopen('http://web/index.html', timeout=3).read()"
+        return kube.run("-n", ns, "exec", pod, "--", "python3", "-c", fetch, check=False).returncode == 0
+
+    # kube-proxy programs the new Service asynchronously: allow it a bounded time
+    kube.wait_for("client to reach web before any policy", lambda: reaches_web("client"), timeout=30)
+    assert reaches_web("stranger")
+
+    kube.apply(
+        textwrap.dedent(
+            """\
+            apiVersion: networking.k8s.io/v1
+            kind: NetworkPolicy
+            metadata: {name: default-deny}
+            spec:
+              podSelector: {}
+              policyTypes: [Ingress]
+            """
+        ),
+        ns,
+    )
+    kube.wait_for("the default-deny policy to block client", lambda: not reaches_web("client"), timeout=60)
+    assert not reaches_web("stranger")
+    # blocked by the policy, not by a missing endpoint: web is still ready behind its Service
+    assert kube.wait_for_endpoints(ns, "web", timeout=5)
+
+    kube.apply(
+        textwrap.dedent(
+            """\
+            apiVersion: networking.k8s.io/v1
+            kind: NetworkPolicy
+            metadata: {name: web-from-clients}
+            spec:
+              podSelector: {matchLabels: {app: web}}
+              policyTypes: [Ingress]
+              ingress:
+              - from: [{podSelector: {matchLabels: {role: client}}}]
+                ports: [{port: 8080}]
+            """
+        ),
+        ns,
+    )
+    kube.wait_for("the allow rule to re-open web for client", lambda: reaches_web("client"), timeout=60)
+    assert not reaches_web("stranger"), "the allow rule names role=client only"

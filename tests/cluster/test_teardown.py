@@ -141,7 +141,13 @@ def throwaway(tmp_path: Path) -> Iterator[Throwaway]:
     if os.geteuid() != 0:
         pytest.fail("the harness needs root (containerd, kubelet, namespaces)")
     state = tmp_path / "cluster"
-    env = dict(os.environ, CLUSTER_STATE=str(state), CLUSTER_API_PORT=str(free_port()))
+    # owned by this test run: if it is killed, the next cluster-up/down anywhere stops it
+    env = dict(
+        os.environ,
+        CLUSTER_STATE=str(state),
+        CLUSTER_API_PORT=str(free_port()),
+        CLUSTER_OWNER_PID=str(os.getpid()),
+    )
     env.pop("KUBECONFIG", None)
     cluster = Throwaway(state, env, "hr" + hashlib.sha1(str(state).encode()).hexdigest()[:6])
     yield cluster
@@ -199,7 +205,7 @@ def test_cluster_down_leaves_no_process_mount_netns_or_iptables_rule(
         # the run's pid files are gone too: the cluster is found by its cgroups and state dir
         subprocess.run(["rm", "-rf", str(state / "run")], check=True)
         other_checkout = dict(env, CLUSTER_STATE=str(tmp_path / "other-checkout"))
-        other_checkout.pop("CLUSTER_OWNER_PID")
+        del other_checkout["CLUSTER_OWNER_PID"]
         down = ["bash", str(REPO / "cluster" / "down.sh"), "--keep-docker"]
         reaped = run(down, other_checkout, timeout=300)
         assert f"cluster {throwaway.cluster_id} ({state}) is orphaned" in reaped.stderr, reaped.stderr
