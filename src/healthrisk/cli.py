@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,8 @@ from healthrisk.contracts import (
 )
 from healthrisk.data.window import DateWindow
 from healthrisk.federated.run_config import RunConfig
+
+CLI_ENTRY_POINTS = "healthrisk.cli"
 
 console = Console(stderr=True)
 app = typer.Typer(
@@ -154,7 +157,7 @@ def train(
     except DataError as exc:
         console.print(f"[red]data refused:[/red] {exc}")
         raise typer.Exit(2) from exc
-    print(json.dumps(outcome, default=str))
+    print(json.dumps(outcome.as_dict(), default=str))
 
 
 @train_app.command("submit")
@@ -239,19 +242,17 @@ def demo(
 
 
 def _register_subcommands() -> None:
-    # The inference and operator images start their own entry points
-    # (healthrisk_inference.cli, healthrisk_operator.cli), so this umbrella CLI only runs
-    # where the whole package is installed.
     from healthrisk.drift.cli import app as drift_app
     from healthrisk.drift.cli import monitor_command, retrain_command
-    from healthrisk_inference.cli import app as serve_app
-    from healthrisk_operator.cli import app as operator_app
 
     app.command("retrain")(retrain_command)
     app.command("monitor")(monitor_command)
     app.add_typer(drift_app, name="drift")
-    app.add_typer(serve_app, name="serve")
-    app.add_typer(operator_app, name="operator")
+    # `serve` and `operator` are registered by the packages that provide them (pyproject's
+    # entry-point group CLI_ENTRY_POINTS). The inference and operator images start their own
+    # entry points, so this umbrella CLI only runs where the whole package is installed.
+    for entry in entry_points(group=CLI_ENTRY_POINTS):
+        app.add_typer(entry.load(), name=entry.name)
 
 
 _register_subcommands()

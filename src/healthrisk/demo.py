@@ -189,8 +189,15 @@ def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> N
             console.print(table)
 
         with stages.stage(f"6. new data: wildfire smoke at {SMOKE_SITE}, drift check, retrain"):
+            from mlflow import MlflowClient
+
             from healthrisk.data.generator import DriftSpec
-            from healthrisk.drift.cli import retrain_command
+            from healthrisk.data.loader import list_sites
+            from healthrisk.drift import render
+            from healthrisk.drift.policy import RetrainPolicy
+            from healthrisk.drift.reference import champion_windows
+            from healthrisk.drift.retrain import Trigger
+            from healthrisk.drift.workflows import check_round, retrain_all_sites
 
             generate(
                 data_root,
@@ -205,22 +212,41 @@ def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> N
                 f"{DEFAULT_DRIFT_THRESHOLD} by default)"
             )
             before = _served_version(api_url)
-            retrain_command(
-                if_drift=True,
-                date_from=NEW_DAYS.start.isoformat(),
-                date_to=NEW_DAYS.end.isoformat(),
-                data_root=data_root,
-                tracking_uri=tracking_uri,
-                rounds=rounds,
-                threshold=DEMO_DRIFT_THRESHOLD,
-                report_dir=state_dir / "drift-reports",
-                work_dir=state_dir / "flower",
-            )
-            import mlflow
-
-            champion = mlflow.MlflowClient(tracking_uri).get_model_version_by_alias(
-                REGISTERED_MODEL, CHAMPION_ALIAS
-            )
+            client = MlflowClient(tracking_uri)
+            reference = champion_windows(client, REGISTERED_MODEL, CHAMPION_ALIAS)
+            with render.checking(console) as on_site:
+                drift = check_round(
+                    data_root,
+                    list_sites(data_root),
+                    current=lambda _site: NEW_DAYS,
+                    reference=reference,
+                    threshold=DEMO_DRIFT_THRESHOLD,
+                    policy=RetrainPolicy.ANY,
+                    report_dir=state_dir / "drift-reports",
+                    client=client,
+                    on_site=on_site,
+                )
+            for result in drift.results:
+                render.print_summary(console, result)
+            console.print(drift.decision.reason, highlight=False, soft_wrap=True)
+            if drift.decision.retrain:
+                outcome = retrain_all_sites(
+                    client,
+                    tracking_uri=tracking_uri,
+                    data_root=data_root,
+                    trigger=Trigger.DRIFT,
+                    champion=reference,
+                    work_dir=state_dir / "flower",
+                    until=NEW_DAYS.end,
+                    drift_run_ids=drift.run_ids,
+                    rounds=rounds,
+                    registered_name=REGISTERED_MODEL,
+                    alias=CHAMPION_ALIAS,
+                    max_auc_drop=0.0,
+                    console=console,
+                )
+                render.print_outcome(console, outcome)
+            champion = client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS)
             if champion.version != before:
                 waited = _wait_for_version(api_url, champion.version, timeout=120)
                 console.print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,30 @@ from healthrisk.contracts import CHAMPION_ALIAS, METRIC_VAL_AUC, TRIGGER_MANUAL
 from healthrisk.data.window import DateWindow
 from healthrisk.federated.control import ControlClient, RunStatus, SuperLinkAddress, submit
 from healthrisk.federated.run_config import RunConfig
-from healthrisk.federated.runner import RoundProgress, TrainingRequest, train_federated
+from healthrisk.federated.runner import RoundProgress, TrainingRequest, TrainingResult, train_federated
+from healthrisk.registry import PromotionDecision, promote
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """A federated training and, when one was asked for, its promotion decision."""
+
+    result: TrainingResult
+    promotion: PromotionDecision | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """What `healthrisk train` prints."""
+        outcome: dict[str, Any] = {
+            "version": self.result.version,
+            "metrics": self.result.metrics,
+            "mlflow_run_id": self.result.mlflow_run_id,
+            "local_run_id": self.result.local_run_id,
+            "seconds": round(self.result.seconds, 2),
+            "seconds_per_round": round(self.result.seconds_per_round, 3),
+        }
+        if self.promotion is not None:
+            outcome["promotion"] = self.promotion.as_dict()
+        return outcome
 
 
 def run_training(
@@ -34,11 +58,9 @@ def run_training(
     max_auc_drop: float = 0.0,
     trigger: str = TRIGGER_MANUAL,
     console: Console | None = None,
-) -> dict[str, Any]:
+) -> TrainingOutcome:
     """Train federatedly with a progress bar by round, then (optionally) decide promotion."""
     import mlflow
-
-    from healthrisk.registry import promote
 
     console = console or Console(stderr=True)
     request = TrainingRequest(
@@ -83,27 +105,19 @@ def run_training(
         f"(AUC {result.metrics['auc']:.4f}, {result.seconds_per_round:.2f} s/round, "
         f"{result.seconds:.1f} s total)"
     )
-    outcome: dict[str, Any] = {
-        "version": result.version,
-        "metrics": result.metrics,
-        "mlflow_run_id": result.mlflow_run_id,
-        "local_run_id": result.local_run_id,
-        "seconds": round(result.seconds, 2),
-        "seconds_per_round": round(result.seconds_per_round, 3),
-    }
-    if promote_alias:
-        decision = promote(
-            mlflow.MlflowClient(tracking_uri),
-            model_name,
-            result.version,
-            alias=promote_alias,
-            max_auc_drop=max_auc_drop,
-        )
-        colour = "green" if decision.promoted else "yellow"
-        verdict = f"promoted to {promote_alias}" if decision.promoted else "not promoted"
-        console.print(f"[{colour}]version {result.version} {verdict}[/] — {decision.reason}")
-        outcome["promotion"] = decision.as_dict()
-    return outcome
+    if not promote_alias:
+        return TrainingOutcome(result)
+    decision = promote(
+        mlflow.MlflowClient(tracking_uri),
+        model_name,
+        result.version,
+        alias=promote_alias,
+        max_auc_drop=max_auc_drop,
+    )
+    colour = "green" if decision.promoted else "yellow"
+    verdict = f"promoted to {promote_alias}" if decision.promoted else "not promoted"
+    console.print(f"[{colour}]version {result.version} {verdict}[/] — {decision.reason}")
+    return TrainingOutcome(result, decision)
 
 
 def submit_and_wait(

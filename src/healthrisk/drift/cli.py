@@ -1,22 +1,20 @@
-"""`healthrisk drift ...`, `healthrisk retrain`, `healthrisk monitor`.
+"""`healthrisk drift ...`, `healthrisk retrain`, `healthrisk monitor`: options, output, exit codes.
 
-`retrain_command` and `monitor_command` are plain functions with typer annotations;
-the root app registers them as top-level commands.
+The work is done by healthrisk.drift.workflows. `retrain_command` and `monitor_command` are
+plain functions with typer annotations; the root app registers them as top-level commands.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from healthrisk.contracts import (
     CHAMPION_ALIAS,
@@ -27,12 +25,18 @@ from healthrisk.contracts import (
 )
 from healthrisk.data.loader import DataError, list_sites
 from healthrisk.data.window import DateWindow
-from healthrisk.drift.check import DriftOptions, SiteDrift
-from healthrisk.drift.monitor import DriftRound, Monitor, MonitorEvent
-from healthrisk.drift.policy import RetrainPolicy, decide, parse_duration, resolve_threshold
-from healthrisk.drift.reference import ChampionWindows, NoReferenceWindow, champion_windows
-from healthrisk.drift.retrain import RetrainOutcome, Trigger, retrain, training_window
-from healthrisk.drift.sites import PublishedDrift, check_sites, latest_window
+from healthrisk.drift import render
+from healthrisk.drift.check import DriftOptions
+from healthrisk.drift.monitor import DriftRound
+from healthrisk.drift.policy import RetrainPolicy, parse_duration, resolve_threshold
+from healthrisk.drift.reference import (
+    ChampionWindows,
+    NoReferenceWindow,
+    champion_windows,
+    optional_champion_windows,
+)
+from healthrisk.drift.retrain import Trigger
+from healthrisk.drift.workflows import build_monitor, check_round, retrain_all_sites
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -68,6 +72,11 @@ Sites = Annotated[list[str] | None, typer.Option("--site", help="Site to check (
 ReportDir = Annotated[
     Path, typer.Option("--report-dir", help="Where the Evidently HTML reports are kept (at the site).")
 ]
+Rounds = Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")]
+MaxAucDrop = Annotated[
+    float, typer.Option("--max-auc-drop", min=0.0, help="Promotion tolerance on the AUC (SPEC §4).")
+]
+WorkDir = Annotated[Path, typer.Option("--work-dir", help="Scratch space of federated runs.")]
 EvidentlyDefaults = Annotated[
     bool,
     typer.Option(
@@ -118,59 +127,32 @@ def _reference(
     return champion_windows(_client(tracking_uri), model_name, alias)
 
 
-def _run_checks(
+def _check_round(
     data_root: Path,
     sites: Sequence[str],
     *,
     current: Callable[[str], DateWindow],
     reference: DateWindow | ChampionWindows,
     threshold: float,
+    policy: RetrainPolicy,
     evidently_defaults: bool,
     report_dir: Path,
     tracking_uri: str | None,
-) -> list[PublishedDrift]:
+) -> DriftRound:
     options = DriftOptions.evidently_defaults() if evidently_defaults else DriftOptions.calibrated()
-    # MLflow announces every finished run on stdout; stdout is for --json.
-    with console.status("checking drift") as status, contextlib.redirect_stdout(sys.stderr):
-        return check_sites(
+    with render.checking(console) as on_site:
+        return check_round(
             data_root,
             sites,
             current=current,
             reference=reference,
             threshold=threshold,
+            policy=policy,
             options=options,
             report_dir=report_dir,
             client=_client(tracking_uri) if tracking_uri else None,
-            on_site=lambda site: status.update(f"checking drift at {site} (Evidently report)"),
+            on_site=on_site,
         )
-
-
-def print_summary(result: PublishedDrift) -> None:
-    summary: SiteDrift = result.summary
-    table = Table(
-        title=f"{summary.site}: current {summary.current} vs reference {summary.reference} "
-        f"({summary.reference_source})",
-        title_justify="left",
-    )
-    for header in ("column", "method", "score", "threshold", "verdict"):
-        table.add_column(header, justify="right" if header in ("score", "threshold") else "left")
-    for column in summary.columns:
-        verdict = "[red]drift[/red]" if column.drifted else "[green]ok[/green]"
-        table.add_row(column.column, column.method, f"{column.score:.3f}", f"{column.threshold:g}", verdict)
-    console.print(table)
-    state = "[red]DRIFT[/red]" if summary.detected else "[green]no drift[/green]"
-    console.print(
-        f"  {state}: share {summary.drift_share:.2f} ({summary.n_drifted}/{len(summary.columns)} columns"
-        f"{': ' + ', '.join(summary.drifted_columns) if summary.drifted_columns else ''})"
-        f" vs threshold {summary.threshold:g}",
-        highlight=False,
-    )
-    if summary.html_report:
-        console.print(
-            f"  HTML report (kept at the site): {summary.html_report}", highlight=False, soft_wrap=True
-        )
-    if result.run_id:
-        console.print(f"  summary published: MLflow run {result.run_id}", highlight=False, soft_wrap=True)
 
 
 @app.command("check")
@@ -202,48 +184,29 @@ def check_command(
     try:
         chosen = _choose_sites(data_root, site, all_sites)
         window = _window(current, "--current")
-        results = _run_checks(
+        drift = _check_round(
             data_root,
             chosen,
             current=lambda _site: window,
             reference=_reference(reference, tracking_uri, model_name, alias),
             threshold=resolve_threshold(threshold),
+            policy=policy,
             evidently_defaults=evidently_defaults,
             report_dir=report_dir,
             tracking_uri=tracking_uri if publish else None,
         )
     except (DataError, NoReferenceWindow, ValueError) as exc:
         _fail(str(exc))
-    for result in results:
-        print_summary(result)
+    for result in drift.results:
+        render.print_summary(console, result)
     if publish and tracking_uri is None:
         console.print(f"summaries not published: no --tracking-uri or {ENV_TRACKING_URI}", highlight=False)
-    decision = decide([r.summary for r in results], policy)
-    console.print(decision.reason, highlight=False, soft_wrap=True)
+    console.print(drift.decision.reason, highlight=False, soft_wrap=True)
     if as_json:
         # One line: the operator reads a drift pod's verdict from the last line of its log.
-        typer.echo(json.dumps([r.summary.as_dict() | {"mlflow_run_id": r.run_id} for r in results]))
-    if fail_on_drift and decision.drifted_sites:
+        typer.echo(json.dumps([r.summary.as_dict() | {"mlflow_run_id": r.run_id} for r in drift.results]))
+    if fail_on_drift and drift.decision.drifted_sites:
         raise typer.Exit(DRIFT_EXIT_CODE)
-
-
-def _print_outcome(outcome: RetrainOutcome) -> None:
-    decision = outcome.decision
-    verdict = "[green]promoted[/green]" if decision.promoted else "[yellow]not promoted[/yellow]"
-    console.print(
-        f"retrain ({outcome.trigger.value}) on {', '.join(outcome.sites)} {outcome.window}: "
-        f"version {outcome.version}, AUC {outcome.metrics.get('auc', float('nan')):.4f} → {verdict}: "
-        f"{decision.reason}",
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
-def _optional_champion(tracking_uri: str, model_name: str, alias: str) -> ChampionWindows | None:
-    try:
-        return champion_windows(_client(tracking_uri), model_name, alias)
-    except NoReferenceWindow:
-        return None
 
 
 def retrain_command(
@@ -264,18 +227,14 @@ def retrain_command(
     ] = None,
     data_root: DataRoot = Path("data"),
     tracking_uri: TrackingUri = None,
-    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 5,
-    max_auc_drop: Annotated[
-        float, typer.Option("--max-auc-drop", min=0.0, help="Promotion tolerance (SPEC §4).")
-    ] = 0.0,
+    rounds: Rounds = 5,
+    max_auc_drop: MaxAucDrop = 0.0,
     threshold: Threshold = None,
     policy: Policy = RetrainPolicy.ANY,
     model_name: ModelName = REGISTERED_MODEL,
     alias: Alias = CHAMPION_ALIAS,
     report_dir: ReportDir = DEFAULT_REPORT_DIR,
-    work_dir: Annotated[Path, typer.Option("--work-dir", help="Scratch space of the federated run.")] = (
-        DEFAULT_WORK_DIR
-    ),
+    work_dir: WorkDir = DEFAULT_WORK_DIR,
 ) -> None:
     """Retrain federatedly now (manual), on a schedule, or only if the sites have drifted."""
     if if_drift and scheduled:
@@ -286,7 +245,8 @@ def retrain_command(
         _fail(f"no MLflow tracking server: pass --tracking-uri or set {ENV_TRACKING_URI}")
     try:
         sites = list(site) if site else list_sites(data_root)
-        champion = _optional_champion(tracking_uri, model_name, alias)
+        client = _client(tracking_uri)
+        champion = optional_champion_windows(client, model_name, alias)
         drift: DriftRound | None = None
         until: dt.date | None = None
         if if_drift:
@@ -295,49 +255,42 @@ def retrain_command(
             if champion is None:
                 _fail(f"--if-drift needs a {alias!r} version of {model_name!r} to take the reference from")
             window = _window(f"{date_from}..{date_to}", "--from/--to")
-            results = _run_checks(
+            drift = _check_round(
                 data_root,
                 sites,
                 current=lambda _site: window,
                 reference=champion,
                 threshold=resolve_threshold(threshold),
+                policy=policy,
                 evidently_defaults=False,
                 report_dir=report_dir,
                 tracking_uri=tracking_uri,
             )
-            for result in results:
-                print_summary(result)
-            drift = DriftRound(results, decide([r.summary for r in results], policy))
+            for result in drift.results:
+                render.print_summary(console, result)
             console.print(drift.decision.reason, highlight=False, soft_wrap=True)
             if not drift.decision.retrain:
                 return
             until = window.end
-        # Train on every site, not only the checked ones: the model serves them all.
-        all_sites = list_sites(data_root)
-        trained = (
-            _window(train_window, "--train-window")
-            if train_window
-            else training_window(data_root, all_sites, champion=champion, until=until)
-        )
-        trigger = Trigger.DRIFT if if_drift else Trigger.SCHEDULE if scheduled else Trigger.MANUAL
-        outcome = retrain(
-            _client(tracking_uri),
+        outcome = retrain_all_sites(
+            client,
             tracking_uri=tracking_uri,
             data_root=data_root,
-            sites=all_sites,
-            window=trained,
-            trigger=trigger,
+            trigger=Trigger.DRIFT if if_drift else Trigger.SCHEDULE if scheduled else Trigger.MANUAL,
+            champion=champion,
             work_dir=work_dir,
+            until=until,
+            window=_window(train_window, "--train-window") if train_window else None,
+            drift_run_ids=drift.run_ids if drift else (),
             rounds=rounds,
             registered_name=model_name,
             alias=alias,
             max_auc_drop=max_auc_drop,
-            drift_run_ids=drift.run_ids if drift else (),
             console=console,
         )
     except (DataError, NoReferenceWindow, ValueError) as exc:
         _fail(str(exc))
-    _print_outcome(outcome)
+    render.print_outcome(console, outcome)
 
 
 def monitor_command(
@@ -360,24 +313,21 @@ def monitor_command(
     ] = None,
     data_root: DataRoot = Path("data"),
     tracking_uri: TrackingUri = None,
-    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 5,
-    max_auc_drop: Annotated[
-        float, typer.Option("--max-auc-drop", min=0.0, help="Promotion AUC tolerance.")
-    ] = 0.0,
+    rounds: Rounds = 5,
+    max_auc_drop: MaxAucDrop = 0.0,
     threshold: Threshold = None,
     policy: Policy = RetrainPolicy.ANY,
     model_name: ModelName = REGISTERED_MODEL,
     alias: Alias = CHAMPION_ALIAS,
     report_dir: ReportDir = DEFAULT_REPORT_DIR,
-    work_dir: Annotated[Path, typer.Option("--work-dir", help="Scratch space of federated runs.")] = (
-        DEFAULT_WORK_DIR
-    ),
+    work_dir: WorkDir = DEFAULT_WORK_DIR,
 ) -> None:
     """Check every site's newest data on the interval; retrain on drift or on the schedule."""
     if tracking_uri is None:
         _fail(f"no MLflow tracking server: pass --tracking-uri or set {ENV_TRACKING_URI}")
     try:
         monitor = build_monitor(
+            _client(tracking_uri),
             data_root=data_root,
             tracking_uri=tracking_uri,
             interval=parse_duration(interval),
@@ -391,7 +341,8 @@ def monitor_command(
             max_auc_drop=max_auc_drop,
             report_dir=report_dir,
             work_dir=work_dir,
-            on_event=_print_event,
+            on_event=partial(render.print_event, console),
+            console=console,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -402,73 +353,3 @@ def monitor_command(
         highlight=False,
     )
     monitor.run(max_iterations)
-
-
-def _print_event(event: MonitorEvent) -> None:
-    colour = {"error": "red", "retrain": "cyan", "skip": "yellow"}.get(event.kind, "white")
-    stamp = f"{event.at:%Y-%m-%d %H:%M:%S}"
-    console.print(
-        f"{stamp} [{colour}]{event.kind}[/{colour}] {event.detail}", highlight=False, soft_wrap=True
-    )
-    if event.outcome is not None:
-        _print_outcome(event.outcome)
-
-
-def build_monitor(
-    *,
-    data_root: Path,
-    tracking_uri: str,
-    interval: dt.timedelta,
-    schedule: str | None,
-    current_days: int,
-    threshold: float,
-    policy: RetrainPolicy,
-    model_name: str,
-    alias: str,
-    rounds: int,
-    max_auc_drop: float,
-    report_dir: Path,
-    work_dir: Path,
-    on_event: Callable[[MonitorEvent], None] | None = None,
-) -> Monitor:
-    """A Monitor whose check and retrain are the real ones against `tracking_uri`."""
-    client = _client(tracking_uri)
-
-    def check() -> DriftRound:
-        sites = list_sites(data_root)
-        # The champion is read on every check: after a promotion the reference moves.
-        reference = champion_windows(client, model_name, alias)
-        results = check_sites(
-            data_root,
-            sites,
-            current=lambda site: latest_window(data_root, site, current_days),
-            reference=reference,
-            threshold=threshold,
-            report_dir=report_dir,
-            client=client,
-        )
-        return DriftRound(results, decide([r.summary for r in results], policy))
-
-    def run_retrain(trigger: Trigger, drift: DriftRound | None) -> RetrainOutcome:
-        sites = list_sites(data_root)
-        try:
-            champion: ChampionWindows | None = champion_windows(client, model_name, alias)
-        except NoReferenceWindow:
-            champion = None
-        return retrain(
-            client,
-            tracking_uri=tracking_uri,
-            data_root=data_root,
-            sites=sites,
-            window=training_window(data_root, sites, champion=champion, until=None),
-            trigger=trigger,
-            work_dir=work_dir,
-            rounds=rounds,
-            registered_name=model_name,
-            alias=alias,
-            max_auc_drop=max_auc_drop,
-            drift_run_ids=drift.run_ids if drift else (),
-            console=console,
-        )
-
-    return Monitor(interval=interval, check=check, retrain=run_retrain, schedule=schedule, on_event=on_event)

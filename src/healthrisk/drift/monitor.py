@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from healthrisk.drift.policy import RetrainDecision
+from healthrisk.drift.policy import RetrainDecision, RetrainPolicy, decide
 from healthrisk.drift.retrain import RetrainOutcome, Trigger
 from healthrisk.drift.sites import PublishedDrift
 
@@ -27,6 +27,10 @@ class DriftRound:
 
     results: list[PublishedDrift]
     decision: RetrainDecision
+
+    @classmethod
+    def of(cls, results: list[PublishedDrift], policy: RetrainPolicy) -> DriftRound:
+        return cls(results, decide([r.summary for r in results], policy))
 
     @property
     def newest_day(self) -> dt.date:

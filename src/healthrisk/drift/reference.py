@@ -57,3 +57,13 @@ def champion_windows(
             '{"site": "FROM..TO"} map'
         ) from exc
     return ChampionWindows(str(champion.version), windows)
+
+
+def optional_champion_windows(
+    client: MlflowClient, name: str = REGISTERED_MODEL, alias: str = CHAMPION_ALIAS
+) -> ChampionWindows | None:
+    """The champion's windows, or None while there is no champion to take them from."""
+    try:
+        return champion_windows(client, name, alias)
+    except NoReferenceWindow:
+        return None

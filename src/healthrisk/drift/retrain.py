@@ -119,9 +119,11 @@ def retrain(
         trigger=trigger.value,
         console=console,
     )
-    version = str(trained["version"])
-    decision = PromotionDecision(**trained["promotion"])
-    metrics = {key: float(value) for key, value in trained["metrics"].items()}
+    decision = trained.promotion
+    if decision is None:
+        raise ValueError(f"a retrain promotes to a serving alias; got alias {alias!r}")
+    version = trained.result.version
+    metrics = dict(trained.result.metrics)
     record = client.create_run(
         experiment_id(client),
         run_name=f"retrain-{trigger.value}-v{version}",
