@@ -9,15 +9,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from healthrisk.contracts import ENV_TRACKING_URI
+from healthrisk.contracts import ENV_MODEL_SIGNING_KEY_FILE, ENV_TRACKING_URI
 from healthrisk.data.generator import generate
 from healthrisk.data.window import DateWindow
 from healthrisk.processes import free_port, mlflow_server
+from healthrisk.provenance import ensure_signing_key
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 TRAIN_WINDOW = DateWindow.parse("2024-01-01..2024-01-10")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[bytes]:
+    """The session's promotion-signing key, exported in the environment so that every signer
+    (healthrisk.registry.promote, the operator) and every inference service started by a test
+    shares it, as the chart's Secret does in a cluster (and no test writes under .state/)."""
+    path = tmp_path_factory.mktemp("signing") / "model-signing.key"
+    previous = os.environ.get(ENV_MODEL_SIGNING_KEY_FILE)
+    os.environ[ENV_MODEL_SIGNING_KEY_FILE] = str(path)
+    yield ensure_signing_key(path)
+    if previous is None:
+        os.environ.pop(ENV_MODEL_SIGNING_KEY_FILE, None)
+    else:
+        os.environ[ENV_MODEL_SIGNING_KEY_FILE] = previous
 
 
 @pytest.fixture(scope="session")

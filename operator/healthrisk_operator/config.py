@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from healthrisk.contracts import ENV_OPERATOR_PREFIX, ENV_TRACKING_URI, MLFLOW_PORT
+from healthrisk.contracts import (
+    ENV_MODEL_SIGNING_KEY_FILE,
+    ENV_OPERATOR_PREFIX,
+    ENV_TRACKING_URI,
+    MLFLOW_PORT,
+)
+from healthrisk.provenance import DEFAULT_SIGNING_KEY_FILE
 
 
 class OperatorConfig(BaseSettings):
@@ -26,6 +33,14 @@ class OperatorConfig(BaseSettings):
         validation_alias=AliasChoices(f"{ENV_OPERATOR_PREFIX}TRACKING_URI", ENV_TRACKING_URI),
     )
     pod_tracking_uri: str | None = None
+    # The key the promotion gate signs with (healthrisk.provenance): in the cluster the
+    # chart's Secret, mounted as a file; re-read at each promotion, so a rotation applies.
+    model_signing_key_file: Path = Field(
+        default=DEFAULT_SIGNING_KEY_FILE,
+        validation_alias=AliasChoices(
+            f"{ENV_OPERATOR_PREFIX}MODEL_SIGNING_KEY_FILE", ENV_MODEL_SIGNING_KEY_FILE
+        ),
+    )
 
     # One reconcile per object at least this often; pod and object events wake it sooner.
     reconcile_interval_s: float = 10.0

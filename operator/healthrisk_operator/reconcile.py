@@ -251,7 +251,14 @@ class Reconciler:
         if plan.promote is not None:
             p = plan.promote
             try:
-                decision = tracking.promote(uri, p.registered_name, p.version, p.alias, p.max_auc_drop)
+                decision = tracking.promote(
+                    uri,
+                    p.registered_name,
+                    p.version,
+                    p.alias,
+                    p.max_auc_drop,
+                    self.config.model_signing_key_file,
+                )
                 log.info("promotion of %s v%s: %s", p.registered_name, p.version, decision.reason)
             except ValueError as exc:  # e.g. no numeric val_auc tag: retrying will not add one
                 permanent.append(f"promotion of {p.registered_name} version {p.version} refused: {exc}")

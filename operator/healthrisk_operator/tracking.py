@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import healthrisk.provenance as provenance
 import healthrisk.registry as registry
 from healthrisk.contracts import (
     METRIC_ROUND,
@@ -98,14 +100,17 @@ def find_version(tracking_uri: str, registered_name: str, training_ref: str, run
 
 
 def promote(
-    tracking_uri: str, name: str, version: str, alias: str, max_auc_drop: float
+    tracking_uri: str, name: str, version: str, alias: str, max_auc_drop: float, signing_key_file: Path
 ) -> registry.PromotionDecision:
     mlflow_client = client(tracking_uri)
     champion = registry.current_champion(mlflow_client, name, alias)
     # Recorded before the alias moves: a rollback after a restart must know where to go.
     if champion is not None and champion.version != version:
         mlflow_client.set_model_version_tag(name, version, TAG_PREVIOUS_CHAMPION, str(champion.version))
-    return registry.promote(mlflow_client, name, version, alias=alias, max_auc_drop=max_auc_drop)
+    key = provenance.ensure_signing_key(signing_key_file)
+    return registry.promote(
+        mlflow_client, name, version, signing_key=key, alias=alias, max_auc_drop=max_auc_drop
+    )
 
 
 def rollback(tracking_uri: str, name: str, alias: str, to_version: str | None, reason: str) -> None:

@@ -215,10 +215,12 @@ def promote(
     """Give VERSION the serving alias if its AUC ≥ the champion's − max-auc-drop."""
     import mlflow
 
+    from healthrisk.provenance import ensure_signing_key, signing_key_file
     from healthrisk.registry import promote as decide
 
     client = mlflow.MlflowClient(_tracking_uri(tracking_uri))
-    decision = decide(client, model_name, version, alias=alias, max_auc_drop=max_auc_drop)
+    key = ensure_signing_key(signing_key_file())
+    decision = decide(client, model_name, version, signing_key=key, alias=alias, max_auc_drop=max_auc_drop)
     colour = "green" if decision.promoted else "yellow"
     console.print(
         f"[{colour}]version {version}: {'promoted' if decision.promoted else 'not promoted'}[/]"

@@ -66,6 +66,14 @@ TAG_RETRAIN_MODEL: Final = TAG_PREFIX + "retrain_model"  # retrain record: what 
 TAG_RETRAIN_VERSION: Final = TAG_PREFIX + "retrain_version"
 TAG_DRIFT_RUNS: Final = TAG_PREFIX + "drift_runs"  # retrain record: the drift runs that caused it
 TAG_TRAINING_WINDOW: Final = TAG_PREFIX + "training_window"
+# Written by the promotion gate before it moves the alias; the service verifies them
+# (healthrisk.provenance).
+TAG_PARAMETERS_SHA256: Final = TAG_PREFIX + "parameters_sha256"
+TAG_PROMOTION_HMAC: Final = TAG_PREFIX + "promotion_hmac"
+TAG_PROMOTION_KEY_ID: Final = TAG_PREFIX + "promotion_key_id"
+# A registered version's final training metrics as JSON: the service shows them in /model
+# with read access to the model alone (no access to the training experiment).
+TAG_METRICS: Final = TAG_PREFIX + "metrics"
 
 # Values of TAG_PROMOTION: the gate's verdict, and the operator's rollback.
 PROMOTION_PROMOTED: Final = "promoted"
@@ -125,6 +133,9 @@ ENV_MODEL_NAME: Final = "MODEL_NAME"
 ENV_MODEL_VERSION: Final = "MODEL_VERSION"
 ENV_MODEL_URI: Final = "MODEL_URI"
 ENV_INFERENCE_API_KEY: Final = "INFERENCE_API_KEY"
+# The promotion-signing key as a file: the gate signs with it, the service verifies with it.
+ENV_MODEL_SIGNING_KEY_FILE: Final = "MODEL_SIGNING_KEY_FILE"
+ENV_MODEL_PROVENANCE: Final = "MODEL_PROVENANCE"  # required (default) or off
 ENV_DRIFT_THRESHOLD: Final = "DRIFT_THRESHOLD"
 ENV_DATA_ROOT: Final = "HEALTHRISK_DATA_ROOT"
 ENV_OPERATOR_PREFIX: Final = "HEALTHRISK_OPERATOR_"  # every operator setting, e.g. ..._TRACKING_URI

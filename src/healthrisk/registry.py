@@ -1,29 +1,47 @@
 """MLflow side of a model's life: build the sklearn pipeline, log, register, promote.
 
-Promotion (SPEC §4): a new version takes the serving alias only if its federated
-validation AUC is at least the champion's minus `max_auc_drop`; otherwise it stays
-registered with tags saying why. Aliases and tags only — stages are deprecated.
+Registration logs the sklearn pipeline and, beside it, the parameters document that
+serving reads (healthrisk.model_parameters), refusing a pipeline the document does not
+reproduce exactly. Promotion (SPEC §4): a new version takes the serving alias only if its
+federated validation AUC is at least the champion's minus `max_auc_drop`; otherwise it
+stays registered with tags saying why. A promoted version is signed (healthrisk.provenance)
+before the alias moves. Aliases and tags only — stages are deprecated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from healthrisk.contracts import (
     CHAMPION_ALIAS,
+    METRIC_ROUND,
+    METRIC_TRAIN_LOSS,
     PROMOTION_PROMOTED,
     PROMOTION_REJECTED,
     PROMOTION_ROLLED_BACK,
+    TAG_METRICS,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
     TAG_VAL_AUC,
+    VAL_METRICS,
 )
-from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, LABEL
+from healthrisk.model_parameters import (
+    PARAMETERS_FILE,
+    ModelIntegrityError,
+    ModelParameters,
+    parse_parameters,
+)
+from healthrisk.provenance import sign_promotion
+from healthrisk.registry_rest import parameters_document
+from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES, LABEL
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -33,6 +51,12 @@ if TYPE_CHECKING:
 # Explicit requirements: inferring them costs ~5 s per log_model and pulls in the
 # whole training environment. The serving side needs only these.
 MODEL_PIP_REQUIREMENTS = ("scikit-learn>=1.6,<1.10", "numpy>=2,<2.5", "skops>=0.11")
+# The served formula and the pipeline's predict_proba must agree to this on the check rows.
+AGREEMENT_TOLERANCE = 1e-9
+_CHECK_ROWS = 64
+_FETCH_TIMEOUT_S = 30.0
+# The run's metrics that /model shows (TAG_METRICS); per-site metrics stay in the run.
+_SHOWN_METRICS = (*VAL_METRICS, METRIC_TRAIN_LOSS, METRIC_ROUND)
 
 
 def build_pipeline(mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float) -> Pipeline:
@@ -57,30 +81,85 @@ def build_pipeline(mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, interc
     return Pipeline([("scaler", scaler), ("classifier", classifier)])
 
 
+def served_parameters(pipeline: Any) -> ModelParameters:
+    """The parameters serving will read for `pipeline`, refused unless they reproduce it exactly.
+
+    Only StandardScaler → binary LogisticRegression over the schema's features can be
+    served as data; the check runs the document through the same parser serving uses.
+    """
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:
+        raise ModelIntegrityError(f"expected a 2-step sklearn Pipeline, got {type(pipeline).__name__}")
+    scaler, classifier = pipeline.steps[0][1], pipeline.steps[1][1]
+    if not isinstance(scaler, StandardScaler) or not isinstance(classifier, LogisticRegression):
+        raise ModelIntegrityError(
+            "expected StandardScaler → LogisticRegression, got "
+            f"{type(scaler).__name__} → {type(classifier).__name__}"
+        )
+    feature_names = getattr(scaler, "feature_names_in_", None)
+    if feature_names is not None and tuple(feature_names) != FEATURE_NAMES:
+        raise ModelIntegrityError(f"the scaler was fitted on {list(feature_names)}, not the feature schema")
+    if list(classifier.classes_) != [0, 1] or classifier.coef_.shape != (1, len(FEATURE_NAMES)):
+        raise ModelIntegrityError(
+            f"expected a binary classifier over {len(FEATURE_NAMES)} features, got classes "
+            f"{list(classifier.classes_)} and coef shape {classifier.coef_.shape}"
+        )
+    n = len(FEATURE_NAMES)
+    extracted = ModelParameters(
+        mean=np.asarray(scaler.mean_ if scaler.with_mean else np.zeros(n), dtype=np.float64),
+        scale=np.asarray(scaler.scale_ if scaler.with_std else np.ones(n), dtype=np.float64),
+        coef=np.asarray(classifier.coef_[0], dtype=np.float64),
+        intercept=float(classifier.intercept_[0]),
+    )
+    served = parse_parameters(extracted.document())
+    rng = np.random.default_rng(0)
+    low = np.array([f.minimum for f in FEATURES])
+    high = np.array([f.maximum for f in FEATURES])
+    rows = np.vstack(
+        [[EXAMPLE_RECORD[name] for name in FEATURE_NAMES], rng.uniform(low, high, (_CHECK_ROWS, n))]
+    )
+    expected = pipeline.predict_proba(pd.DataFrame(rows, columns=list(FEATURE_NAMES)))[:, 1]
+    worst = float(np.max(np.abs(expected - served.scores(rows))))
+    if worst > AGREEMENT_TOLERANCE:
+        raise ModelIntegrityError(f"{PARAMETERS_FILE} disagrees with the pipeline by {worst:.3g}")
+    return served
+
+
 def log_and_register(
     pipeline: Pipeline,
     *,
     registered_name: str,
     tags: Mapping[str, str],
 ) -> ModelVersion:
-    """Log `pipeline` into the active MLflow run and register it as a new version."""
+    """Log `pipeline` and its parameters document into the active MLflow run; register a version."""
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
 
+    document = served_parameters(pipeline).document()
     example = pd.DataFrame([EXAMPLE_RECORD], columns=list(FEATURE_NAMES)).astype("float64")
     signature = infer_signature(example, pd.Series([0.5], name=LABEL))
-    info = mlflow.sklearn.log_model(
-        pipeline,
-        name="model",
-        signature=signature,
-        input_example=example,
-        pip_requirements=list(MODEL_PIP_REQUIREMENTS),
-        registered_model_name=registered_name,
-    )
+    with tempfile.TemporaryDirectory(prefix="healthrisk-register-") as tmp:
+        parameters_path = Path(tmp) / PARAMETERS_FILE
+        parameters_path.write_bytes(document)
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=signature,
+            input_example=example,
+            pip_requirements=list(MODEL_PIP_REQUIREMENTS),
+            registered_model_name=registered_name,
+            extra_files=[str(parameters_path)],
+        )
     client = mlflow.MlflowClient()
     version = client.get_model_version(registered_name, str(info.registered_model_version))
-    for key, value in tags.items():
+    run_metrics = client.get_run(info.run_id).data.metrics if info.run_id else {}
+    shown = {name: run_metrics[name] for name in _SHOWN_METRICS if name in run_metrics}
+    for key, value in {**tags, TAG_METRICS: dumps_tag(shown)}.items():
         client.set_model_version_tag(registered_name, version.version, key, value)
     return client.get_model_version(registered_name, version.version)
 
@@ -124,10 +203,15 @@ def promote(
     name: str,
     version: str,
     *,
+    signing_key: bytes,
     alias: str = CHAMPION_ALIAS,
     max_auc_drop: float = 0.0,
 ) -> PromotionDecision:
-    """Decide, record (tags) and apply (alias) the promotion of `version`."""
+    """Decide, record (tags), sign and apply (alias) the promotion of `version`.
+
+    `signing_key` is healthrisk.provenance's: the signature tags are written before the
+    alias moves, so the service never sees the alias on a version not yet signed.
+    """
     if max_auc_drop < 0:
         raise ValueError(f"max_auc_drop must be >= 0, got {max_auc_drop}")
     candidate = client.get_model_version(name, version)
@@ -147,10 +231,19 @@ def promote(
             f" - maxAucDrop {max_auc_drop:g}"
         )
         decision = PromotionDecision(version, promoted, reason, auc, champion.version, champion_auc)
+    signature: dict[str, str] = {}
+    if decision.promoted:
+        try:
+            document = parameters_document(client.tracking_uri, name, version, timeout=_FETCH_TIMEOUT_S)
+            signature = sign_promotion(signing_key, name, version, document)
+        except ModelIntegrityError as exc:
+            decision = dataclasses.replace(decision, promoted=False, reason=f"cannot be served: {exc}")
     client.set_model_version_tag(
         name, version, TAG_PROMOTION, PROMOTION_PROMOTED if decision.promoted else PROMOTION_REJECTED
     )
     client.set_model_version_tag(name, version, TAG_PROMOTION_REASON, decision.reason)
+    for key, value in signature.items():
+        client.set_model_version_tag(name, version, key, value)
     if decision.promoted:
         client.set_registered_model_alias(name, alias, version)
     return decision

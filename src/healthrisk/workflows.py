@@ -16,6 +16,7 @@ from healthrisk.data.window import DateWindow
 from healthrisk.federated.control import ControlClient, RunStatus, SuperLinkAddress, submit
 from healthrisk.federated.run_config import RunConfig
 from healthrisk.federated.runner import RoundProgress, TrainingRequest, TrainingResult, train_federated
+from healthrisk.provenance import ensure_signing_key, signing_key_file
 from healthrisk.registry import PromotionDecision, promote
 
 
@@ -111,6 +112,7 @@ def run_training(
         mlflow.MlflowClient(tracking_uri),
         model_name,
         result.version,
+        signing_key=ensure_signing_key(signing_key_file()),
         alias=promote_alias,
         max_auc_drop=max_auc_drop,
     )

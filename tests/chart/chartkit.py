@@ -41,6 +41,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "metrics": {"prometheus": {"enabled": True}},
         "global": {"imageRegistry": "registry.hospital.example", "imagePullSecrets": [{"name": "regcred"}]},
+        "modelSigning": {"existingSecret": "model-signing-key"},
     },
     "minimal": {
         "mlflow": {"enabled": False, "externalTrackingUri": "http://mlflow.shared.svc:5000"},
@@ -48,6 +49,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "flower": {"tls": {"enabled": False}},
         "metrics": {"grafanaDashboard": {"enabled": False}},
         "operator": {"serviceAccount": {"create": False, "name": "default"}},
+        "modelSigning": {"required": False},
     },
     "multi-namespace": {
         "operator": {"watchNamespaces": ["{ns}-site-a", "{ns}-site-b"]},

@@ -19,6 +19,8 @@ import healthrisk.contracts as contracts
 from healthrisk.contracts import (
     ENV_INFERENCE_API_KEY,
     ENV_MODEL_NAME,
+    ENV_MODEL_PROVENANCE,
+    ENV_MODEL_SIGNING_KEY_FILE,
     ENV_MODEL_VERSION,
     ENV_OPERATOR_PREFIX,
     ENV_TRACKING_URI,
@@ -134,6 +136,29 @@ def test_inference_pods_serve_and_are_scraped_on_the_contract_port(rendered: lis
         if d["kind"] == "Service" and d["spec"]["selector"].get(LABEL_COMPONENT) == "inference"
     ]
     assert services and all(p["port"] == INFERENCE_PORT for s in services for p in s["spec"]["ports"])
+
+
+def test_the_operator_signs_with_the_key_the_inference_pods_verify_with(
+    rendered: list[dict[str, Any]],
+) -> None:
+    def key_file(pod: dict[str, Any], variable: str) -> tuple[str, str]:
+        """(Secret name, file path) of the key file a container's `variable` names."""
+        env = {e["name"]: e.get("value") for e in container(pod)["env"]}
+        path = env[variable]
+        (mount,) = [m for m in container(pod)["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+        items = {i["path"]: i["key"] for i in volume["secret"]["items"]}
+        return volume["secret"]["secretName"], items[path.removeprefix(mount["mountPath"] + "/")]
+
+    signer = key_file(component_pod(rendered, "operator"), f"{ENV_OPERATOR_PREFIX}MODEL_SIGNING_KEY_FILE")
+    inference = component_pod(rendered, "inference")
+    env = {e["name"]: e.get("value") for e in container(inference)["env"]}
+    if env[ENV_MODEL_PROVENANCE] == "required":
+        assert key_file(inference, ENV_MODEL_SIGNING_KEY_FILE) == signer
+    else:
+        assert env[ENV_MODEL_PROVENANCE] == "off" and ENV_MODEL_SIGNING_KEY_FILE not in env
+    generated = [d for d in rendered if d["kind"] == "Secret" and d["metadata"]["name"] == signer[0]]
+    assert all(d["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for d in generated)
 
 
 def test_mlflow_and_the_operator_listen_on_the_contract_ports(rendered: list[dict[str, Any]]) -> None:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from healthrisk.data.loader import write_day
 from healthrisk.drift.cli import DRIFT_EXIT_CODE
+from healthrisk.provenance import ensure_signing_key, signing_key_file
 from healthrisk.registry import promote
 from healthrisk.schema import FEATURE_NAMES
 
@@ -23,7 +24,8 @@ def _champion(mlflow_uri: str, register_version: Callable[..., str], data_root: 
 
     name = f"drift-cli-{uuid.uuid4().hex[:8]}"
     version = register_version(name, data_root=data_root)
-    assert promote(MlflowClient(mlflow_uri), name, version).promoted
+    key = ensure_signing_key(signing_key_file())
+    assert promote(MlflowClient(mlflow_uri), name, version, signing_key=key).promoted
     return name
 
 

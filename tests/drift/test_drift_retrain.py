@@ -28,6 +28,7 @@ from healthrisk.contracts import (
     TRIGGER_DRIFT,
 )
 from healthrisk.drift.retrain import RETRAIN_ARTIFACT
+from healthrisk.provenance import ensure_signing_key, signing_key_file
 from healthrisk.registry import promote
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,8 @@ def _champion(mlflow_uri: str, register_version: Callable[..., str], data_root: 
 
     name = f"drift-retrain-{uuid.uuid4().hex[:8]}"
     version = register_version(name, data_root=data_root, val_auc=val_auc)
-    assert promote(MlflowClient(mlflow_uri), name, version).promoted
+    key = ensure_signing_key(signing_key_file())
+    assert promote(MlflowClient(mlflow_uri), name, version, signing_key=key).promoted
     return name
 
 

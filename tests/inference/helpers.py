@@ -100,34 +100,20 @@ class BasicDeployment:
     service: Service
 
 
-def register_bad_signature(tracking_uri: str, name: str) -> str:
-    """A version whose signature renames `humidity`: the service must refuse to serve it."""
-    import mlflow
-    import numpy as np
-    import pandas as pd
-    from mlflow.models import infer_signature
+def promote_through_gate(tracking_uri: str, name: str, version: str) -> None:
+    """What the operator and `healthrisk promote` do: decide, sign, move the alias."""
+    from mlflow import MlflowClient
 
-    from healthrisk.registry import MODEL_PIP_REQUIREMENTS, build_pipeline
-    from healthrisk.schema import N_FEATURES
+    from healthrisk.provenance import ensure_signing_key, signing_key_file
+    from healthrisk.registry import promote
 
-    pipeline = build_pipeline(np.zeros(N_FEATURES), np.ones(N_FEATURES), np.full(N_FEATURES, 0.01), 0.0)
-    example = (
-        pd.DataFrame([EXAMPLE_RECORD]).astype("float64").rename(columns={"humidity": "relative_humidity"})
-    )
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("tests")
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            pipeline,
-            name="model",
-            signature=infer_signature(example, pd.Series([0.5])),
-            pip_requirements=list(MODEL_PIP_REQUIREMENTS),
-            registered_model_name=name,
-        )
-    return str(info.registered_model_version)
+    key = ensure_signing_key(signing_key_file())
+    decision = promote(MlflowClient(tracking_uri), name, version, signing_key=key)
+    assert decision.promoted, decision.reason
 
 
 def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
+    """What anyone with write access to the registered model can do: move the alias by hand."""
     from mlflow import MlflowClient
 
     MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version)

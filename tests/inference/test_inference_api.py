@@ -19,7 +19,13 @@ from schemathesis.checks import (
 )
 from schemathesis.core.result import Ok
 
-from healthrisk.contracts import ENV_INFERENCE_API_KEY, ENV_MODEL_NAME, ENV_MODEL_URI, TAG_VAL_AUC
+from healthrisk.contracts import (
+    ENV_INFERENCE_API_KEY,
+    ENV_MODEL_NAME,
+    ENV_MODEL_PROVENANCE,
+    ENV_MODEL_URI,
+    TAG_VAL_AUC,
+)
 from healthrisk.processes import ProcessGroup
 from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES
 from tests.inference.helpers import (
@@ -256,7 +262,7 @@ def keyed_local(
 ) -> Iterator[Service]:
     """A second deployment: the basic version copied to a local MODEL_URI, behind an API key.
 
-    (One process for both features: each start costs a model load.)
+    A local directory has no tags to verify: it is served only with provenance off.
     """
     import mlflow
 
@@ -267,7 +273,13 @@ def keyed_local(
     )
     with ProcessGroup(state / "logs") as group:
         service = start_service(
-            group, {ENV_MODEL_URI: local, ENV_MODEL_NAME: basic.name, ENV_INFERENCE_API_KEY: API_KEY}
+            group,
+            {
+                ENV_MODEL_URI: local,
+                ENV_MODEL_NAME: basic.name,
+                ENV_INFERENCE_API_KEY: API_KEY,
+                ENV_MODEL_PROVENANCE: "off",
+            },
         )
         wait_ready(service)
         yield service

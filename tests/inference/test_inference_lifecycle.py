@@ -1,4 +1,5 @@
-"""Model lifecycle under real MLflow: hot swap, registry outage, integrity refusal."""
+"""Model lifecycle under real MLflow: hot swap, registry outage, refusal (see also
+test_inference_provenance.py for versions the gate did not sign)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tests.inference.helpers import (
     Service,
     fresh_name,
     metric_samples,
-    register_bad_signature,
+    promote_through_gate,
     sample,
     set_alias,
     start_service,
@@ -72,14 +73,14 @@ def test_hot_swap_to_a_new_champion_without_restart(
 ) -> None:
     name = fresh_name("inference-swap")
     first = register_version(name, data_root=data_root)
-    set_alias(mlflow_uri, name, CHAMPION_ALIAS, first)
+    promote_through_gate(mlflow_uri, name, first)
     with ProcessGroup(tmp_path) as group:
         service = start_service(group, {ENV_TRACKING_URI: mlflow_uri, ENV_MODEL_NAME: name})
         wait_ready(service)
         pid = service.child.pid
         with Traffic(service) as traffic:
             second = register_version(name, data_root=data_root, scale_coef=-1.0)
-            set_alias(mlflow_uri, name, CHAMPION_ALIAS, second)
+            promote_through_gate(mlflow_uri, name, second)
             wait_until(serving(service, second), timeout=90, what=f"version {second} to be served")
             wait_until(
                 lambda: len(traffic.answers) > 5 and traffic.answers[-1][1] == second,
@@ -87,9 +88,9 @@ def test_hot_swap_to_a_new_champion_without_restart(
                 what="traffic",
             )
 
-            # A new champion that fails the integrity checks is refused; the current one stays.
-            bad = register_bad_signature(mlflow_uri, name)
-            set_alias(mlflow_uri, name, CHAMPION_ALIAS, bad)
+            # A champion set by hand is refused; the current one stays.
+            unsigned = register_version(name, data_root=data_root)
+            set_alias(mlflow_uri, name, CHAMPION_ALIAS, unsigned)
             wait_until(
                 lambda: "refused" in (service.model().get("last_load_error") or ""),
                 timeout=90,
@@ -102,7 +103,7 @@ def test_hot_swap_to_a_new_champion_without_restart(
             CHAMPION_ALIAS,
             True,
         )
-        assert "signature" in described["last_load_error"]
+        assert "promotion gate did not promote it" in described["last_load_error"]
 
         statuses = {status for status, _ in traffic.answers}
         versions = [version for _, version in traffic.answers]
@@ -114,7 +115,7 @@ def test_hot_swap_to_a_new_champion_without_restart(
         assert sample(samples, "model_reloads_total") == 2
         assert sample(samples, "model_info", name=name, version=second, alias=CHAMPION_ALIAS) == 1
         assert sample(samples, "model_info", name=name, version=first, alias=CHAMPION_ALIAS) == 0
-        assert sample(samples, "model_load_failures_total", reason="refused") == 1
+        assert sample(samples, "model_load_failures_total", reason="unsigned") == 1
 
 
 def test_registry_outage_keeps_serving_then_picks_up_new_versions(
@@ -129,6 +130,7 @@ def test_registry_outage_keeps_serving_then_picks_up_new_versions(
         registry = group.start("registry", registry_argv, env=MLFLOW_SERVER_ENV)
         wait_for_http(f"{registry_uri}/health", timeout=90, child=registry)
         first = register_version(name, data_root=data_root, tracking_uri=registry_uri)
+        promote_through_gate(registry_uri, name, first)
         service = start_service(
             group, {ENV_TRACKING_URI: registry_uri, ENV_MODEL_NAME: name, ENV_MODEL_VERSION: LATEST_VERSION}
         )
@@ -152,33 +154,50 @@ def test_registry_outage_keeps_serving_then_picks_up_new_versions(
         registry = group.start("registry-again", registry_argv, env=MLFLOW_SERVER_ENV)
         wait_for_http(f"{registry_uri}/health", timeout=90, child=registry)
         second = register_version(name, data_root=data_root, tracking_uri=registry_uri, scale_coef=0.5)
+        promote_through_gate(registry_uri, name, second)
         wait_until(serving(service, second), timeout=90, what=f"version {second} after the outage")
         assert service.model()["registry"]["reachable"] is True
         assert sample(metric_samples(service), "model_registry_reachable") == 1
         assert "registry unreachable" in service.log()
 
 
-def test_a_model_whose_signature_breaks_the_schema_is_refused(mlflow_uri: str, tmp_path: Path) -> None:
-    name = fresh_name("inference-badsig")
-    version = register_bad_signature(mlflow_uri, name)
+def test_a_version_without_a_parameters_document_is_refused_once(
+    mlflow_uri: str, register_version: Callable[..., str], data_root: Path, tmp_path: Path
+) -> None:
+    """A version logged by other means than the platform's training: nothing serving can read."""
+    import mlflow
+    import numpy as np
+
+    from healthrisk.registry import MODEL_PIP_REQUIREMENTS, build_pipeline
+    from healthrisk.schema import N_FEATURES
+
+    name = fresh_name("inference-nodoc")
+    pipeline = build_pipeline(np.zeros(N_FEATURES), np.ones(N_FEATURES), np.full(N_FEATURES, 0.01), 0.0)
+    mlflow.set_tracking_uri(mlflow_uri)
+    mlflow.set_experiment("tests")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            pipeline, name="model", pip_requirements=list(MODEL_PIP_REQUIREMENTS), registered_model_name=name
+        )
+    version = str(info.registered_model_version)
     with ProcessGroup(tmp_path) as group:
         service = start_service(
             group, {ENV_TRACKING_URI: mlflow_uri, ENV_MODEL_NAME: name, ENV_MODEL_VERSION: version}
         )
         wait_until(
             lambda: service.model().get("last_load_error") is not None,
-            timeout=90,
+            timeout=30,
             what="the load to be refused",
         )
         described = service.model()
         assert described["ready"] is False and described["version"] is None
-        assert "relative_humidity" in described["last_load_error"]
+        assert "healthrisk_parameters.json" in described["last_load_error"]
         with service.client() as client:
             assert client.get("/ready").status_code == 503
             assert client.get("/v2/health/ready").status_code == 503
             refused = client.post("/predict", json=EXAMPLE_RECORD)
         assert refused.status_code == 503
-        assert "refusing model" in service.log() and "signature" in service.log()
+        assert "refusing model" in service.log()
         # Refused once, not retried on every poll.
         checked = described["registry"]["last_check"]
         wait_until(

@@ -14,11 +14,11 @@ from healthrisk.contracts import (
     LATEST_VERSION,
     MLFLOW_PORT,
 )
-from healthrisk.registry import build_pipeline
+from healthrisk.model_parameters import ModelIntegrityError, ModelParameters
+from healthrisk.registry import build_pipeline, served_parameters
 from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES, N_FEATURES
-from healthrisk_inference.loader import _extract_parameters
 from healthrisk_inference.metrics import RiskScoreHistogram
-from healthrisk_inference.model import LoadedModel, ModelIntegrityError, ModelParameters, risk_levels
+from healthrisk_inference.model import LoadedModel, Provenance, risk_levels
 from healthrisk_inference.schemas import PatientRecord, V2InferRequest
 from healthrisk_inference.settings import Settings
 from healthrisk_inference.v2 import _Invalid, _matrix
@@ -35,7 +35,8 @@ def random_pipeline(seed: int) -> Pipeline:
 
 
 def served(parameters: ModelParameters) -> LoadedModel:
-    return LoadedModel(name="m", version="1", source="test", parameters=parameters)
+    provenance = Provenance(verified=False, parameters_sha256="")
+    return LoadedModel(name="m", version="1", source="test", parameters=parameters, provenance=provenance)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -43,7 +44,7 @@ def test_the_numpy_path_equals_the_sklearn_pipeline(seed: int) -> None:
     import pandas as pd
 
     pipeline = random_pipeline(seed)
-    model = served(_extract_parameters(pipeline))
+    model = served(served_parameters(pipeline))
     rows = np.random.default_rng(seed + 100).uniform(LOW, HIGH, (500, N_FEATURES))
     expected = pipeline.predict_proba(pd.DataFrame(rows, columns=list(FEATURE_NAMES)))[:, 1]
     assert np.max(np.abs(model.scores(rows) - expected)) < 1e-12
@@ -74,16 +75,16 @@ def test_pipelines_the_service_cannot_serve_exactly_are_refused() -> None:
 
     good = random_pipeline(0)
     with pytest.raises(ModelIntegrityError, match="StandardScaler"):
-        _extract_parameters(Pipeline([("scaler", MinMaxScaler()), ("classifier", good.steps[1][1])]))
+        served_parameters(Pipeline([("scaler", MinMaxScaler()), ("classifier", good.steps[1][1])]))
     multiclass = LogisticRegression()
     multiclass.classes_ = np.array([0, 1, 2])
     multiclass.coef_ = np.zeros((3, N_FEATURES))
     with pytest.raises(ModelIntegrityError, match="binary"):
-        _extract_parameters(Pipeline([("scaler", good.steps[0][1]), ("classifier", multiclass)]))
+        served_parameters(Pipeline([("scaler", good.steps[0][1]), ("classifier", multiclass)]))
     renamed = random_pipeline(1)
     renamed.steps[0][1].feature_names_in_ = np.array([*FEATURE_NAMES[:-1], "rh"], dtype=object)
     with pytest.raises(ModelIntegrityError, match="feature schema"):
-        _extract_parameters(renamed)
+        served_parameters(renamed)
     with pytest.raises(ModelIntegrityError, match="non-positive"):
         ModelParameters(np.zeros(N_FEATURES), np.zeros(N_FEATURES), np.ones(N_FEATURES), 0.0)
     with pytest.raises(ModelIntegrityError, match="non-finite"):

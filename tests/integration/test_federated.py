@@ -153,12 +153,12 @@ def test_no_process_outlives_the_run(trained: dict[str, object]) -> None:
 
 
 def test_promotion_takes_a_better_model_and_refuses_a_worse_one(
-    trained: dict[str, object], data_root: Path, tmp_path: Path, mlflow_uri: str
+    trained: dict[str, object], data_root: Path, tmp_path: Path, mlflow_uri: str, signing_key: bytes
 ) -> None:
     name = str(trained["name"])
     client = mlflow.MlflowClient()
     good = trained["result"].version  # type: ignore[attr-defined]
-    first = promote(client, name, good)
+    first = promote(client, name, good, signing_key=signing_key)
     assert first.promoted and client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == good
 
     # a consortium where every site's labels are corrupted trains a worse model
@@ -166,14 +166,14 @@ def test_promotion_takes_a_better_model_and_refuses_a_worse_one(
     drifts = [DriftSpec.parse(f"label-noise:{s}:{TRAIN_WINDOW}") for s in SITES]
     generate(noisy_root, n_sites=3, window=TRAIN_WINDOW, seed=42, drifts=drifts)
     worse = train_federated(_request(noisy_root, tmp_path, mlflow_uri, name))
-    decision = promote(client, name, worse.version)
+    decision = promote(client, name, worse.version, signing_key=signing_key)
     assert not decision.promoted
     assert client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == good
     tags = client.get_model_version(name, worse.version).tags
     assert tags[TAG_PROMOTION] == PROMOTION_REJECTED
     assert "<" in tags[TAG_PROMOTION_REASON] and f"v{good}" in tags[TAG_PROMOTION_REASON]
     # within the allowed drop, the same model is promoted
-    assert promote(client, name, worse.version, max_auc_drop=1.0).promoted
+    assert promote(client, name, worse.version, signing_key=signing_key, max_auc_drop=1.0).promoted
 
 
 def test_cli_refuses_a_malformed_file_before_starting_anything(

@@ -4,9 +4,11 @@ MLflow side against a real `mlflow server`."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import kopf
+import numpy as np
 import pytest
 
 from healthrisk.contracts import (
@@ -24,6 +26,7 @@ from healthrisk.contracts import (
     TAG_VAL_AUC,
     TRAINING_EXPERIMENT,
 )
+from healthrisk.schema import FEATURE_NAMES
 from healthrisk_operator import tracking
 from healthrisk_operator.config import OperatorConfig
 from healthrisk_operator.handlers import QuietWakeups, apply_settings
@@ -108,10 +111,14 @@ def test_quiet_wakeups_hides_only_wake_handler_successes() -> None:
 
 
 @pytest.mark.integration
-def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str) -> None:
+def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str, tmp_path: Path) -> None:
     """The operator's MLflow edge on a real server: found by tags, promotion records the
-    champion it replaced, rollback restores it."""
+    champion it replaced and signs what it promotes, rollback restores it."""
     from mlflow import MlflowClient
+
+    from healthrisk.model_parameters import PARAMETERS_ARTIFACT, ModelParameters
+    from healthrisk.provenance import verify_promotion
+    from healthrisk.registry_rest import parameters_document
 
     client = MlflowClient(mlflow_uri)
     name = "operator-edge-model"
@@ -120,14 +127,29 @@ def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str) -> 
     experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(TRAINING_EXPERIMENT)
 
-    def training_run(run: int, auc: float) -> str:
+    key_file = tmp_path / "model-signing.key"
+
+    def training_run(run: int, auc: float, *, servable: bool = True) -> str:
         tags = {TAG_TRAINING: ref, TAG_RUN_NUMBER: str(run)}
         run_id = client.create_run(experiment_id, tags=tags).info.run_id
         for step in (1, 2):
             client.log_metric(run_id, "round", step, step=step)
             client.log_metric(run_id, METRIC_VAL_AUC, auc - 0.1 / step, step=step)
+        # A logged model, as log_model makes it: its files are what get-artifact serves.
+        model_id = client.create_logged_model(experiment_id, source_run_id=run_id).model_id
+        if servable:
+            n = len(FEATURE_NAMES)
+            document = ModelParameters(np.zeros(n), np.ones(n), np.full(n, auc), 0.0).document()
+            files = tmp_path / f"run-{run}"
+            (files / PARAMETERS_ARTIFACT).parent.mkdir(parents=True)
+            (files / PARAMETERS_ARTIFACT).write_bytes(document)
+            client.log_model_artifacts(model_id, str(files))
         version = client.create_model_version(
-            name, f"runs:/{run_id}/model", run_id=run_id, tags={**tags, TAG_VAL_AUC: str(auc)}
+            name,
+            f"models:/{model_id}",
+            run_id=run_id,
+            tags={**tags, TAG_VAL_AUC: str(auc)},
+            model_id=model_id,
         )
         return str(version.version)
 
@@ -139,9 +161,12 @@ def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str) -> 
     assert found is not None and (found.version, found.auc, found.promotion) == (first, 0.8, None)
     assert tracking.find_version(mlflow_uri, name, ref, 2) is None
 
-    assert tracking.promote(mlflow_uri, name, first, "champion", 0.0).promoted
+    assert tracking.promote(mlflow_uri, name, first, "champion", 0.0, key_file).promoted
+    signed = client.get_model_version(name, first).tags
+    key = key_file.read_bytes()  # created by the first promotion
+    verify_promotion(key, name, first, parameters_document(mlflow_uri, name, first, timeout=10), signed)
     second = training_run(2, 0.85)
-    assert tracking.promote(mlflow_uri, name, second, "champion", 0.0).promoted
+    assert tracking.promote(mlflow_uri, name, second, "champion", 0.0, key_file).promoted
     promoted = tracking.find_version(mlflow_uri, name, ref, 2)
     assert promoted is not None and promoted.previous_champion == first
     assert client.get_model_version(name, second).tags[TAG_PREVIOUS_CHAMPION] == first
@@ -150,7 +175,12 @@ def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str) -> 
     assert client.get_model_version_by_alias(name, "champion").version == first
     assert client.get_model_version(name, second).tags[TAG_PROMOTION] == PROMOTION_ROLLED_BACK
     third = training_run(3, 0.5)
-    assert not tracking.promote(mlflow_uri, name, third, "champion", 0.0).promoted
+    assert not tracking.promote(mlflow_uri, name, third, "champion", 0.0, key_file).promoted
+    # Better, but nothing serving could read: not promoted, and said why.
+    fourth = training_run(4, 0.9, servable=False)
+    refused = tracking.promote(mlflow_uri, name, fourth, "champion", 0.0, key_file)
+    assert not refused.promoted and "cannot be served" in refused.reason
+    assert client.get_model_version_by_alias(name, "champion").version == first
 
 
 def test_own_status_writes_do_not_wake_the_daemon() -> None:

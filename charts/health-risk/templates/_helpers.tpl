@@ -127,6 +127,29 @@ capabilities:
 {{- default (include "health-risk.componentName" (dict "root" . "component" "inference-api-key")) .Values.inference.apiKey.existingSecret }}
 {{- end }}
 
+{{/* Name of the Secret holding the promotion-signing key (healthrisk.provenance). */}}
+{{- define "health-risk.modelSigning.secretName" -}}
+{{- default (include "health-risk.componentName" (dict "root" . "component" "model-signing")) .Values.modelSigning.existingSecret }}
+{{- end }}
+
+{{/* The promotion-signing key as a read-only file, for the pods that sign or verify. */}}
+{{- define "health-risk.modelSigning.volume" -}}
+- name: model-signing
+  secret:
+    secretName: {{ include "health-risk.modelSigning.secretName" . }}
+    items:
+      - key: hmac-key
+        path: hmac-key
+{{- end }}
+{{- define "health-risk.modelSigning.volumeMount" -}}
+- name: model-signing
+  mountPath: /var/run/secrets/healthrisk/model-signing
+  readOnly: true
+{{- end }}
+{{- define "health-risk.modelSigning.keyFile" -}}
+/var/run/secrets/healthrisk/model-signing/hmac-key
+{{- end }}
+
 {{- define "health-risk.operator.serviceAccountName" -}}
 {{- if .Values.operator.serviceAccount.create }}
 {{- default (include "health-risk.componentName" (dict "root" . "component" "operator")) .Values.operator.serviceAccount.name }}

@@ -2,8 +2,10 @@
 
 The served model is one attribute holding an immutable `LoadedModel`; a request reads it
 once and uses that object to the end, so a swap never mixes two versions in one response
-and never exposes a half-loaded model. Loading happens on a background thread (in a child
-process, see loader.py); the event loop never waits for the registry.
+and never exposes a half-loaded model. Loading (loader.py: one small document, verified
+and parsed) happens on a background thread; the event loop never waits for the registry.
+A refused version is never retried, unless its signature changes (the gate promoted it
+since), and the model being served keeps serving.
 """
 
 from __future__ import annotations
@@ -12,19 +14,25 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from healthrisk.contracts import ENV_MODEL_NAME, ENV_MODEL_URI, ENV_MODEL_VERSION, ENV_TRACKING_URI
-from healthrisk_inference.loader import LoadRequest, ModelLoadError, load_in_child
-from healthrisk_inference.metrics import ServiceMetrics
-from healthrisk_inference.model import LoadedModel, ModelIntegrityError
-from healthrisk_inference.registry_client import (
-    RegistryClient,
-    RegistryUnreachable,
-    ResolvedVersion,
-    VersionNotFound,
+from healthrisk.contracts import (
+    ENV_MODEL_NAME,
+    ENV_MODEL_URI,
+    ENV_MODEL_VERSION,
+    ENV_TRACKING_URI,
+    TAG_PROMOTION_HMAC,
 )
+from healthrisk.model_parameters import ModelIntegrityError
+from healthrisk.provenance import ProvenanceError, SigningKeyUnavailable, read_signing_key
+from healthrisk.registry_rest import RegistryUnreachable, VersionNotFound
+from healthrisk_inference.loader import load_directory, load_version
+from healthrisk_inference.metrics import ServiceMetrics
+from healthrisk_inference.model import LoadedModel
+from healthrisk_inference.registry_client import RegistryClient, ResolvedVersion
 from healthrisk_inference.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,18 +58,26 @@ class ModelManager:
         self.current: LoadedModel | None = None
         self.registry = RegistryStatus()
         self.last_load_error: str | None = None
-        self._refused: dict[str, str] = {}
+        # uri → why it was refused, for /model; keyed again by signature below.
+        self.refused: dict[str, str] = {}
+        self._refused_signatures: dict[str, str | None] = {}
         self._client = (
             RegistryClient(settings.mlflow_tracking_uri, timeout=settings.registry_timeout_seconds)
-            if settings.model_uri is None and settings.mlflow_tracking_uri
+            if settings.mlflow_tracking_uri
             else None
         )
-        if settings.model_uri is None and self._client is None:
+        if self._local_directory is None and self._client is None:
             raise ValueError(
-                f"set {ENV_TRACKING_URI} (with {ENV_MODEL_NAME}/{ENV_MODEL_VERSION}) or {ENV_MODEL_URI}"
+                f"set {ENV_TRACKING_URI} (with {ENV_MODEL_NAME}/{ENV_MODEL_VERSION} or a "
+                f"{ENV_MODEL_URI} models:/NAME/VERSION), or {ENV_MODEL_URI} to a local model directory"
             )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-poller", daemon=True)
+
+    @property
+    def _local_directory(self) -> Path | None:
+        uri = self.settings.model_uri
+        return Path(uri) if uri is not None and not _MODELS_URI.match(uri) else None
 
     @property
     def reference(self) -> str:
@@ -89,11 +105,20 @@ class ModelManager:
 
     def poll_once(self) -> bool:
         """One resolve-and-maybe-load step; returns whether polling is still needed."""
-        if self.settings.model_uri is not None:
-            return self._load_uri(self.settings.model_uri)
+        directory = self._local_directory
+        if directory is not None:
+            self._load(
+                str(directory),
+                None,
+                lambda: load_directory(
+                    directory, self.settings.model_name, provenance_required=self.settings.provenance_required
+                ),
+            )
+            return self.current is None and str(directory) not in self.refused
         assert self._client is not None
+        name, reference = self._registry_reference()
         try:
-            resolved = self._client.resolve(self.settings.model_name, self.settings.model_version)
+            resolved = self._client.resolve(name, reference)
         except (RegistryUnreachable, VersionNotFound) as exc:
             self._record_registry(exc)
             return True
@@ -102,40 +127,55 @@ class ModelManager:
             self._load_resolved(resolved)
         return self.settings.polls_registry or self.current is None
 
-    def _load_uri(self, uri: str) -> bool:
-        match = _MODELS_URI.match(uri)
-        name, version = (match["name"], match["version"]) if match else (self.settings.model_name, "local")
-        request = LoadRequest(uri=uri, name=name, version=version, from_registry=match is not None)
-        return not self._load(request) and uri not in self._refused
+    def _registry_reference(self) -> tuple[str, str]:
+        match = _MODELS_URI.match(self.settings.model_uri or "")
+        if match:
+            return match["name"], match["version"]
+        return self.settings.model_name, self.settings.model_version
 
     def _load_resolved(self, resolved: ResolvedVersion) -> None:
-        if resolved.uri in self._refused:
+        signature = resolved.tags.get(TAG_PROMOTION_HMAC)
+        # Refused once is refused for good, unless the gate has signed the version since.
+        if resolved.uri in self.refused and self._refused_signatures.get(resolved.uri) == signature:
             return
-        self._load(
-            LoadRequest(uri=resolved.uri, name=resolved.name, version=resolved.version, alias=resolved.alias)
-        )
+        client = self._client
+        assert client is not None
 
-    def _load(self, request: LoadRequest) -> bool:
+        def load() -> LoadedModel:
+            key = (
+                read_signing_key(self.settings.model_signing_key_file)
+                if self.settings.provenance_required
+                else None
+            )
+            return load_version(client, resolved, signing_key=key)
+
+        if self._load(resolved.uri, signature, load):
+            self.refused.pop(resolved.uri, None)
+            self._refused_signatures.pop(resolved.uri, None)
+
+    def _load(self, uri: str, signature: str | None, load: Callable[[], LoadedModel]) -> bool:
         started = time.monotonic()
         try:
-            model = load_in_child(request, timeout=self.settings.model_load_timeout_seconds)
+            model = load()
         except ModelIntegrityError as exc:
-            self._refused[request.uri] = str(exc)
-            self.last_load_error = f"refused {request.uri}: {exc}"
-            self.metrics.model_load_failures.labels(reason="refused").inc()
-            log.error("refusing model %s: %s; it will not be served", request.uri, exc)
+            reason = exc.reason if isinstance(exc, ProvenanceError) else "refused"
+            self.refused[uri] = str(exc)
+            self._refused_signatures[uri] = signature
+            self.last_load_error = f"refused {uri}: {exc}"
+            self.metrics.model_load_failures.labels(reason=reason).inc()
+            log.error("refusing model %s (%s): %s; it will not be served", uri, reason, exc)
             return False
-        except ModelLoadError as exc:
-            self.last_load_error = f"could not load {request.uri}: {exc}"
+        except (RegistryUnreachable, VersionNotFound, SigningKeyUnavailable) as exc:
+            self.last_load_error = f"could not load {uri}: {exc}"
             self.metrics.model_load_failures.labels(reason="error").inc()
-            log.warning("could not load model %s (will retry): %s", request.uri, exc)
+            log.warning("could not load model %s (will retry): %s", uri, exc)
             return False
         previous = self.current
         self.current = model
         self.last_load_error = None
         self.metrics.model_swapped(model)
         log.info(
-            "serving model %s version %s (was %s), loaded in %.1f s",
+            "serving model %s version %s (was %s), loaded in %.3f s",
             model.name,
             model.version,
             previous.version if previous else "none",

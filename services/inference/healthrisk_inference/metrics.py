@@ -106,7 +106,9 @@ class ServiceMetrics:
         )
         self.model_load_failures = Counter(
             "model_load_failures",
-            "Model loads that failed: refused (artifact fails the integrity checks) or error.",
+            "Model loads that failed: refused (no valid parameters document), unsigned (not promoted by "
+            "the platform's gate), bad_signature (forged, or changed since promotion), error (may go away: "
+            "registry unreachable, no signing key).",
             ["reason"],
             registry=self.registry,
         )

@@ -1,7 +1,9 @@
 """The loaded model: plain numpy arrays, so the request path never touches pandas or sklearn.
 
-A `StandardScaler → LogisticRegression` pipeline is `sigmoid(((x - mean) / scale) · coef + b)`.
-Folding the scaler into the weights once at load time leaves one dot product per request.
+The arithmetic lives with the parameters (healthrisk.model_parameters), which registration
+checks against the sklearn pipeline; this module adds what serving knows about a version
+(name, version, alias, where it came from, whether its provenance was verified) and the
+risk levels.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from healthrisk.schema import FEATURE_NAMES, N_FEATURES
+from healthrisk.model_parameters import ModelParameters
+from healthrisk.schema import FEATURE_NAMES
 
 RiskLevel = Literal["low", "moderate", "high"]
 
@@ -22,13 +25,6 @@ HIGH_FROM = 0.6
 RISK_LEVELS: tuple[RiskLevel, RiskLevel, RiskLevel] = ("low", "moderate", "high")
 _LEVEL_EDGES = np.array([MODERATE_FROM, HIGH_FROM])
 
-# exp() overflows float64 past ~709; a logit beyond ±500 is a certainty either way.
-_LOGIT_CLIP = 500.0
-
-
-class ModelIntegrityError(ValueError):
-    """The artifact is not a model this service can serve correctly; never retried."""
-
 
 def risk_levels(scores: np.ndarray) -> list[RiskLevel]:
     indices = np.searchsorted(_LEVEL_EDGES, scores, side="right")
@@ -36,42 +32,12 @@ def risk_levels(scores: np.ndarray) -> list[RiskLevel]:
 
 
 @dataclass(frozen=True)
-class ModelParameters:
-    """What the loader extracts from the pipeline, checked for shape and finiteness."""
+class Provenance:
+    """What the service checked about where a version came from (healthrisk.provenance)."""
 
-    mean: np.ndarray
-    scale: np.ndarray
-    coef: np.ndarray
-    intercept: float
-
-    def __post_init__(self) -> None:
-        for name in ("mean", "scale", "coef"):
-            array = getattr(self, name)
-            if array.shape != (N_FEATURES,):
-                raise ModelIntegrityError(f"{name} has shape {array.shape}, expected ({N_FEATURES},)")
-            if not np.all(np.isfinite(array)):
-                raise ModelIntegrityError(f"{name} has non-finite values")
-        if not np.all(self.scale > 0):
-            raise ModelIntegrityError("scale has non-positive values")
-        if not np.isfinite(self.intercept):
-            raise ModelIntegrityError("intercept is not finite")
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "mean": self.mean.tolist(),
-            "scale": self.scale.tolist(),
-            "coef": self.coef.tolist(),
-            "intercept": self.intercept,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ModelParameters:
-        return cls(
-            mean=np.asarray(data["mean"], dtype=np.float64),
-            scale=np.asarray(data["scale"], dtype=np.float64),
-            coef=np.asarray(data["coef"], dtype=np.float64),
-            intercept=float(data["intercept"]),
-        )
+    verified: bool  # False only when MODEL_PROVENANCE=off
+    parameters_sha256: str
+    key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,38 +48,25 @@ class LoadedModel:
     version: str
     source: str
     parameters: ModelParameters
+    provenance: Provenance
     alias: str | None = None
     run_id: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
-    # Derived once: logit = x @ weights + bias.
-    weights: np.ndarray = field(init=False, repr=False)
-    bias: float = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        p = self.parameters
-        weights = p.coef / p.scale
-        object.__setattr__(self, "weights", weights)
-        object.__setattr__(self, "bias", float(p.intercept - np.dot(weights, p.mean)))
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """x is (n, N_FEATURES) in FEATURE_NAMES order."""
-        return np.asarray(x @ self.weights + self.bias)
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        logits = np.clip(self.logits(x), -_LOGIT_CLIP, _LOGIT_CLIP)
-        return np.asarray(1.0 / (1.0 + np.exp(-logits)))
+        """x is (n, N_FEATURES) in FEATURE_NAMES order."""
+        return self.parameters.scores(x)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
-        """Per-feature terms coef_i * standardized x_i; with the intercept they sum to the logit."""
-        p = self.parameters
-        return np.asarray((x - p.mean) / p.scale * p.coef)
+        return self.parameters.contributions(x)
 
     def explanation(self, contributions: np.ndarray) -> dict[str, Any]:
         """One row's explanation, computed from its contributions so the parts add up exactly."""
+        intercept = self.parameters.intercept
         return {
-            "intercept": self.parameters.intercept,
-            "logit": self.parameters.intercept + float(contributions.sum()),
+            "intercept": intercept,
+            "logit": intercept + float(contributions.sum()),
             "contributions": dict(zip(FEATURE_NAMES, contributions.tolist(), strict=True)),
         }

@@ -5,6 +5,7 @@ The Open Inference Protocol routes live in `v2`; `app.create_app` mounts both.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
@@ -25,6 +26,7 @@ from healthrisk_inference.schemas import (
     ModelDescription,
     PatientRecord,
     PredictResponse,
+    ProvenanceDescription,
     Readiness,
     RegistryHealth,
 )
@@ -167,6 +169,8 @@ def router(
             risk_levels={"low": 0.0, "moderate": MODERATE_FROM, "high": HIGH_FROM},
             feature_schema=as_json_schema(),
             registry=RegistryHealth(**manager.registry.as_json()),
+            provenance=ProvenanceDescription(**dataclasses.asdict(model.provenance)) if model else None,
+            refused=dict(manager.refused),
             last_load_error=manager.last_load_error,
         )
 

@@ -112,6 +112,14 @@ class RegistryHealth(BaseModel):
     last_check: float | None
 
 
+class ProvenanceDescription(BaseModel):
+    verified: bool = Field(
+        description="The promotion gate's signature was checked (false only when MODEL_PROVENANCE=off)."
+    )
+    parameters_sha256: str = Field(description="sha256 of the parameters document being served.")
+    key_id: str | None = Field(description="Which signing key verified it.")
+
+
 class ModelDescription(BaseModel):
     ready: bool
     name: str
@@ -126,6 +134,10 @@ class ModelDescription(BaseModel):
     risk_levels: dict[str, float] = Field(description="Lower bound of each risk level.")
     feature_schema: dict[str, Any]
     registry: RegistryHealth
+    provenance: ProvenanceDescription | None = Field(description="Of the version being served.")
+    refused: dict[str, str] = Field(
+        description="Versions refused since start (URI → why); the model being served kept serving."
+    )
     last_load_error: str | None
 
 

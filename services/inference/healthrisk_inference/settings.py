@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from healthrisk.contracts import CHAMPION_ALIAS, ENV_MODEL_VERSION, LATEST_VERSION, REGISTERED_MODEL
+from healthrisk.contracts import (
+    CHAMPION_ALIAS,
+    ENV_MODEL_PROVENANCE,
+    ENV_MODEL_SIGNING_KEY_FILE,
+    ENV_MODEL_VERSION,
+    LATEST_VERSION,
+    REGISTERED_MODEL,
+)
+from healthrisk.provenance import DEFAULT_SIGNING_KEY_FILE
 
 _ALIAS_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -16,7 +25,9 @@ _ALIAS_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 class Settings(BaseSettings):
     """Every knob of the inference service; each field is read from the upper-case env var."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", protected_namespaces=())
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", protected_namespaces=(), populate_by_name=True
+    )
 
     mlflow_tracking_uri: str | None = Field(
         default=None, description="MLflow server (http/https) holding the model registry."
@@ -28,7 +39,18 @@ class Settings(BaseSettings):
     )
     model_uri: str | None = Field(
         default=None,
-        description="Load this MLflow model URI or local path once instead of polling the registry.",
+        description="Serve this version (models:/NAME/VERSION) or local model directory; never polled.",
+    )
+    model_provenance: Literal["required", "off"] = Field(
+        default="required",
+        validation_alias=ENV_MODEL_PROVENANCE,
+        description="required: serve only versions the platform's promotion gate signed; off: any version "
+        "with a valid parameters document (registries without the platform's gate).",
+    )
+    model_signing_key_file: Path = Field(
+        default=DEFAULT_SIGNING_KEY_FILE,
+        validation_alias=ENV_MODEL_SIGNING_KEY_FILE,
+        description="The promotion-signing key (a file, re-read at each load so a rotated key applies).",
     )
     inference_api_key: SecretStr | None = Field(
         default=None, description="When set, prediction and model routes require it (X-API-Key or Bearer)."
@@ -37,8 +59,7 @@ class Settings(BaseSettings):
     model_poll_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often an alias or `latest` is re-resolved in the registry."
     )
-    registry_timeout_seconds: float = Field(default=5.0, gt=0)
-    model_load_timeout_seconds: float = Field(default=180.0, gt=0)
+    registry_timeout_seconds: float = Field(default=5.0, gt=0, description="Per registry call.")
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
@@ -51,6 +72,10 @@ class Settings(BaseSettings):
                 f"{ENV_MODEL_VERSION} must be a number, an alias or {LATEST_VERSION!r}, got {value!r}"
             )
         return value
+
+    @property
+    def provenance_required(self) -> bool:
+        return self.model_provenance == "required"
 
     @property
     def polls_registry(self) -> bool:
