@@ -93,14 +93,27 @@ def mlflow_server(
     state_dir: Annotated[Path, typer.Option(help="sqlite database and artifacts live here")] = Path(
         ".state/mlflow"
     ),
-    host: str = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="a loopback address: the server is unauthenticated")
+    ] = "127.0.0.1",
     port: int = MLFLOW_PORT,
 ) -> None:
-    """Run a local MLflow tracking server (sqlite + artifact dir, one worker, no job runner)."""
+    """Run a local MLflow tracking server (sqlite + artifact dir, one worker, no job runner).
+
+    It has no authentication, so it listens on loopback only: anyone who reaches it could
+    register versions and move aliases. The Helm chart runs MLflow with authentication.
+    """
     from healthrisk.processes import MLFLOW_SERVER_ENV, mlflow_server_argv
 
+    try:
+        argv = mlflow_server_argv(state_dir, host, port)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--host") from exc
     state_dir.mkdir(parents=True, exist_ok=True)
-    argv = mlflow_server_argv(state_dir, host, port)
+    console.print(
+        f"[yellow]MLflow on http://{host}:{port} is UNAUTHENTICATED (loopback only): any local user can "
+        "register models and move aliases; the Helm chart runs it with authentication.[/]"
+    )
     os.execve(argv[0], argv, {**os.environ, **MLFLOW_SERVER_ENV})
 
 

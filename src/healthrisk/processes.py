@@ -9,6 +9,7 @@ and reaps them so that no zombie is left behind.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
@@ -239,7 +240,24 @@ def venv_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+def require_loopback(host: str) -> None:
+    """The embedded MLflow has no authentication: it may listen on this machine only."""
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"--host {host}: the embedded MLflow is unauthenticated, so it listens on loopback only "
+            "(127.0.0.1, ::1, localhost); the Helm chart runs a shared MLflow with authentication"
+        )
+
+
 def mlflow_server_argv(state_dir: Path, host: str, port: int, allowed_hosts: str | None = None) -> list[str]:
+    """The embedded, unauthenticated MLflow server: loopback addresses only."""
+    require_loopback(host)
     state_dir = state_dir.resolve()
     argv = [
         venv_bin("mlflow"),
