@@ -39,7 +39,13 @@ from typing import Any
 
 import numpy as np
 
-from healthrisk.contracts import ENV_MODEL_NAME, ENV_MODEL_VERSION, ENV_TRACKING_URI
+from healthrisk.contracts import (
+    ENV_MODEL_NAME,
+    ENV_MODEL_SIGNING_KEY_FILE,
+    ENV_MODEL_VERSION,
+    ENV_TRACKING_URI,
+    TAG_VAL_AUC,
+)
 from healthrisk.data.window import DateWindow
 from healthrisk.processes import (
     MLFLOW_SERVER_ENV,
@@ -49,6 +55,7 @@ from healthrisk.processes import (
     venv_bin,
     wait_for_http,
 )
+from healthrisk.provenance import ensure_signing_key
 from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES
 
 HOST = "127.0.0.1"
@@ -234,13 +241,14 @@ def tree_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def register_model(tracking_uri: str, data_root: Path) -> str:
+def register_model(tracking_uri: str, data_root: Path, signing_key: bytes) -> str:
+    """One version, promoted (and so signed) by the platform's gate, as the service requires."""
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
     from healthrisk.data.generator import generate
     from healthrisk.data.loader import load_site
-    from healthrisk.registry import build_pipeline, log_and_register
+    from healthrisk.registry import build_pipeline, log_and_register, promote
 
     generate(data_root, n_sites=len(SITES), window=WINDOW, seed=42)
     parts = [load_site(data_root, site, WINDOW) for site in SITES]
@@ -254,8 +262,9 @@ def register_model(tracking_uri: str, data_root: Path) -> str:
         version = log_and_register(
             build_pipeline(mean, scale, fitted.coef_[0], float(fitted.intercept_[0])),
             registered_name=MODEL_NAME,
-            tags={},
+            tags={TAG_VAL_AUC: "0.8"},
         )
+    promote(mlflow.MlflowClient(tracking_uri), MODEL_NAME, str(version.version), signing_key=signing_key)
     return str(version.version)
 
 
@@ -306,7 +315,8 @@ def main() -> None:
             "mlflow-server", mlflow_server_argv(state / "mlflow", HOST, mlflow_port), env=MLFLOW_SERVER_ENV
         )
         wait_for_http(f"{tracking_uri}/health", timeout=90, child=server)
-        version = register_model(tracking_uri, state / "data")
+        key_file = state / "model-signing.key"
+        version = register_model(tracking_uri, state / "data", ensure_signing_key(key_file))
         env = {ENV_TRACKING_URI: tracking_uri}
         # `mlflow models serve` execs `uvicorn` through the shell: the venv's scripts must be on PATH.
         path = f"{Path(venv_bin('uvicorn')).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -321,7 +331,12 @@ def main() -> None:
         service = group.start(
             "healthrisk-serve",
             [venv_bin("healthrisk"), "serve", "--host", HOST, "--port", str(service_port)],
-            env={**env, ENV_MODEL_NAME: MODEL_NAME, ENV_MODEL_VERSION: version},
+            env={
+                **env,
+                ENV_MODEL_NAME: MODEL_NAME,
+                ENV_MODEL_VERSION: version,
+                ENV_MODEL_SIGNING_KEY_FILE: str(key_file),
+            },
         )
         wait_for_http(f"http://{HOST}:{mlflow_serve_port}/ping", timeout=120, child=mlflow_serve)
         wait_for_http(f"http://{HOST}:{service_port}/ready", timeout=120, child=service)
