@@ -38,7 +38,7 @@ class OperatorConfig(BaseSettings):
     model_signing_key_file: Path = Field(
         default=DEFAULT_SIGNING_KEY_FILE,
         validation_alias=AliasChoices(
-            f"{ENV_OPERATOR_PREFIX}MODEL_SIGNING_KEY_FILE", ENV_MODEL_SIGNING_KEY_FILE
+            f"{ENV_OPERATOR_PREFIX}{ENV_MODEL_SIGNING_KEY_FILE}", ENV_MODEL_SIGNING_KEY_FILE
         ),
     )
 

@@ -150,7 +150,9 @@ def test_the_operator_signs_with_the_key_the_inference_pods_verify_with(
         items = {i["path"]: i["key"] for i in volume["secret"]["items"]}
         return volume["secret"]["secretName"], items[path.removeprefix(mount["mountPath"] + "/")]
 
-    signer = key_file(component_pod(rendered, "operator"), f"{ENV_OPERATOR_PREFIX}MODEL_SIGNING_KEY_FILE")
+    signer = key_file(
+        component_pod(rendered, "operator"), f"{ENV_OPERATOR_PREFIX}{ENV_MODEL_SIGNING_KEY_FILE}"
+    )
     inference = component_pod(rendered, "inference")
     env = {e["name"]: e.get("value") for e in container(inference)["env"]}
     if env[ENV_MODEL_PROVENANCE] == "required":

@@ -12,7 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from healthrisk.contracts import TAG_PARAMETERS_SHA256, TAG_PROMOTION_HMAC, TAG_PROMOTION_KEY_ID
+from healthrisk.contracts import (
+    REGISTERED_MODEL,
+    TAG_PARAMETERS_SHA256,
+    TAG_PROMOTION_HMAC,
+    TAG_PROMOTION_KEY_ID,
+)
 from healthrisk.model_parameters import (
     MAX_PARAMETERS_BYTES,
     ModelIntegrityError,
@@ -96,27 +101,29 @@ def test_registration_refuses_a_pipeline_serving_cannot_reproduce() -> None:
 
 def test_a_signature_verifies_only_for_its_key_name_version_and_bytes() -> None:
     raw = parameters().document()
-    tags = sign_promotion(KEY, "health-risk", "6", raw)
+    tags = sign_promotion(KEY, REGISTERED_MODEL, "6", raw)
     assert set(tags) == {TAG_PARAMETERS_SHA256, TAG_PROMOTION_HMAC, TAG_PROMOTION_KEY_ID}
-    assert verify_promotion(KEY, "health-risk", "6", raw, tags) == tags[TAG_PARAMETERS_SHA256]
+    assert verify_promotion(KEY, REGISTERED_MODEL, "6", raw, tags) == tags[TAG_PARAMETERS_SHA256]
 
     def reason(key: bytes, name: str, version: str, data: bytes, signed: dict[str, str]) -> str:
         with pytest.raises(ProvenanceError) as refused:
             verify_promotion(key, name, version, data, signed)
         return refused.value.reason
 
-    assert reason(KEY, "health-risk", "6", raw, {}) == "unsigned"
-    assert reason(KEY, "health-risk", "7", raw, tags) == "bad_signature"  # replayed onto another version
+    assert reason(KEY, REGISTERED_MODEL, "6", raw, {}) == "unsigned"
+    assert reason(KEY, REGISTERED_MODEL, "7", raw, tags) == "bad_signature"  # replayed onto another version
     assert reason(KEY, "other-model", "6", raw, tags) == "bad_signature"
-    assert reason(KEY, "health-risk", "6", parameters(1).document(), tags) == "bad_signature"  # file changed
-    assert reason(OTHER_KEY, "health-risk", "6", raw, tags) == "bad_signature"  # another key
+    assert (
+        reason(KEY, REGISTERED_MODEL, "6", parameters(1).document(), tags) == "bad_signature"
+    )  # file changed
+    assert reason(OTHER_KEY, REGISTERED_MODEL, "6", raw, tags) == "bad_signature"  # another key
     forged = {**tags, TAG_PROMOTION_KEY_ID: key_id(OTHER_KEY)}
-    assert reason(OTHER_KEY, "health-risk", "6", raw, forged) == "bad_signature"  # id claimed, no key
+    assert reason(OTHER_KEY, REGISTERED_MODEL, "6", raw, forged) == "bad_signature"  # id claimed, no key
 
 
 def test_the_gate_never_signs_a_document_serving_would_refuse() -> None:
     with pytest.raises(ModelIntegrityError, match="feature schema"):
-        sign_promotion(KEY, "health-risk", "6", document(features=["x"] * N_FEATURES))
+        sign_promotion(KEY, REGISTERED_MODEL, "6", document(features=["x"] * N_FEATURES))
 
 
 def test_the_embedded_key_is_created_once_private(tmp_path: Path) -> None:

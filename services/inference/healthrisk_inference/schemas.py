@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
+from healthrisk.contracts import ENV_MODEL_PROVENANCE
 from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES_BY_NAME
 from healthrisk_inference.model import HIGH_FROM, MODERATE_FROM, RiskLevel
 
@@ -114,7 +115,8 @@ class RegistryHealth(BaseModel):
 
 class ProvenanceDescription(BaseModel):
     verified: bool = Field(
-        description="The promotion gate's signature was checked (false only when MODEL_PROVENANCE=off)."
+        description="The promotion gate's signature was checked "
+        f"(false only when {ENV_MODEL_PROVENANCE}=off)."
     )
     parameters_sha256: str = Field(description="sha256 of the parameters document being served.")
     key_id: str | None = Field(description="Which signing key verified it.")
