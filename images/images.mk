@@ -13,6 +13,8 @@ WHEELHOUSE     ?= $(CURDIR)/wheelhouse
 IMAGE_PREFIX   ?= health-risk
 IMAGE_TAG      ?= dev
 BASE_IMAGE     ?= python:3.11-slim
+# The base image's Python: the wheelhouse holds wheels for it, whatever Python runs make.
+IMAGE_PYTHON   ?= 3.11
 # Only the Prometheus image for the tests and compose starts from plain Debian.
 DEBIAN_BASE_IMAGE ?= debian:bookworm-slim
 DOCKER         ?= docker
@@ -24,32 +26,39 @@ PROMETHEUS_IMAGE ?= $(IMAGE_PREFIX)/prometheus:$(IMAGE_TAG)
 .PHONY: wheels images images-load image-prometheus $(addprefix image-,$(IMAGES))
 
 # Third-party wheels change only with the pins; the project's own wheel with every edit,
-# so it is rebuilt on each `make wheels` (a few seconds).
+# so it is rebuilt on each `make wheels` (a few seconds), in a folder of its own: the
+# images' dependency stage never sees it, so a code edit rebuilds no dependency.
 $(WHEELHOUSE)/.deps: constraints.txt pyproject.toml images/requirements-mlflow.txt | $(STAMP)
 	mkdir -p $(WHEELHOUSE)
-	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) -c constraints.txt \
-	  ".[all]" -r images/requirements-mlflow.txt
+	$(BIN)/pip download --quiet --only-binary=:all: --python-version $(IMAGE_PYTHON) --dest $(WHEELHOUSE) \
+	  -c constraints.txt ".[all]" -r images/requirements-mlflow.txt
+	rm -f $(WHEELHOUSE)/health_risk-* $(WHEELHOUSE)/health-risk-*
 	touch $@
 
 # A fixed SOURCE_DATE_EPOCH makes the project's wheel byte-identical while its sources
 # are, so docker's layer cache still holds after `make wheels`.
 wheels: $(WHEELHOUSE)/.deps
-	rm -f $(WHEELHOUSE)/health_risk-*.whl
-	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .
-	cp constraints.txt images/requirements-mlflow.txt $(WHEELHOUSE)/
+	rm -rf $(WHEELHOUSE)/project
+	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE)/project .
+	cp constraints.txt images/venv.sh $(WHEELHOUSE)/
+	cp images/requirements-mlflow.txt $(WHEELHOUSE)/mlflow.in
+	bash images/image-requirements.sh $(BIN)/pip $(WHEELHOUSE) $(IMAGE_PYTHON)
 	@echo "wheelhouse: $$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1)"
 
+# One Dockerfile, one dependency stage for all four images (images/Dockerfile).
 $(addprefix image-,$(IMAGES)): image-%: wheels
-	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
-	  -t $(IMAGE_PREFIX)/$*:$(IMAGE_TAG) -f images/$*.Dockerfile $(WHEELHOUSE)
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) --target $* \
+	  -t $(IMAGE_PREFIX)/$*:$(IMAGE_TAG) -f images/Dockerfile $(WHEELHOUSE)
 
 image-prometheus:
 	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg BASE_IMAGE=$(DEBIAN_BASE_IMAGE) \
 	  -t $(PROMETHEUS_IMAGE) -f images/prometheus.Dockerfile images
 
 images: $(addprefix image-,$(IMAGES))
-	@$(DOCKER) image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' \
-	  | grep -E '^$(IMAGE_PREFIX)/($(subst $(eval) ,|,$(IMAGES))):$(IMAGE_TAG) '
+	@echo "image sizes (base $(BASE_IMAGE): $$($(DOCKER) image inspect -f '{{.Size}}' $(BASE_IMAGE) | awk '{printf "%d MB", $$1/1e6}')):"
+	@for ref in $(IMAGE_REFS); do \
+	  $(DOCKER) image inspect -f '{{.Size}}' $$ref | awk -v ref=$$ref '{printf "  %-32s %4d MB\n", ref, $$1/1e6}'; \
+	done
 
 images-load:
 	bash cluster/load-image.sh $(IMAGE_REFS) \

@@ -51,12 +51,13 @@ ADDRESSES = {
     "inference": (re.compile(r"(?<![\w./-])[\w.-]*inference[\w.-]*:(\d+)"), INFERENCE_PORT),
     "superlink": (re.compile(r"(?<![\w./-])[\w.-]*superlink[\w.-]*:(\d+)"), SUPERLINK_PORT),
 }
-# Each image serves one component's port: EXPOSE, its health check and its own --port.
+# Each image (a target of images/Dockerfile) serves one component's port: EXPOSE, its
+# health check and its own --port.
 IMAGE_PORTS = {
-    "inference.Dockerfile": INFERENCE_PORT,
-    "flower.Dockerfile": SUPERLINK_PORT,
-    "mlflow.Dockerfile": MLFLOW_PORT,
-    "operator.Dockerfile": OPERATOR_HEALTH_PORT,
+    "inference": INFERENCE_PORT,
+    "flower": SUPERLINK_PORT,
+    "mlflow": MLFLOW_PORT,
+    "operator": OPERATOR_HEALTH_PORT,
 }
 DOCKERFILE_PORTS = re.compile(r'EXPOSE (\d+)|127\.0\.0\.1:(\d+)|"--port", "(\d+)"')
 
@@ -175,11 +176,12 @@ def test_mlflow_and_the_operator_listen_on_the_contract_ports(rendered: list[dic
         assert f"--port={MLFLOW_PORT}" in mlflow["args"]
 
 
-@pytest.mark.parametrize("dockerfile", sorted(IMAGE_PORTS))
-def test_images_expose_the_contract_ports(dockerfile: str) -> None:
-    text = (REPO / "images" / dockerfile).read_text()
+@pytest.mark.parametrize("target", sorted(IMAGE_PORTS))
+def test_images_expose_the_contract_ports(target: str) -> None:
+    stages = re.split(r"^FROM \S+ AS (\S+)$", (REPO / "images" / "Dockerfile").read_text(), flags=re.M)
+    text = dict(zip(stages[1::2], stages[2::2], strict=True))[target]
     ports = {int(p) for match in DOCKERFILE_PORTS.findall(text) for p in match if p}
-    assert ports == {IMAGE_PORTS[dockerfile]}, ports
+    assert ports == {IMAGE_PORTS[target]}, ports
 
 
 @pytest.mark.parametrize("path", ["compose.yaml", "images/prometheus.yml"])
