@@ -67,6 +67,10 @@ step "go mod: resolving dependencies"
 GOFLAGS="-mod=mod -buildvcs=false" lowprio go list "${PKGS[@]}" >/dev/null
 step "go build ${BINS[*]} (nice, -p ${GO_BUILD_P:-2})"
 t0=$(date +%s)
+# a build cache of its own, dropped with the objects once the binaries are installed: it
+# grows to several GB that nothing reuses (the binaries themselves are the cache)
+export GOCACHE="$WORK/gocache"
 GOFLAGS="-mod=mod -buildvcs=false" lowprio go build -p "${GO_BUILD_P:-2}" -trimpath -ldflags "$LDFLAGS" -o "$WORK/out/" "${PKGS[@]}"
 for b in "${BINS[@]}"; do install -m 0755 "$WORK/out/$b" "$K8S_BIN/$b"; done
+rm -rf "$GOCACHE" "$WORK/out"
 info "built in $(( $(date +%s) - t0 ))s: $("$K8S_BIN/kubelet" --version)"

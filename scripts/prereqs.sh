@@ -7,6 +7,7 @@
 set -uo pipefail
 what="${1:-local}"
 PYTHON="${PYTHON:-python3}"
+DISK_MIN_GB="${DISK_MIN_GB:-20}"
 GO_MIN="1.24"   # Kubernetes v1.34's go.mod; also builds actionlint and the cluster add-ons
 missing=()
 
@@ -30,6 +31,13 @@ if [[ $what == cluster ]]; then
   [[ $EUID -eq 0 ]] || missing+=("root: the local Kubernetes runs containerd, kubelet and network namespaces (run as root, e.g. sudo -E make ...)")
   command -v apt-get >/dev/null && [[ -f /etc/debian_version ]] ||
     missing+=("Debian (bookworm) or a derivative with apt: the cluster's packages come from Debian (cluster/install-deps.sh); elsewhere point KUBECONFIG at another cluster and run make cluster-test-only")
+  # images (built, then unpacked again in the node), the node's containerd and a cold
+  # Kubernetes build together take ~15 GB; short of it, builds die mid-way with ENOSPC
+  while read -r mount free_kb; do
+    free_gb=$((free_kb / 1024 / 1024))
+    ((free_gb >= DISK_MIN_GB)) ||
+      missing+=("$DISK_MIN_GB GB free disk on $mount (has $free_gb GB): docker's images and the cluster live there; 'docker image prune' and removing old health-risk/* tags free space")
+  done < <(df -Pk /var/lib "$PWD" | awk 'NR>1{print $6, $4}' | sort -u)
 fi
 
 if ((${#missing[@]})); then

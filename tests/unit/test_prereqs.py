@@ -43,3 +43,9 @@ def test_missing_go_is_named_with_the_version_needed(tmp_path: Path) -> None:
     proc = prereqs("local", PYTHON=sys.executable, PATH=str(bin_dir))
     assert proc.returncode == 1
     assert "Go >= 1.24" in proc.stderr, proc.stderr
+
+
+def test_too_little_disk_for_the_cluster_is_named_with_the_space_found() -> None:
+    proc = prereqs("cluster", PYTHON=sys.executable, DISK_MIN_GB="100000000")
+    assert proc.returncode == 1
+    assert "100000000 GB free disk on /" in proc.stderr and "docker image prune" in proc.stderr, proc.stderr
