@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -174,6 +175,20 @@ def test_promotion_takes_a_better_model_and_refuses_a_worse_one(
     assert "<" in tags[TAG_PROMOTION_REASON] and f"v{good}" in tags[TAG_PROMOTION_REASON]
     # within the allowed drop, the same model is promoted
     assert promote(client, name, worse.version, signing_key=signing_key, max_auc_drop=1.0).promoted
+
+
+def test_flowers_stock_supernode_trains_the_same_model(
+    trained: dict[str, object], data_root: Path, tmp_path: Path, mlflow_uri: str
+) -> None:
+    """`healthrisk-supernode` (resident ClientApp) is a faster way to run the same ClientApp:
+    Flower's own `flower-supernode`, a process per message, gives the same model."""
+    request = replace(_request(data_root, tmp_path, mlflow_uri, "fed-it-stock"), stock_supernode=True)
+    stock = train_federated(request)
+    resident = trained["result"]
+    assert stock.metrics == pytest.approx(resident.metrics, abs=1e-9)  # type: ignore[attr-defined]
+    stock_model = mlflow.sklearn.load_model(f"models:/fed-it-stock/{stock.version}")
+    resident_model = mlflow.sklearn.load_model(f"models:/{trained['name']}/{resident.version}")  # type: ignore[attr-defined]
+    assert stock_model[-1].coef_ == pytest.approx(resident_model[-1].coef_, abs=1e-9)
 
 
 def test_cli_refuses_a_malformed_file_before_starting_anything(

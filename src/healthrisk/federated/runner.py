@@ -80,6 +80,8 @@ class TrainingRequest:
     min_sites: int | None = None
     superlink_port: int = SUPERLINK_PORT  # 0 picks a free port
     timeout_seconds: float = 1800.0
+    # Flower's own `flower-supernode` instead of `healthrisk-supernode` (benchmarks compare).
+    stock_supernode: bool = False
     local_run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def run_config(self, run_number: int) -> RunConfig:
@@ -127,19 +129,21 @@ def superlink_argv(port: int, host: str = "127.0.0.1", *, insecure: bool = True)
 
 
 def supernode_argv(
-    superlink: str, port: int, site: str, data_root: Path, *, insecure: bool = True
+    superlink: str, port: int, site: str, data_root: Path, *, insecure: bool = True, stock: bool = False
 ) -> list[str]:
+    """`healthrisk-supernode` (its ClientApp resident), or with `stock` Flower's own
+    `flower-supernode` (a `flwr-clientapp` process per message); the same arguments."""
     argv = [
-        venv_bin("flower-supernode"),
+        venv_bin("flower-supernode" if stock else "healthrisk-supernode"),
         "--superlink",
         superlink,
         "--port",
         str(port),
-        "--isolation",
-        "subprocess",
         "--node-config",
         f'site="{site}" data-root="{data_root.resolve()}"',
     ]
+    if stock:
+        argv += ["--isolation", "subprocess"]
     return [*argv, "--insecure"] if insecure else argv
 
 
@@ -172,7 +176,9 @@ def train_federated(
         for site in request.sites:
             group.start(
                 f"supernode-{site}",
-                supernode_argv(f"127.0.0.1:{port}", free_port(), site, request.data_root),
+                supernode_argv(
+                    f"127.0.0.1:{port}", free_port(), site, request.data_root, stock=request.stock_supernode
+                ),
                 env=FLOWER_ENV | {"FLWR_HOME": str(work / f"supernode-{site}")},
             )
         address = SuperLinkAddress(f"127.0.0.1:{port}")
