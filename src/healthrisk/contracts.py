@@ -123,6 +123,8 @@ MANAGER: Final = "healthrisk-operator"  # Event source and LABEL_MANAGED_BY of w
 SUPERLINK_PORT: Final = 8000  # Flower's default Fleet API port in 1.42
 SUPERNODE_FIRST_PORT: Final = 9094  # a SuperNode's ClientAppIO port (Flower's default)
 INFERENCE_PORT: Final = 8080
+# The inference service's Prometheus metrics, apart from the API: only Prometheus may reach it.
+INFERENCE_METRICS_PORT: Final = 9180
 MLFLOW_PORT: Final = 5000
 OPERATOR_HEALTH_PORT: Final = 8090  # the operator's /healthz, probed by the kubelet
 

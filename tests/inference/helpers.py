@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ POLL_INTERVAL = "0.5"
 @dataclass
 class Service:
     url: str
+    metrics_url: str
     child: Child
 
     def client(self, **headers: str) -> httpx.Client:
@@ -35,15 +37,16 @@ class Service:
 
 
 def start_service(group: ProcessGroup, env: Mapping[str, str]) -> Service:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     child = group.start(
         "inference",
-        [venv_bin("healthrisk"), "serve", "--host", "127.0.0.1", "--port", str(port), "--access-log"],
+        [venv_bin("healthrisk"), "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--metrics-port", str(metrics_port), "--access-log"],
         env={"MODEL_POLL_INTERVAL_SECONDS": POLL_INTERVAL, "REGISTRY_TIMEOUT_SECONDS": "1", **env},
-    )
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/health", timeout=60, child=child)
-    return Service(url, child)
+    return Service(url, f"http://127.0.0.1:{metrics_port}/metrics", child)
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -64,9 +67,8 @@ def wait_ready(service: Service, *, timeout: float = 60) -> None:
 
 
 def metric_samples(service: Service) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of /metrics, parsed by prometheus_client: (name, labels) → value."""
-    with service.client() as client:
-        text = client.get("/metrics").text
+    """Every sample of /metrics (on the metrics port), parsed by prometheus_client: (name, labels) → value."""
+    text = httpx.get(service.metrics_url, timeout=10).text
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)
@@ -117,3 +119,41 @@ def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
     from mlflow import MlflowClient
 
     MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version)
+
+
+class RawRequest:
+    """A POST with a chunked body sent piece by piece over a plain socket.
+
+    httpx sends a whole body before it reads an answer; these tests need the answer a
+    server gives while the body is still arriving, or has not arrived at all.
+    """
+
+    def __init__(self, service: Service, path: str, headers: Mapping[str, str] | None = None) -> None:
+        host, port = service.url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        lines = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {host}",
+            "Content-Type: application/json",
+            "Transfer-Encoding: chunked",
+            *(f"{k}: {v}" for k, v in (headers or {}).items()),
+        ]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def chunk(self, data: bytes) -> None:
+        self.sock.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def end(self) -> None:
+        self.sock.sendall(b"0\r\n\r\n")
+
+    def status(self, timeout: float = 10) -> int | None:
+        """The answer's status code, or None if none came within `timeout` (the server still reads)."""
+        self.sock.settimeout(timeout)
+        try:
+            head = self.sock.recv(65536)
+        except TimeoutError:
+            return None
+        return int(head.split(b" ", 2)[1]) if head else None
+
+    def close(self) -> None:
+        self.sock.close()

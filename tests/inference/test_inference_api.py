@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 
@@ -13,7 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
+    negative_data_rejection,
     not_a_server_error,
+    positive_data_acceptance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -26,10 +29,13 @@ from healthrisk.contracts import (
     ENV_MODEL_URI,
     TAG_VAL_AUC,
 )
+from healthrisk.model_parameters import parse_parameters
 from healthrisk.processes import ProcessGroup
+from healthrisk.registry_rest import parameters_document
 from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES
 from tests.inference.helpers import (
     BasicDeployment,
+    RawRequest,
     Service,
     metric_samples,
     post_raw,
@@ -37,6 +43,7 @@ from tests.inference.helpers import (
     sample,
     start_service,
     wait_ready,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -64,18 +71,6 @@ def test_the_seed_request_works_unchanged(basic: BasicDeployment) -> None:
     assert 0 <= body["risk_score"] <= 1
     assert body["risk_level"] in {"low", "moderate", "high"}
     assert body["model_version"] == basic.version
-
-
-def test_explanation_sums_with_the_intercept_to_the_logit(basic: BasicDeployment) -> None:
-    with basic.service.client() as client:
-        body = client.post(
-            "/predict", params={"explain": "true"}, json=record(pm25=400, heart_rate=130)
-        ).json()
-    explanation = body["explanation"]
-    assert list(explanation["contributions"]) == list(FEATURE_NAMES)
-    logit = explanation["intercept"] + sum(explanation["contributions"].values())
-    assert logit == pytest.approx(explanation["logit"], abs=1e-12)
-    assert logit == pytest.approx(math.log(body["risk_score"] / (1 - body["risk_score"])), abs=1e-9)
 
 
 def test_batch_matches_single_predictions(basic: BasicDeployment) -> None:
@@ -157,8 +152,9 @@ def test_openapi_documents_the_example_record(basic: BasicDeployment) -> None:
     assert record_schema["examples"] == [EXAMPLE_RECORD]
     assert record_schema["properties"]["heart_rate"]["minimum"] == 20
     assert record_schema["additionalProperties"] is False
-    for path in ("/predict", "/predict/batch", "/health", "/ready", "/model", "/metrics"):
+    for path in ("/predict", "/predict/batch", "/health", "/ready", "/model"):
         assert path in spec["paths"]
+    assert "/metrics" not in spec["paths"]  # a port of its own
     assert "/v2/models/{model_name}/infer" in spec["paths"]
 
 
@@ -291,8 +287,8 @@ def test_api_key_is_required_when_configured(keyed_local: Service, basic: BasicD
         assert anonymous.post("/predict/batch", json={"records": [EXAMPLE_RECORD]}).status_code == 401
         assert anonymous.get("/model").status_code == 401
         assert anonymous.post(f"/v2/models/{basic.name}/infer", json={"inputs": []}).status_code == 401
+        assert anonymous.get(f"/v2/models/{basic.name}").status_code == 401
         assert anonymous.get("/health").status_code == 200
-        assert anonymous.get("/metrics").status_code == 200
     with keyed_local.client(**{"X-API-Key": "wrong"}) as wrong:
         assert wrong.post("/predict", json=EXAMPLE_RECORD).status_code == 401
     with keyed_local.client(**{"X-API-Key": API_KEY}) as keyed:
@@ -322,32 +318,154 @@ def test_a_local_model_uri_is_served_without_the_registry(
     assert described["registry"]["reachable"] is None  # never asked
 
 
+def test_explanation_sums_with_the_intercept_to_the_logit(keyed_local: Service) -> None:
+    with keyed_local.client(**{"X-API-Key": API_KEY}) as client:
+        body = client.post(
+            "/predict", params={"explain": "true"}, json=record(pm25=400, heart_rate=130)
+        ).json()
+    explanation = body["explanation"]
+    assert list(explanation["contributions"]) == list(FEATURE_NAMES)
+    logit = explanation["intercept"] + sum(explanation["contributions"].values())
+    assert logit == pytest.approx(explanation["logit"], abs=1e-12)
+    assert logit == pytest.approx(math.log(body["risk_score"] / (1 - body["risk_score"])), abs=1e-9)
+
+
+def test_nobody_unauthenticated_learns_the_coefficients(
+    basic: BasicDeployment, keyed_local: Service, mlflow_uri: str
+) -> None:
+    """Explanations (coefficient × standardized value) need an API key; /model never has them."""
+    parameters = parse_parameters(parameters_document(mlflow_uri, basic.name, basic.version, timeout=10))
+    coefficients = [repr(c) for c in (*parameters.coef.tolist(), parameters.intercept)]
+    with basic.service.client() as open_service:  # no key configured: nobody is authenticated
+        single = open_service.post("/predict", params={"explain": "true"}, json=EXAMPLE_RECORD)
+        batch = open_service.post(
+            "/predict/batch", params={"explain": "true"}, json={"records": [EXAMPLE_RECORD]}
+        )
+        assert open_service.post("/predict", json=EXAMPLE_RECORD).status_code == 200
+    for refused in (single, batch):
+        assert refused.status_code == 403 and "API key" in refused.json()["error"]
+    described = [basic.service.model(), keyed_local.model(**{"X-API-Key": API_KEY})]
+    assert all(c not in json.dumps(d) for c in coefficients for d in described)
+
+
+def test_metrics_are_served_on_their_own_port_only(basic: BasicDeployment) -> None:
+    with basic.service.client() as client:
+        assert client.get("/metrics").status_code == 404
+    scraped = httpx.get(basic.service.metrics_url, timeout=10)
+    assert scraped.status_code == 200 and "prediction_risk_score" in scraped.text
+
+
+def test_the_size_limit_holds_for_a_chunked_body(basic: BasicDeployment) -> None:
+    """No Content-Length to refuse by: the body is counted as it arrives (default limit)."""
+    before = metric_samples(basic.service)
+    upload = RawRequest(basic.service, "/predict/batch")
+    for _ in range(21):  # 21 MiB of JSON whitespace, over the ~20 MB of MAX_BATCH=10000
+        upload.chunk(b" " * (1 << 20))
+    upload.end()
+    assert upload.status() == 413
+    upload.close()
+    after = metric_samples(basic.service)
+    labels = {"model_version": "none", "endpoint": "predict_batch", "outcome": "too_large"}
+    assert sample(after, "predictions_total", **labels) - sample(before, "predictions_total", **labels) == 1
+
+
+def test_no_byte_of_an_unauthenticated_body_is_read(keyed_local: Service, basic: BasicDeployment) -> None:
+    """Each route answers 401 while the body has not even finished arriving."""
+    for path in ("/predict", "/predict/batch", f"/v2/models/{basic.name}/infer"):
+        anonymous = RawRequest(keyed_local, path)
+        anonymous.chunk(b'{"inputs": [')
+        assert anonymous.status() == 401, path
+        anonymous.close()
+        keyed = RawRequest(keyed_local, path, {"X-API-Key": API_KEY})
+        keyed.chunk(b'{"inputs": [')
+        assert keyed.status(timeout=1) is None, path  # waits for the rest of the body
+        keyed.close()
+
+
+def test_requests_beyond_the_concurrency_cap_get_503(basic: BasicDeployment) -> None:
+    """The default cap (32): bodies that never finish arriving hold their places, then free them."""
+    held = [RawRequest(basic.service, "/predict") for _ in range(32)]
+    for request in held:
+        request.chunk(b"{")
+    with basic.service.client() as client:
+        wait_until(
+            lambda: client.post("/predict", json=EXAMPLE_RECORD).status_code == 503,
+            timeout=10,
+            what="the 33rd request to be refused",
+        )
+        refused = client.post("/predict", json=EXAMPLE_RECORD)
+        assert refused.headers["retry-after"] == "1" and "in flight" in refused.json()["error"]
+        for request in held:
+            request.close()
+        wait_until(
+            lambda: client.post("/predict", json=EXAMPLE_RECORD).status_code == 200,
+            timeout=10,
+            what="the places to be freed",
+        )
+    assert sample(metric_samples(basic.service), "predictions_total", model_version="none",
+                  endpoint="predict", outcome="overloaded") >= 2  # fmt: skip
+
+
 FUZZ_CHECKS = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    positive_data_acceptance,  # "schema-valid request rejected"
+    negative_data_rejection,  # "schema-violating request accepted"
 ]
 
 
+def sizes_agree(case: schemathesis.Case) -> schemathesis.Case:
+    """Give a generated V2 request the one property of its body JSON Schema cannot state.
+
+    Its document says it (V2InferenceRequest): an [N, 11] tensor's shape[0] is its number
+    of rows, and the per-feature tensors all hold N values. Nothing else is changed.
+    """
+    inputs = case.body.get("inputs") if isinstance(case.body, dict) else None
+    if not isinstance(inputs, list):
+        return case
+    n = min(len(tensor["data"]) for tensor in inputs)
+    for tensor in inputs:
+        tensor["data"] = tensor["data"][:n]
+        tensor["shape"][0] = n
+    return case
+
+
+@pytest.fixture(params=["open", "keyed"])
+def fuzzed(request: pytest.FixtureRequest) -> tuple[Service, dict[str, str]]:
+    """Both ways the document differs: without an API key (explanations refused) and with one."""
+    if request.param == "open":
+        return request.getfixturevalue("basic").service, {}
+    return request.getfixturevalue("keyed_local"), {"X-API-Key": API_KEY}
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
-def test_fuzzing_the_openapi_spec_finds_no_5xx_and_no_off_schema_response(
-    basic: BasicDeployment, mode: GenerationMode
+def test_the_openapi_document_matches_what_the_service_accepts(
+    fuzzed: tuple[Service, dict[str, str]], mode: GenerationMode
 ) -> None:
-    # Driven by hand rather than with schemathesis' pytest plugin, whose lazy fixture
-    # loading does not work with pytest 9.
-    schema = schemathesis.openapi.from_url(f"{basic.service.url}/openapi.json")
+    """Schemathesis: schema-valid requests accepted, schema-violating ones refused, no 5xx, and
+    every answer as documented. (Driven by hand rather than with schemathesis' pytest plugin,
+    whose lazy fixture loading does not work with pytest 9.)"""
+    service, headers = fuzzed
+    schema = schemathesis.openapi.from_url(f"{service.url}/openapi.json")
     operations = []
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result.err()
         operations.append(result.ok())
-    assert len(operations) == 11
+    assert len(operations) == 10
 
     for operation in operations:
-        if mode is GenerationMode.NEGATIVE and not operation.body:
-            continue  # only a body can be invalid; a path name is any string
+        if mode is GenerationMode.NEGATIVE and not (
+            operation.body or operation.path_parameters or operation.query
+        ):
+            continue  # nothing in the request to get wrong
 
-        @given(case=operation.as_strategy(generation_mode=mode))
+        strategy = operation.as_strategy(generation_mode=mode)
+        if mode is GenerationMode.POSITIVE:
+            strategy = strategy.map(sizes_agree)
+
+        @given(case=strategy)
         # derandomize: the same cases on every run, so that CI cannot turn red by luck.
         @settings(
             max_examples=20,
@@ -357,6 +475,6 @@ def test_fuzzing_the_openapi_spec_finds_no_5xx_and_no_off_schema_response(
             derandomize=True,
         )
         def call(case: schemathesis.Case) -> None:
-            case.call_and_validate(checks=FUZZ_CHECKS)
+            case.call_and_validate(headers=headers, checks=FUZZ_CHECKS)
 
         call()

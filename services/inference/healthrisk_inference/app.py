@@ -89,11 +89,14 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.manager = manager
+    # Served on a port of their own by `healthrisk serve`, not by a route of this app.
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(
         PredictionAccounting,
         metrics=metrics,
         max_body_bytes=settings.max_batch * _BODY_BYTES_PER_RECORD + _BODY_BYTES_OVERHEAD,
+        max_in_flight=settings.max_concurrent_requests,
     )
 
     protected: list[Any] = []
@@ -102,8 +105,9 @@ def create_app(settings: Settings) -> FastAPI:
         protected = [Depends(api_key_dependency(settings.inference_api_key.get_secret_value()))]
         auth_errors = AUTH_ERRORS
 
-    service_routes, body_models = routes.router(settings, manager, protected, auth_errors)
+    service_routes, service_bodies = routes.router(settings, manager, protected, auth_errors)
+    v2_routes, v2_bodies = v2.router(settings, manager, protected, auth_errors)
     app.include_router(service_routes)
-    app.include_router(v2.router(settings, manager, protected, auth_errors))
-    document_request_bodies(app, body_models)
+    app.include_router(v2_routes)
+    document_request_bodies(app, [*service_bodies, *v2_bodies])
     return app

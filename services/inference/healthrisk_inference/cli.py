@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from healthrisk.contracts import INFERENCE_PORT
+from healthrisk.contracts import INFERENCE_METRICS_PORT, INFERENCE_PORT
 
 # The command is the group's callback, so that it runs as `healthrisk serve --port ...`.
 app = typer.Typer(help="Serve predictions over REST.")
@@ -49,7 +49,10 @@ def configure_logging(log_format: str, level: str) -> None:
 @app.callback(invoke_without_command=True)
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = INFERENCE_PORT,
+    port: Annotated[int, typer.Option(help="Port of the API.")] = INFERENCE_PORT,
+    metrics_port: Annotated[
+        int, typer.Option(help="Port of GET /metrics (Prometheus), apart from the API.")
+    ] = INFERENCE_METRICS_PORT,
     access_log: Annotated[
         bool, typer.Option(help="Log one line per request (method, path, status).")
     ] = False,
@@ -57,17 +60,23 @@ def serve(
     """Serve the model named by MODEL_NAME/MODEL_VERSION (or MODEL_URI); see `Settings` for every variable.
 
     One process, one event loop: scale out with replicas, not workers, so that the
-    Prometheus metrics of a process describe all of its traffic.
+    Prometheus metrics of a process describe all of its traffic. The metrics have their own
+    port: the risk-score histogram tells, at low traffic, each request's risk band, so only
+    Prometheus should reach it (the chart's NetworkPolicy), never the API's callers.
     """
     import uvicorn
+    from prometheus_client import start_http_server
 
     from healthrisk_inference.app import create_app
     from healthrisk_inference.settings import Settings
 
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
+    app = create_app(settings)
+    # prometheus_client's own server, on a thread: a scrape never waits for the event loop.
+    start_http_server(metrics_port, addr=host, registry=app.state.metrics.registry)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_config=None,

@@ -127,6 +127,11 @@ class ModelManager:
             self._load_resolved(resolved)
         return self.settings.polls_registry or self.current is None
 
+    @property
+    def model_name(self) -> str:
+        """The registered model this service serves: MODEL_URI's models:/NAME/..., else MODEL_NAME."""
+        return self._registry_reference()[0]
+
     def _registry_reference(self) -> tuple[str, str]:
         match = _MODELS_URI.match(self.settings.model_uri or "")
         if match:

@@ -45,14 +45,7 @@ def _location(loc: Sequence[str | int]) -> str:
 
 
 def validation_error_response(errors: Sequence[Any]) -> Response:
-    """422 naming each bad field, without echoing the values back (health data).
-
-    A batch over MAX_BATCH is not a malformed request but one too large: 413.
-    """
-    for error in errors:
-        if error["type"] == "too_long" and tuple(error["loc"]) == ("body", "records"):
-            limit = error.get("ctx", {}).get("max_length")
-            return error_response(413, f"a batch holds at most {limit} records")
+    """422 naming each bad field, without echoing the values back (health data)."""
     items = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:_MAX_ERROR_ITEMS]]
     summary = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in items[:10])
     if len(errors) > 10:
@@ -80,8 +73,11 @@ PREDICTION_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     400: {"model": ErrorResponse, "description": "The body could not be read as JSON text."},
     413: {"model": ErrorResponse, "description": "Batch or body too large."},
-    503: {"model": ErrorResponse, "description": "No model loaded yet."},
+    503: {"model": ErrorResponse, "description": "No model loaded yet, or too many requests in flight."},
 }
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
+}
+FORBIDDEN: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorResponse, "description": "Explanations need an API key (none is configured)."},
 }

@@ -1,6 +1,7 @@
-"""The service's own REST routes (SPEC §5): predictions, health, readiness, model, metrics.
+"""The service's own REST routes (SPEC §5): predictions, health, readiness, model.
 
-The Open Inference Protocol routes live in `v2`; `app.create_app` mounts both.
+The Open Inference Protocol routes live in `v2`; `app.create_app` mounts both. The
+metrics are served on a port of their own (`cli`), out of the API's reach.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from typing import Annotated, Any, TypeVar
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from healthrisk.contracts import ENV_INFERENCE_API_KEY
 from healthrisk.schema import as_json_schema
+from healthrisk_inference.accounting import CLIENT_CLOSED_REQUEST
 from healthrisk_inference.manager import ModelManager
 from healthrisk_inference.model import HIGH_FROM, MODERATE_FROM, LoadedModel, risk_levels
-from healthrisk_inference.responses import PREDICTION_ERRORS, FastJSONResponse
+from healthrisk_inference.responses import FORBIDDEN, PREDICTION_ERRORS, FastJSONResponse
 from healthrisk_inference.schemas import (
     EXAMPLE_JSON,
     BatchResponse,
@@ -34,7 +37,12 @@ from healthrisk_inference.settings import Settings
 
 Body = TypeVar("Body", bound=BaseModel)
 ExplainQuery = Annotated[
-    bool, Query(description="Add per-feature contributions (coefficient × standardized value).")
+    bool,
+    Query(
+        description="Add per-feature contributions (coefficient × standardized value). They reveal "
+        f"the model's coefficients, so only authenticated callers get them ({ENV_INFERENCE_API_KEY} set; "
+        "403 otherwise)."
+    ),
 ]
 
 
@@ -72,6 +80,9 @@ async def read_body(request: Request, model: type[Body]) -> Body:
     """
     try:
         return model.model_validate_json(await request.body())
+    except ClientDisconnect:
+        # Nobody reads this answer; nginx's 499 makes the outcome "disconnected" in the metrics.
+        raise HTTPException(CLIENT_CLOSED_REQUEST, "the client left before sending its whole body") from None
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
@@ -92,24 +103,37 @@ def router(
     """The routes, and the body models they read themselves (for the OpenAPI components)."""
     routes = APIRouter()
     metrics = manager.metrics
+    # Without an API key nobody is authenticated, and explanations give the coefficients away.
+    explains = settings.inference_api_key is not None
+    prediction_errors = PREDICTION_ERRORS if explains else {**PREDICTION_ERRORS, **FORBIDDEN}
+
+    def refuse_explanation_unless_authenticated(explain: bool) -> None:
+        if explain and not explains:
+            raise HTTPException(
+                403,
+                f"explanations reveal the model's coefficients: they need an API key "
+                f"({ENV_INFERENCE_API_KEY})",
+            )
 
     class BatchRequest(BaseModel):
         model_config = ConfigDict(
             extra="forbid", json_schema_extra={"examples": [{"records": [EXAMPLE_JSON, EXAMPLE_JSON]}]}
         )
+        # No maxItems: a longer batch is well formed but more than this service takes (413).
         records: list[PatientRecord] = Field(
-            min_length=1, max_length=settings.max_batch, description=f"At most {settings.max_batch} records."
+            min_length=1, description=f"At most {settings.max_batch} records (MAX_BATCH; more: 413)."
         )
 
     @routes.post(
         "/predict",
         response_model=PredictResponse,
-        responses={**PREDICTION_ERRORS, **auth_errors},
+        responses={**prediction_errors, **auth_errors},
         dependencies=protected,
         tags=["predictions"],
         openapi_extra=json_request_body(PatientRecord),
     )
     async def predict(request: Request, explain: ExplainQuery = False) -> Response:
+        refuse_explanation_unless_authenticated(explain)
         record = await read_body(request, PatientRecord)
         model = serving_model(request)
         scores, items = predictions(model, [record.row()], explain)
@@ -119,13 +143,16 @@ def router(
     @routes.post(
         "/predict/batch",
         response_model=BatchResponse,
-        responses={**PREDICTION_ERRORS, **auth_errors},
+        responses={**prediction_errors, **auth_errors},
         dependencies=protected,
         tags=["predictions"],
         openapi_extra=json_request_body(BatchRequest),
     )
     async def predict_batch(request: Request, explain: ExplainQuery = False) -> Response:
+        refuse_explanation_unless_authenticated(explain)
         batch = await read_body(request, BatchRequest)
+        if len(batch.records) > settings.max_batch:
+            raise HTTPException(413, f"a batch holds at most {settings.max_batch} records")
         model = serving_model(request)
         scores, items = predictions(model, [r.row() for r in batch.records], explain)
         metrics.risk_score.observe(model.version, scores)
@@ -173,14 +200,5 @@ def router(
             refused=dict(manager.refused),
             last_load_error=manager.last_load_error,
         )
-
-    @routes.get(
-        "/metrics",
-        response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
-        tags=["operations"],
-    )
-    async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return routes, [PatientRecord, BatchRequest]

@@ -7,13 +7,13 @@ two ever disagree.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.config import JsonDict
 
 from healthrisk.contracts import ENV_MODEL_PROVENANCE
-from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES_BY_NAME
+from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES, FEATURES_BY_NAME, N_FEATURES
 from healthrisk_inference.model import HIGH_FROM, MODERATE_FROM, RiskLevel
 
 # The schema's example record, typed as the JSON that OpenAPI examples are.
@@ -168,6 +168,9 @@ V2NumericType = Literal[
 class V2Tensor(BaseModel):
     """A KServe V2 tensor; `data` is flat (row-major) or nested to match `shape`."""
 
+    # strict: [true, 11] or ["2", 11] is not a shape.
+    model_config = ConfigDict(strict=True)
+
     name: str
     shape: list[int] = Field(min_length=1, max_length=2)
     datatype: V2NumericType
@@ -176,7 +179,13 @@ class V2Tensor(BaseModel):
 
 
 class V2InferRequest(BaseModel):
-    """Either one tensor of shape [N, 11] (columns in schema order) or one [N] tensor per feature."""
+    """Either one tensor of shape [N, 11] (columns in schema order) or one [N] tensor per feature.
+
+    What the route parses; `v2` then checks shapes, names and limits itself, naming the
+    tensor and the feature in each error. The OpenAPI document shows `V2InferenceRequest`.
+    """
+
+    model_config = ConfigDict(strict=True)
 
     id: str | None = None
     inputs: list[V2Tensor] = Field(min_length=1, max_length=len(FEATURE_NAMES))
@@ -210,3 +219,61 @@ class V2ModelMetadata(BaseModel):
     platform: str
     inputs: list[V2TensorMetadata]
     outputs: list[V2TensorMetadata]
+
+
+# --- The V2 request as the OpenAPI document states it: every rule JSON Schema can express
+# (names, datatypes, ranks, each feature's limits). Two it cannot: shape[0] is the number of
+# rows in `data`, and all per-feature tensors have the same N. The service also takes the
+# data of an [N, 11] tensor flat (row-major), as Triton clients send it. Built from the
+# feature schema, hence with create_model: the field types are computed.
+
+
+def _documented_v2_request() -> type[BaseModel]:
+    count: Any = Annotated[int, Field(ge=1)]
+
+    def value(name: str) -> Any:
+        feature = FEATURES_BY_NAME[name]
+        return Annotated[float, Field(ge=feature.minimum, le=feature.maximum)]
+
+    def tuple_of(*items: Any) -> Any:
+        return tuple.__class_getitem__(items)
+
+    def list_of(item: Any) -> Any:
+        return list.__class_getitem__(item)
+
+    def literal(value: object) -> Any:
+        return Literal.__getitem__(value)
+
+    records = create_model(
+        "V2RecordsTensor",
+        __doc__="All features at once: shape [N, 11], one row per record, columns in schema order.",
+        name=(str, ...),
+        shape=(tuple_of(count, Literal[N_FEATURES]), ...),
+        datatype=(V2NumericType, ...),
+        data=(list_of(tuple_of(*(value(f.name) for f in FEATURES))), Field(min_length=1)),
+        parameters=(dict[str, Any] | None, None),
+    )
+    per_feature = [
+        create_model(
+            f"V2Tensor_{name}",
+            __doc__=f"The {name} of each record: shape [N] (or [N, 1]), flat data.",
+            name=(literal(name), ...),
+            shape=(tuple_of(count) | tuple_of(count, Literal[1]), ...),
+            datatype=(V2NumericType, ...),
+            data=(list_of(value(name)), Field(min_length=1)),
+            parameters=(dict[str, Any] | None, None),
+        )
+        for name in FEATURE_NAMES
+    ]
+    return create_model(
+        "V2InferenceRequest",
+        __doc__="Open Inference Protocol request: one [N, 11] tensor, or the 11 per-feature tensors in "
+        "schema order; N records either way.",
+        id=(str | None, None),
+        inputs=(tuple_of(records) | tuple_of(*per_feature), ...),
+        parameters=(dict[str, Any] | None, None),
+        outputs=(list[dict[str, Any]] | None, None),
+    )
+
+
+V2InferenceRequest = _documented_v2_request()

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
         default=None, description="When set, prediction and model routes require it (X-API-Key or Bearer)."
     )
     max_batch: int = Field(default=10_000, ge=1, description="Most records accepted by /predict/batch.")
+    max_concurrent_requests: int = Field(
+        default=32,
+        ge=1,
+        description="Prediction requests in flight at once (bodies still arriving included); more are "
+        "answered 503 with Retry-After before anything is read. Bounds memory: each may hold a body "
+        "of up to ~2 kB per record of MAX_BATCH.",
+    )
     model_poll_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often an alias or `latest` is re-resolved in the registry."
     )

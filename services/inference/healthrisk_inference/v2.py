@@ -11,15 +11,18 @@ import math
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Path, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from healthrisk.schema import FEATURE_NAMES, FEATURES, N_FEATURES
 from healthrisk_inference.manager import ModelManager
 from healthrisk_inference.model import risk_levels
 from healthrisk_inference.responses import PREDICTION_ERRORS, FastJSONResponse, validation_error_response
+from healthrisk_inference.routes import json_request_body, read_body
 from healthrisk_inference.schemas import (
     ErrorResponse,
+    V2InferenceRequest,
     V2InferRequest,
     V2InferResponse,
     V2Live,
@@ -48,24 +51,38 @@ def _error(loc: Loc, msg: str, kind: str) -> dict[str, Any]:
     return {"loc": list(loc), "msg": msg, "type": kind}
 
 
-def _flat_numbers(data: list[Any], loc: Loc) -> list[float]:
-    """Flatten row-major nested data; refuse anything but finite JSON numbers."""
-    flat: list[Any] = []
-    for item in data:
-        if isinstance(item, list):
-            flat.extend(item)
-        else:
-            flat.append(item)
-    bad = [i for i, v in enumerate(flat) if type(v) not in (int, float) or not math.isfinite(v)]
-    if bad:
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (not a boolean, not an integer too large for float64)."""
+    if type(value) is float:
+        return math.isfinite(value)
+    if type(value) is int:
+        try:
+            float(value)
+        except OverflowError:
+            return False
+        return True
+    return False
+
+
+def _numbers(values: list[Any], loc: Loc) -> list[float]:
+    bad = next((i for i, v in enumerate(values) if not _is_number(v)), None)
+    if bad is not None:
         raise _Invalid(
-            [
-                _error(
-                    (*loc, "data"), f"must hold finite numbers only; element {bad[0]} is not", "finite_number"
-                )
-            ]
+            [_error((*loc, "data"), f"must hold finite numbers only; element {bad} is not", "finite_number")]
         )
-    return flat
+    return values
+
+
+def _record_values(data: list[Any], loc: Loc) -> list[float]:
+    """An [N, 11] tensor's data: rows of 11 numbers, or the same flat (row-major)."""
+    if data and all(isinstance(row, list) for row in data):
+        ragged = next((i for i, row in enumerate(data) if len(row) != N_FEATURES), None)
+        if ragged is not None:
+            raise _Invalid(
+                [_error((*loc, "data", ragged), f"a row holds {N_FEATURES} numbers in schema order", "shape")]
+            )
+        return _numbers([v for row in data for v in row], loc)
+    return _numbers(data, loc)
 
 
 def _rows(tensor: V2Tensor, loc: Loc) -> int:
@@ -80,7 +97,7 @@ def _matrix(body: V2InferRequest, max_batch: int) -> np.ndarray:
     if len(inputs) == 1 and len(inputs[0].shape) == 2 and inputs[0].shape[1] == N_FEATURES:
         n = inputs[0].shape[0]
         _check_batch(n, max_batch)
-        values = _flat_numbers(inputs[0].data, ("body", "inputs", 0))
+        values = _record_values(inputs[0].data, ("body", "inputs", 0))
         if len(values) != n * N_FEATURES:
             raise _Invalid(
                 [
@@ -115,7 +132,7 @@ def _matrix(body: V2InferRequest, max_batch: int) -> np.ndarray:
     columns = []
     for name in FEATURE_NAMES:
         i = positions[name]
-        values = _flat_numbers(inputs[i].data, ("body", "inputs", i))
+        values = _numbers(inputs[i].data, ("body", "inputs", i))
         if len(values) != n:
             raise _Invalid(
                 [
@@ -162,16 +179,17 @@ def router(
     manager: ModelManager,
     protected: list[Any],
     auth_errors: dict[int | str, dict[str, Any]],
-) -> APIRouter:
+) -> tuple[APIRouter, list[type[BaseModel]]]:
+    """The V2 routes, and the request model the OpenAPI document shows for /infer."""
     v2 = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
-
-    def served_name() -> str:
-        model = manager.current
-        return model.name if model else settings.model_name
+    served = manager.model_name
+    # The one model this service serves; any other name is 404. (A default, not an Annotated
+    # alias: this module's annotations are strings, resolved at module level.)
+    model_name_path: Any = Path(description="The served model's name.", json_schema_extra={"enum": [served]})
 
     def require_name(model_name: str) -> None:
-        if model_name != served_name():
-            raise HTTPException(404, f"no model named {model_name!r}; this service serves {served_name()!r}")
+        if model_name != served:
+            raise HTTPException(404, f"no model named {model_name!r}; this service serves {served!r}")
 
     @v2.get("/health/live", response_model=V2Live)
     async def live() -> V2Live:
@@ -183,7 +201,7 @@ def router(
         return FastJSONResponse({"ready": loaded}, status_code=200 if loaded else 503)
 
     @v2.get("/models/{model_name}/ready", response_model=V2Ready, responses={**_NOT_FOUND, **_NOT_READY})
-    async def model_ready(model_name: str) -> Response:
+    async def model_ready(model_name: str = model_name_path) -> Response:
         require_name(model_name)
         loaded = manager.current is not None
         return FastJSONResponse({"ready": loaded}, status_code=200 if loaded else 503)
@@ -194,11 +212,11 @@ def router(
         responses={**_NOT_FOUND, **auth_errors},
         dependencies=protected,
     )
-    async def metadata(model_name: str) -> V2ModelMetadata:
+    async def metadata(model_name: str = model_name_path) -> V2ModelMetadata:
         require_name(model_name)
         model = manager.current
         return V2ModelMetadata(
-            name=served_name(),
+            name=served,
             versions=[model.version] if model else [],
             platform="sklearn",
             inputs=[{"name": name, "datatype": "FP64", "shape": [-1]} for name in FEATURE_NAMES],  # type: ignore[misc]
@@ -213,9 +231,13 @@ def router(
         response_model=V2InferResponse,
         responses={**PREDICTION_ERRORS, **_NOT_FOUND, **auth_errors},
         dependencies=protected,
+        openapi_extra=json_request_body(V2InferenceRequest),
     )
-    async def infer(model_name: str, body: V2InferRequest, request: Request) -> Response:
+    async def infer(request: Request, model_name: str = model_name_path) -> Response:
+        # The body is read here, after the API key was checked: an unauthenticated caller
+        # never gets a byte of it parsed.
         require_name(model_name)
+        body = await read_body(request, V2InferRequest)
         model = manager.current
         if model is None:
             raise HTTPException(503, "no model loaded yet; see GET /model")
@@ -239,4 +261,4 @@ def router(
             }
         )
 
-    return v2
+    return v2, [V2InferenceRequest]
