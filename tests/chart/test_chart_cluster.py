@@ -11,6 +11,7 @@ images already loaded.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.parse
@@ -22,7 +23,14 @@ import pytest
 import yaml
 from chartkit import CHART, VALUE_SETS, Cluster, render, wait_for, with_namespace
 
-from healthrisk.contracts import APP_NAME, ENV_TRACKING_URI, INFERENCE_PORT, LABEL_COMPONENT, MLFLOW_PORT
+from healthrisk.contracts import (
+    APP_NAME,
+    ENV_TRACKING_URI,
+    INFERENCE_METRICS_PORT,
+    INFERENCE_PORT,
+    LABEL_COMPONENT,
+    MLFLOW_PORT,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -52,18 +60,22 @@ def test_rendered_manifests_are_accepted_by_the_api_server(
 
 
 def register_champion(cluster: Cluster, namespace: str, release: str, flower_image: str) -> str:
-    """Register a model version with alias champion in the release's MLflow, from inside
-    the cluster (a pod of the Flower image, which carries the training code)."""
+    """Register a model version and promote it to champion in the release's MLflow, from
+    inside the cluster (a pod of the Flower image, which carries the training code), signed
+    with the release's model-signing key as the operator's gate signs."""
     script = """
+from pathlib import Path
 import mlflow, numpy as np
 from mlflow import MlflowClient
-from healthrisk.registry import build_pipeline, log_and_register
+from healthrisk.provenance import read_signing_key
+from healthrisk.registry import build_pipeline, log_and_register, promote
 mlflow.set_experiment("chart-test")
 n = 11
 pipeline = build_pipeline(np.zeros(n), np.ones(n), np.linspace(-0.5, 0.5, n) / 100, -1.0)
 with mlflow.start_run():
-    version = log_and_register(pipeline, registered_name="health-risk", tags={"source": "chart-test"})
-MlflowClient().set_registered_model_alias("health-risk", "champion", version.version)
+    version = log_and_register(pipeline, registered_name="health-risk", tags={"healthrisk.val_auc": "0.5"})
+key = read_signing_key(Path("/signing/hmac-key"))
+assert promote(MlflowClient(), "health-risk", version.version, signing_key=key).promoted
 print("registered", version.version)
 """
     pod = {
@@ -82,7 +94,9 @@ print("registered", version.version)
                 "imagePullPolicy": "Never",
                 "command": ["python3", "-c", script],
                 "env": [{"name": ENV_TRACKING_URI, "value": f"http://{release}-mlflow:{MLFLOW_PORT}"}],
+                "volumeMounts": [{"name": "signing", "mountPath": "/signing", "readOnly": True}],
             }],
+            "volumes": [{"name": "signing", "secret": {"secretName": f"{release}-model-signing"}}],
         },
     }  # fmt: skip
     cluster.kubectl_run("apply", "-f", "-", input=json.dumps(pod))
@@ -101,9 +115,11 @@ print("registered", version.version)
     return logs.strip().split()[-1]
 
 
-def http_json(url: str, body: dict[str, Any] | None = None) -> Any:
+def http_json(url: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
@@ -120,6 +136,11 @@ def release_leftovers(cluster: Cluster, namespace: str, release: str) -> dict[st
     for item in items + [i for i in cluster_items if namespace in i["metadata"]["name"]]:
         left.setdefault(item["kind"], []).append(item["metadata"]["name"])
     return left
+
+
+# What outlives `helm uninstall` by default: MLflow's data, and the key its promoted versions
+# were signed with (a new key would make every one of them unservable).
+KEPT = {"PersistentVolumeClaim": ["health-risk-mlflow"], "Secret": ["health-risk-model-signing"]}
 
 
 @pytest.mark.timeout(3600)
@@ -183,15 +204,18 @@ def test_install_test_upgrade_metrics_uninstall(
     test = cluster.helm_run("test", release, "-n", namespace, "--timeout", "5m", timeout=400)
     assert "Phase:          Succeeded" in test.stdout or "Succeeded" in test.stdout, test.stdout
 
+    # The API key is on by default: the chart generated it (NOTES.txt says how to read it).
+    secret = cluster.json("-n", namespace, "get", "secret", f"{release}-inference-api-key")
+    key = {"X-API-Key": base64.b64decode(secret["data"]["api-key"]).decode()}
     with cluster.port_forward(namespace, f"svc/{release}-inference", INFERENCE_PORT) as api:
         for _ in range(5):
-            answer = http_json(f"{api}/predict", RECORD)
+            answer = http_json(f"{api}/predict", RECORD, headers=key)
             assert 0.0 <= answer["risk_score"] <= 1.0
             assert answer["model_version"] == version
     selector = f"{LABEL_COMPONENT}=inference"
     pod = cluster.json("-n", namespace, "get", "pods", "-l", selector)["items"][0]
-    # DNS discovery labels each target with its pod's address
-    pod_target = f"{pod['status']['podIP']}:{INFERENCE_PORT}"
+    # DNS discovery labels each target with its pod's address and the metrics port
+    pod_target = f"{pod['status']['podIP']}:{INFERENCE_METRICS_PORT}"
 
     with cluster.port_forward(namespace, "svc/health-risk-prometheus", 9090) as prometheus:
         query = f'sum by (instance) (predictions_total{{namespace="{namespace}",endpoint="predict"}})'
@@ -208,13 +232,9 @@ def test_install_test_upgrade_metrics_uninstall(
     cluster.helm_run("uninstall", release, "-n", namespace, "--wait", "--timeout", "5m", timeout=400)
     left = wait_for(
         "the release's objects to be deleted",
-        lambda: (
-            (left := release_leftovers(cluster, namespace, release))
-            == {"PersistentVolumeClaim": ["health-risk-mlflow"]}
-            and left
-        ),
+        lambda: (left := release_leftovers(cluster, namespace, release)) == KEPT and left,
         timeout=180,
     )
-    assert left == {"PersistentVolumeClaim": ["health-risk-mlflow"]}, "only the kept PVC stays"
+    assert left == KEPT, "only the kept PVC, and the key its signed versions need, stay"
     crd = cluster.kubectl_run("get", "crd", "federatedtrainings.healthrisk.io", check=False)
     assert crd.returncode == 0, "the CRD (from crds/) outlives the release"

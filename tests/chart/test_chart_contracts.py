@@ -25,6 +25,7 @@ from healthrisk.contracts import (
     ENV_OPERATOR_PREFIX,
     ENV_TRACKING_URI,
     GROUP,
+    INFERENCE_METRICS_PORT,
     INFERENCE_PORT,
     LABEL_COMPONENT,
     LABEL_ROLE,
@@ -47,9 +48,12 @@ CONTRACT_KEYS = {
 GROUP_KEY = re.compile(rf"(?<![\w.-]){re.escape(GROUP)}/[\w.-]+")
 # host:port wherever a component's address is written (URLs, scrape targets, allowed hosts).
 ADDRESSES = {
-    "mlflow": (re.compile(r"(?<![\w./-])[\w.-]*mlflow[\w.-]*:(\d+)"), MLFLOW_PORT),
-    "inference": (re.compile(r"(?<![\w./-])[\w.-]*inference[\w.-]*:(\d+)"), INFERENCE_PORT),
-    "superlink": (re.compile(r"(?<![\w./-])[\w.-]*superlink[\w.-]*:(\d+)"), SUPERLINK_PORT),
+    "mlflow": (re.compile(r"(?<![\w./-])[\w.-]*mlflow[\w.-]*:(\d+)"), {MLFLOW_PORT}),
+    "inference": (
+        re.compile(r"(?<![\w./-])[\w.-]*inference[\w.-]*:(\d+)"),
+        {INFERENCE_PORT, INFERENCE_METRICS_PORT},
+    ),
+    "superlink": (re.compile(r"(?<![\w./-])[\w.-]*superlink[\w.-]*:(\d+)"), {SUPERLINK_PORT}),
 }
 # Each image (a target of images/Dockerfile) serves one component's port: EXPOSE, its
 # health check and its own --port.
@@ -119,14 +123,15 @@ def test_network_policies_select_the_operators_roles(rendered: list[dict[str, An
 
 def test_component_addresses_use_the_contract_ports(rendered: list[dict[str, Any]]) -> None:
     text = json.dumps(rendered)
-    for component, (pattern, port) in ADDRESSES.items():
-        assert {int(p) for p in pattern.findall(text)} <= {port}, component
+    for component, (pattern, ports) in ADDRESSES.items():
+        assert {int(p) for p in pattern.findall(text)} <= ports, component
 
 
-def test_inference_pods_serve_and_are_scraped_on_the_contract_port(rendered: list[dict[str, Any]]) -> None:
+def test_inference_pods_serve_and_are_scraped_on_the_contract_ports(rendered: list[dict[str, Any]]) -> None:
     pod = component_pod(rendered, "inference")
-    assert [p["containerPort"] for p in container(pod)["ports"]] == [INFERENCE_PORT]
-    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(INFERENCE_PORT)
+    ports = {p["name"]: p["containerPort"] for p in container(pod)["ports"]}
+    assert ports == {"http": INFERENCE_PORT, "metrics": INFERENCE_METRICS_PORT}
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(INFERENCE_METRICS_PORT)
     env = {e["name"] for e in container(pod)["env"]}
     assert {ENV_TRACKING_URI, ENV_MODEL_NAME, ENV_MODEL_VERSION} <= env
     api_key = any(e.get("valueFrom", {}).get("secretKeyRef") for e in container(pod)["env"])
@@ -136,7 +141,21 @@ def test_inference_pods_serve_and_are_scraped_on_the_contract_port(rendered: lis
         for d in rendered
         if d["kind"] == "Service" and d["spec"]["selector"].get(LABEL_COMPONENT) == "inference"
     ]
-    assert services and all(p["port"] == INFERENCE_PORT for s in services for p in s["spec"]["ports"])
+    served = {(p["name"], p["port"]) for s in services for p in s["spec"]["ports"]}
+    assert ("http", INFERENCE_PORT) in served and served <= {
+        ("http", INFERENCE_PORT),
+        ("metrics", INFERENCE_METRICS_PORT),
+    }
+    # Only Prometheus (the bundled one, metricsFrom) reaches the metrics port.
+    policies = [d for d in rendered if d["kind"] == "NetworkPolicy" and "inference" in d["metadata"]["name"]]
+    for policy in policies:
+        for rule in policy["spec"]["ingress"]:
+            if {"port": "metrics", "protocol": "TCP"} in rule["ports"]:
+                assert rule["from"], "the metrics port open to any peer"
+    prometheus = [d for d in rendered if d["kind"] == "ConfigMap" and "prometheus.yml" in d.get("data", {})]
+    for config in prometheus:
+        text = config["data"]["prometheus.yml"]
+        assert f"port: {INFERENCE_METRICS_PORT}" in text or "regex: metrics" in text
 
 
 def test_the_operator_signs_with_the_key_the_inference_pods_verify_with(
@@ -161,7 +180,15 @@ def test_the_operator_signs_with_the_key_the_inference_pods_verify_with(
     else:
         assert env[ENV_MODEL_PROVENANCE] == "off" and ENV_MODEL_SIGNING_KEY_FILE not in env
     generated = [d for d in rendered if d["kind"] == "Secret" and d["metadata"]["name"] == signer[0]]
-    assert all(d["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for d in generated)
+    mlflow_kept = [
+        d for d in rendered if d["kind"] == "PersistentVolumeClaim" and "mlflow" in d["metadata"]["name"]
+    ]
+    for secret in generated:  # kept exactly as long as the registry data it signed
+        kept = (secret["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") == "keep"
+        if mlflow_kept:
+            assert kept == (
+                mlflow_kept[0]["metadata"].get("annotations", {}).get("helm.sh/resource-policy") == "keep"
+            )
 
 
 def test_mlflow_and_the_operator_listen_on_the_contract_ports(rendered: list[dict[str, Any]]) -> None:
@@ -187,5 +214,5 @@ def test_images_expose_the_contract_ports(target: str) -> None:
 @pytest.mark.parametrize("path", ["compose.yaml", "images/prometheus.yml"])
 def test_compose_addresses_use_the_contract_ports(path: str) -> None:
     text = (REPO / path).read_text()
-    for component, (pattern, port) in ADDRESSES.items():
-        assert {int(p) for p in pattern.findall(text)} <= {port}, component
+    for component, (pattern, ports) in ADDRESSES.items():
+        assert {int(p) for p in pattern.findall(text)} <= ports, component

@@ -253,8 +253,13 @@ def test_service_monitor_for_an_existing_prometheus_operator(helm: str, tmp_path
     docs = render(helm, values, tmp_path)
     (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
-    service = next(
-        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "health-risk-inference"
-    )
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    # The Services it selects: only the headless one has the metrics port, the API's has none.
+    services = [
+        d
+        for d in docs
+        if d["kind"] == "Service"
+        and monitor["spec"]["selector"]["matchLabels"].items() <= d["metadata"]["labels"].items()
+    ]
+    ports = {d["metadata"]["name"]: {p["name"] for p in d["spec"]["ports"]} for d in services}
+    assert ports == {"health-risk-inference": {"http"}, "health-risk-inference-pods": {"metrics"}}

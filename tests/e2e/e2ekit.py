@@ -7,6 +7,7 @@ port-forward` on loopback, so no test traffic leaves the machine.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -200,6 +201,12 @@ class Platform:
     def tls_secret(self) -> str:
         return f"{RELEASE}-flower-tls"
 
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """The API key the chart generated (on by default), as a client sends it."""
+        secret = self.kube.get("secret", f"{RELEASE}-inference-api-key")
+        return {"X-API-Key": base64.b64decode(secret["data"]["api-key"]).decode()}
+
     def write_site_data(self, window: tuple[str, str], drifts: tuple[str, ...] = ()) -> None:
         """Each site's days for `window` onto its own volume, via the product's generator.
 
@@ -384,7 +391,8 @@ def served_version(platform: Platform) -> tuple[str, int]:
 
 def predict(platform: Platform, records: int = 3) -> list[dict[str, Any]]:
     with platform.kube.port_forward(f"svc/{platform.inference}", 8080) as api:
-        return [http_json(f"{api}/predict", dict(EXAMPLE_RECORD)) for _ in range(records)]
+        headers = platform.api_headers
+        return [http_json(f"{api}/predict", dict(EXAMPLE_RECORD), headers=headers) for _ in range(records)]
 
 
 def rollout_history_version(platform: Platform, revision: int) -> str:

@@ -155,18 +155,19 @@ def test_predictions_keep_flowing_while_mlflow_is_down(platform: Platform) -> No
             timeout=120,
         )
         answers, failures = 0, []
+        headers = platform.api_headers
         with kube.port_forward(f"svc/{platform.inference}", INFERENCE_PORT) as api:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 try:
-                    answer = http_json(f"{api}/predict", dict(EXAMPLE_RECORD))
+                    answer = http_json(f"{api}/predict", dict(EXAMPLE_RECORD), headers=headers)
                     answers += 1
                     if answer["model_version"] != version:
                         failures.append(f"served {answer['model_version']}")
                 except (AssertionError, OSError) as exc:
                     failures.append(str(exc))
                 time.sleep(0.2)
-            model = http_json(f"{api}/model")
+            model = http_json(f"{api}/model", headers=headers)
         print(f"MLflow down for 60 s: {answers} predictions, {len(failures)} failed; /model: {model}")
         assert answers > 50 and not failures, failures[:5]
     finally:

@@ -28,6 +28,7 @@ from e2ekit import (
     MLflowRest,
     Platform,
     follow_run,
+    http_json,
     predict,
     printed_table,
     rollout_history_version,
@@ -40,6 +41,7 @@ from e2ekit import (
 
 from healthrisk.contracts import (
     APP_NAME,
+    INFERENCE_PORT,
     METRIC_VAL_AUC,
     MLFLOW_PORT,
     PROMOTION_PROMOTED,
@@ -47,6 +49,7 @@ from healthrisk.contracts import (
     REGISTERED_MODEL,
     TAG_DATA_WINDOWS,
     TAG_PROMOTION,
+    TAG_PROMOTION_HMAC,
     TAG_PROMOTION_REASON,
     TAG_ROUNDS,
     TAG_RUN_NUMBER,
@@ -129,6 +132,7 @@ def test_first_run_trains_registers_promotes_and_serves(platform: Platform) -> N
         assert sorted(tag[TAG_SITES].split(",")) == list(SITES)
         assert TRAIN_WINDOW[0] in tag[TAG_DATA_WINDOWS]
         assert tag[TAG_PROMOTION] == PROMOTION_PROMOTED
+        assert tag[TAG_PROMOTION_HMAC], "the operator's gate signed it (the chart's key)"
         history = mlflow.get("metrics/get-history", run_id=champion["run_id"], metric_key=METRIC_VAL_AUC)
         rounds = history["metrics"]
         assert set(range(1, ROUNDS + 1)) <= {m["step"] for m in rounds}, rounds
@@ -143,6 +147,9 @@ def test_first_run_trains_registers_promotes_and_serves(platform: Platform) -> N
     for answer in predict(platform):
         assert answer["model_version"] == version, answer
         assert 0.0 <= answer["risk_score"] <= 1.0
+    with kube.port_forward(f"svc/{platform.inference}", INFERENCE_PORT) as api:
+        provenance = http_json(f"{api}/model", headers=platform.api_headers)["provenance"]
+    assert provenance["verified"] is True, "the service checked the signature with the same key"
 
 
 # ---- 2. drift → a run with trigger drift, served; a worse model is not promoted ---------

@@ -82,7 +82,8 @@ class ServiceMetrics:
         self.predictions = Counter(
             "predictions",
             "Prediction requests, by model version, endpoint and outcome "
-            "(success, invalid, too_large, unauthorized, unavailable, not_found, error).",
+            "(success, invalid, too_large, unauthorized, forbidden, unavailable, overloaded, disconnected, "
+            "not_found, error).",
             ["model_version", "endpoint", "outcome"],
             registry=self.registry,
         )
