@@ -34,10 +34,6 @@ case $image in
     uninstall Faker statsmodels uvloop
     rm -rf "$site/jupyterlab_plotly" "$home/share/jupyter" \
       "$site"/pyarrow/libarrow_flight.so* "$site"/pyarrow/_flight.*.so ;;
-  inference)
-    # google-auth (via mlflow's databricks-sdk) declares cryptography for service-account
-    # keys; loading a model from a tracking server never imports it
-    uninstall cryptography ;;
 esac
 
 # Bytecode only for third-party code: imports as fast as with sources on a read-only root

@@ -58,10 +58,10 @@ ADDRESSES = {
 # Each image (a target of images/Dockerfile) serves one component's port: EXPOSE, its
 # health check and its own --port.
 IMAGE_PORTS = {
-    "inference": INFERENCE_PORT,
-    "flower": SUPERLINK_PORT,
-    "mlflow": MLFLOW_PORT,
-    "operator": OPERATOR_HEALTH_PORT,
+    "inference": {INFERENCE_PORT, INFERENCE_METRICS_PORT},
+    "flower": {SUPERLINK_PORT},
+    "mlflow": {MLFLOW_PORT},
+    "operator": {OPERATOR_HEALTH_PORT},
 }
 DOCKERFILE_PORTS = re.compile(r'EXPOSE (\d+)|127\.0\.0\.1:(\d+)|"--port", "(\d+)"')
 
@@ -203,12 +203,31 @@ def test_mlflow_and_the_operator_listen_on_the_contract_ports(rendered: list[dic
         assert f"--port={MLFLOW_PORT}" in mlflow["args"]
 
 
+def dockerfile_stages() -> dict[str, tuple[str, str]]:
+    """images/Dockerfile's stages: name → (the stage it starts FROM, its text)."""
+    parts = re.split(r"^FROM (\S+) AS (\S+)$", (REPO / "images" / "Dockerfile").read_text(), flags=re.M)
+    return {
+        name: (base, text) for base, name, text in zip(parts[1::3], parts[2::3], parts[3::3], strict=True)
+    }
+
+
 @pytest.mark.parametrize("target", sorted(IMAGE_PORTS))
 def test_images_expose_the_contract_ports(target: str) -> None:
-    stages = re.split(r"^FROM \S+ AS (\S+)$", (REPO / "images" / "Dockerfile").read_text(), flags=re.M)
-    text = dict(zip(stages[1::2], stages[2::2], strict=True))[target]
+    text = dockerfile_stages()[target][1]
     ports = {int(p) for match in DOCKERFILE_PORTS.findall(text) for p in match if p}
-    assert ports == {IMAGE_PORTS[target]}, ports
+    assert ports == IMAGE_PORTS[target], ports
+
+
+@pytest.mark.parametrize("target", sorted(IMAGE_PORTS))
+def test_no_image_lets_mlflow_unpickle_a_model(target: str) -> None:
+    """MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false in the image or a stage it is built FROM."""
+    stages = dockerfile_stages()
+    inherited, stage = "", target
+    while stage in stages:
+        base, text = stages[stage]
+        inherited += text
+        stage = base
+    assert re.search(r"^ENV .*\bMLFLOW_ALLOW_PICKLE_DESERIALIZATION=false\b", inherited, flags=re.M), target
 
 
 @pytest.mark.parametrize("path", ["compose.yaml", "images/prometheus.yml"])
