@@ -20,6 +20,7 @@ from healthrisk.contracts import (
     ENV_MODEL_NAME,
     ENV_MODEL_VERSION,
     ENV_TRACKING_URI,
+    INFERENCE_METRICS_PORT,
     INFERENCE_PORT,
     MLFLOW_PORT,
     REGISTERED_MODEL,
@@ -161,9 +162,19 @@ def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> N
 
         with stages.stage("4. start the inference service"):
             api_port = _port(INFERENCE_PORT)
+            metrics_port = _port(INFERENCE_METRICS_PORT)
             api = group.start(
                 "inference",
-                [venv_bin("healthrisk"), "serve", "--host", "127.0.0.1", "--port", str(api_port)],
+                [
+                    venv_bin("healthrisk"),
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(api_port),
+                    "--metrics-port",
+                    str(metrics_port),
+                ],
                 env={
                     ENV_TRACKING_URI: tracking_uri,
                     ENV_MODEL_NAME: REGISTERED_MODEL,
@@ -172,7 +183,9 @@ def run_demo(state_dir: Path, *, rounds: int, wait: bool, console: Console) -> N
             )
             api_url = f"http://127.0.0.1:{api_port}"
             wait_for_http(f"{api_url}/ready", timeout=120, child=api)
-            console.print(f"inference API at {api_url}")
+            console.print(
+                f"inference API at {api_url}, its metrics at http://127.0.0.1:{metrics_port}/metrics"
+            )
 
         with stages.stage("5. predictions"):
             table = Table(title=f"POST {api_url}/predict")
