@@ -30,6 +30,8 @@ from healthrisk.contracts import (
     INFERENCE_PORT,
     LABEL_COMPONENT,
     MLFLOW_PORT,
+    REGISTERED_MODEL,
+    TAG_VAL_AUC,
 )
 
 pytestmark = pytest.mark.cluster
@@ -63,7 +65,7 @@ def register_champion(cluster: Cluster, namespace: str, release: str, flower_ima
     """Register a model version and promote it to champion in the release's MLflow, from
     inside the cluster (a pod of the Flower image, which carries the training code), signed
     with the release's model-signing key as the operator's gate signs."""
-    script = """
+    script = f"""
 from pathlib import Path
 import mlflow, numpy as np
 from mlflow import MlflowClient
@@ -72,10 +74,11 @@ from healthrisk.registry import build_pipeline, log_and_register, promote
 mlflow.set_experiment("chart-test")
 n = 11
 pipeline = build_pipeline(np.zeros(n), np.ones(n), np.linspace(-0.5, 0.5, n) / 100, -1.0)
+tags = {{{TAG_VAL_AUC!r}: "0.5"}}
 with mlflow.start_run():
-    version = log_and_register(pipeline, registered_name="health-risk", tags={"healthrisk.val_auc": "0.5"})
+    version = log_and_register(pipeline, registered_name={REGISTERED_MODEL!r}, tags=tags)
 key = read_signing_key(Path("/signing/hmac-key"))
-assert promote(MlflowClient(), "health-risk", version.version, signing_key=key).promoted
+assert promote(MlflowClient(), {REGISTERED_MODEL!r}, version.version, signing_key=key).promoted
 print("registered", version.version)
 """
     pod = {

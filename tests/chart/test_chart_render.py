@@ -11,6 +11,7 @@ import yaml
 from chartkit import CHART, VALUE_SETS, find_tool, pod_specs, render, run, with_namespace
 
 from healthrisk.contracts import (
+    ENV_INFERENCE_API_KEY,
     LABEL_APP_NAME,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -263,3 +264,25 @@ def test_service_monitor_for_an_existing_prometheus_operator(helm: str, tmp_path
     ]
     ports = {d["metadata"]["name"]: {p["name"] for p in d["spec"]["ports"]} for d in services}
     assert ports == {"health-risk-inference": {"http"}, "health-risk-inference-pods": {"metrics"}}
+
+
+def test_the_api_key_is_on_by_default_and_notes_show_how_to_read_it(helm: str, tmp_path: Path) -> None:
+    """The NOTES' command reads the Secret and key the inference pods take INFERENCE_API_KEY from."""
+    release, namespace = "notes", "notes-ns"
+    docs = render(helm, {}, tmp_path, namespace=namespace, release=release)
+    (deployment,) = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{release}-inference"
+    ]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    reference = env[ENV_INFERENCE_API_KEY]["valueFrom"]["secretKeyRef"]
+    generated = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == reference["name"]]
+    assert len(generated) == 1 and reference["key"] in generated[0]["data"]
+
+    install = [helm, "install", release, str(CHART), "-n", namespace, "--dry-run=client"]
+    notes = run(install).stdout.split("NOTES:", 1)[1]
+    (read_key,) = [line.strip() for line in notes.splitlines() if line.strip().startswith("API_KEY=$(")]
+    assert read_key == (
+        f"API_KEY=$(kubectl -n {namespace} get secret {reference['name']} "
+        f"-o jsonpath='{{.data.{reference['key']}}}' | base64 -d)"
+    )
+    assert '-H "X-API-Key: $API_KEY"' in notes
