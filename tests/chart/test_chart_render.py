@@ -271,7 +271,9 @@ def test_the_api_key_is_on_by_default_and_notes_show_how_to_read_it(helm: str, t
     release, namespace = "notes", "notes-ns"
     docs = render(helm, {}, tmp_path, namespace=namespace, release=release)
     (deployment,) = [
-        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{release}-inference"
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["labels"][LABEL_COMPONENT] == "inference"
     ]
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     reference = env[ENV_INFERENCE_API_KEY]["valueFrom"]["secretKeyRef"]
