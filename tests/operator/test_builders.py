@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import pytest
 
@@ -34,7 +35,7 @@ from healthrisk_operator.builders import Training
 from healthrisk_operator.config import OperatorConfig
 from healthrisk_operator.spec import parse_spec
 
-from .helpers import FULL_SPEC, MINIMAL_SPEC
+from .helpers import FULL_SPEC, MINIMAL_SPEC, load_crd, version_schema
 
 TRAINING = Training("health-risk-mlops", "diabetes", "0b5c-uid")
 CONFIG = OperatorConfig(tracking_uri=f"http://health-risk-mlflow:{MLFLOW_PORT}")
@@ -279,11 +280,33 @@ def test_inference_container_choice() -> None:
         builders.inference_container_name(deployment, "c")
 
 
+# What the API server accepts: a Service name is a DNS-1035 label (at most 63), a pod
+# name a DNS-1123 subdomain (lowercase alphanumerics and '-', no '_').
+DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+DNS_1123_NAME = re.compile(r"[a-z0-9]([-.a-z0-9]*[a-z0-9])?")
+
+
 def test_names_fit_kubernetes_limits() -> None:
-    name = "a" * 40  # the CRD's maximum
-    assert len(builders.superlink_name(name, 9999)) <= 63  # Service names are DNS-1035 labels
-    spec = parse_spec(MINIMAL_SPEC)
-    assert len(builders.supernode_name(name, 9999, spec.sites[0])) <= 253
+    """With the longest training and site names the CRD admits, every child name is one
+    the API server accepts; the CRD's name limit is what keeps the Service name in 63."""
+    crd = load_crd()
+    rule = version_schema(crd)["x-kubernetes-validations"][0]["rule"]
+    limit = re.search(r"size\(self\.metadata\.name\) <= (\d+)", rule)
+    assert limit, rule
+    longest = int(limit.group(1))
+    sites = version_schema(crd)["properties"]["spec"]["properties"]["sites"]
+    # '_' is allowed in site names, not in pod names
+    site = "h_" + "1" * (sites["items"]["properties"]["name"]["maxLength"] - 2)
+    spec = parse_spec(MINIMAL_SPEC | {"sites": [{"name": site, "data": {"persistentVolumeClaim": "d"}}]})
+    name, run = "a" * longest, 10**6  # a run an hour for a century
+    assert DNS_1035_LABEL.fullmatch(builders.superlink_name(name, run))
+    pods = [
+        builders.superlink_name(name, run),
+        builders.supernode_name(name, run, spec.sites[0]),
+        builders.submit_name(name, run, 99),
+        builders.drift_pod_name(name, run, spec.sites[0]),
+    ]
+    assert all(DNS_1123_NAME.fullmatch(pod) for pod in pods), pods
 
 
 def test_event_is_about_the_training() -> None:
