@@ -36,17 +36,16 @@ test-local: install
 	FLWR_TELEMETRY_ENABLED=0 $(BIN)/pytest -m "not cluster" tests
 
 ## On the harness cluster (or any cluster KUBECONFIG points at): cluster smoke tests,
-## chart, operator and end to end. The chart tests build the images from the wheelhouse
-## and load them into the cluster before the end-to-end tests (tests/e2e) use them.
+## chart, operator and end to end. A suite that needs the platform's images builds them
+## from the wheelhouse and loads them into the cluster when they are missing or stale
+## (tests/kit/images.py), whatever ran before it.
 KUBECONFIG_FOR_TESTS = $${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig}
-E2E_BASE_IMAGE ?= local/python:3.11-slim
 test-cluster: install cluster-up
 	KUBECONFIG=$(KUBECONFIG_FOR_TESTS) PATH=$(CURDIR)/.cluster/bin:$$PATH \
 	  $(BIN)/pytest -m cluster tests
 
-## The end-to-end suite alone: images built and loaded first.
+## The end-to-end suite alone (it builds and loads its images itself).
 e2e: install cluster-up
-	$(MAKE) images images-load BASE_IMAGE=$(E2E_BASE_IMAGE)
 	KUBECONFIG=$(KUBECONFIG_FOR_TESTS) PATH=$(CURDIR)/.cluster/bin:$$PATH \
 	  $(BIN)/pytest -m e2e tests/e2e
 

@@ -15,25 +15,38 @@ run pods are given a scheduler name no scheduler serves: the figure is the opera
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+
+from healthrisk.processes import ProcessGroup, free_port, venv_bin, wait_for_http
+from healthrisk_operator import builders
+from healthrisk_operator.constants import CRD_NAME, GROUP, KIND, PLURAL, VERSION
+from healthrisk_operator.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.operator.kube import FAKE_SCHEDULER, Kube, running_operator  # noqa: E402
-
+CRD_PATH = REPO / "charts" / "health-risk" / "crds" / f"{CRD_NAME}.yaml"
 SITES = ("hospital_01", "hospital_02")
+# A scheduler name nobody serves: run pods stay unscheduled, so the figure is the
+# operator's (watch → reconcile → create), not image pulls or container starts.
+UNSCHEDULED = "healthrisk-benchmark-unscheduled"
 
 
-def spec() -> dict[str, object]:
+def spec() -> dict[str, Any]:
     return {
         "rounds": 2,
         "sites": [
@@ -44,25 +57,101 @@ def spec() -> dict[str, object]:
 
 
 def expected(name: str) -> set[str]:
-    return {
-        f"Pod/{name}-r1-superlink",
-        f"Service/{name}-r1-superlink",
-        *(f"Pod/{name}-r1-supernode-{s.replace('_', '-')}" for s in SITES),
+    """The run's children, named by the operator's own builders."""
+    superlink = builders.superlink_name(name, 1)
+    supernodes = {builders.supernode_name(name, 1, site) for site in parse_spec(spec()).sites}
+    return {f"Pod/{superlink}", f"Service/{superlink}", *(f"Pod/{pod}" for pod in supernodes)}
+
+
+def poll(what: str, probe: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+class Cluster:
+    """The API server KUBECONFIG names (else the harness's), through the Python client."""
+
+    def __init__(self) -> None:
+        kubeconfig = os.environ.get("KUBECONFIG") or str(REPO / ".cluster" / "kubeconfig")
+        self.kubeconfig = kubeconfig
+        self.api = k8s_config.new_client_from_config(kubeconfig)
+        self.core = k8s.CoreV1Api(self.api)
+        self.custom = k8s.CustomObjectsApi(self.api)
+        self.ext = k8s.ApiextensionsV1Api(self.api)
+
+    def apply_crd(self) -> None:
+        body = yaml.safe_load(CRD_PATH.read_text())
+        try:
+            # Only the spec: a chart release may own this CRD, and its metadata says so.
+            self.ext.patch_custom_resource_definition(
+                CRD_NAME, {"spec": body["spec"]}, _content_type="application/merge-patch+json"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.ext.create_custom_resource_definition(k8s.V1CustomResourceDefinition.model_validate(body))
+        poll("the CRD to be served", self._served, timeout=60)
+
+    def _served(self) -> bool:
+        try:
+            self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=1)
+            return True
+        except ApiException:
+            return False
+
+    def create_training(self, namespace: str, name: str) -> None:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": {"name": name}, "spec": spec()}
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+    def trainings(self, namespace: str) -> list[Any]:
+        listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+        return list(listed["items"])  # type: ignore[index]
+
+    def delete_trainings(self, namespace: str) -> None:
+        for item in self.trainings(namespace):
+            with contextlib.suppress(ApiException):
+                self.custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, item["metadata"]["name"]
+                )
+
+
+@contextlib.contextmanager
+def operator(cluster: Cluster, namespace: str, log_dir: Path) -> Iterator[None]:
+    """`healthrisk operator run` for `namespace`; the trainings are deleted while it still
+    runs (it releases their finalizers), then it is stopped."""
+    health = f"http://127.0.0.1:{free_port()}/healthz"
+    env = {
+        "KUBECONFIG": cluster.kubeconfig,
+        # No MLflow is needed to create run pods; a closed loopback port fails fast.
+        "HEALTHRISK_OPERATOR_TRACKING_URI": "http://127.0.0.1:9",
+        "HEALTHRISK_OPERATOR_POD_SCHEDULER_NAME": UNSCHEDULED,
     }
+    argv = [venv_bin("healthrisk"), "operator", "run", "--namespace", namespace, "--liveness", health]
+    with ProcessGroup(log_dir) as group:
+        child = group.start("operator", argv, env=env)
+        wait_for_http(health, timeout=60, child=child)
+        try:
+            yield
+        finally:
+            cluster.delete_trainings(namespace)
+            poll("the trainings to be deleted", lambda: not cluster.trainings(namespace), timeout=60)
 
 
 class Seen:
     """First time each child object was seen ADDED, from watches started before the apply."""
 
-    def __init__(self, kube: Kube, namespace: str) -> None:
-        self.kube, self.namespace = kube, namespace
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.namespace = namespace
         self.first: dict[str, float] = {}
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.threads = [
-            threading.Thread(target=self._watch, args=("Pod", kube.core.list_namespaced_pod), daemon=True),
+            threading.Thread(target=self._watch, args=("Pod", cluster.core.list_namespaced_pod), daemon=True),
             threading.Thread(
-                target=self._watch, args=("Service", kube.core.list_namespaced_service), daemon=True
+                target=self._watch, args=("Service", cluster.core.list_namespaced_service), daemon=True
             ),
         ]
         for thread in self.threads:
@@ -92,25 +181,21 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=180.0)
     args = parser.parse_args()
 
-    kube = Kube()
-    kube.apply_crd()
-    namespace = kube.create_namespace("ft-bench")
-    env = {
-        # No MLflow is needed to create run pods; a closed loopback port fails fast.
-        "HEALTHRISK_OPERATOR_TRACKING_URI": "http://127.0.0.1:9",
-        "HEALTHRISK_OPERATOR_POD_SCHEDULER_NAME": FAKE_SCHEDULER,
-    }
-    log = Path(tempfile.mkdtemp(prefix="operator-bench-")) / "operator.log"
+    cluster = Cluster()
+    cluster.apply_crd()
+    namespace = f"ft-bench-{uuid.uuid4().hex[:6]}"
+    cluster.core.create_namespace(k8s.V1Namespace.model_validate({"metadata": {"name": namespace}}))
+    log_dir = Path(tempfile.mkdtemp(prefix="operator-bench-"))
     errors = 0
     try:
-        with running_operator(kube, namespace, log, env):
-            seen = Seen(kube, namespace)
+        with operator(cluster, namespace, log_dir):
+            seen = Seen(cluster, namespace)
             time.sleep(1.0)  # the watches are open before the first object exists
             names = [f"bench-{i:02d}" for i in range(args.objects)]
             applied: dict[str, float] = {}
 
             def create(name: str) -> None:
-                kube.create_training(namespace, name, spec())
+                cluster.create_training(namespace, name)
                 applied[name] = time.monotonic()
 
             with ThreadPoolExecutor(max_workers=args.objects) as pool:
@@ -119,11 +204,12 @@ def main() -> None:
             for failure in failures:
                 print(f"create failed: {failure.exception()}")
 
+            children = {name: expected(name) for name in names}
             deadline = time.monotonic() + args.timeout
             latencies: dict[str, float] = {}
             while time.monotonic() < deadline and len(latencies) < len(applied):
                 for name, t0 in applied.items():
-                    if name not in latencies and (done := seen.all_seen(expected(name))) is not None:
+                    if name not in latencies and (done := seen.all_seen(children[name])) is not None:
                         latencies[name] = max(0.0, done - t0)
                 time.sleep(0.2)
             seen.stop.set()
@@ -140,9 +226,10 @@ def main() -> None:
                 )
             else:
                 p95 = float("nan")
-            print(f"operator log: {log}")
+            print(f"operator log: {log_dir / 'operator.log'}")
     finally:
-        kube.delete_namespace(namespace)
+        with contextlib.suppress(ApiException):
+            cluster.core.delete_namespace(namespace)
     print(f"operator: apply_to_pods_p95_s={p95:.2f} objects={args.objects} errors={errors}")
 
 

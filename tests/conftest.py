@@ -20,6 +20,9 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 TRAIN_WINDOW = DateWindow.parse("2024-01-01..2024-01-10")
 
+# kubectl, helm, images and the reproduce line for every suite (tests/kit).
+pytest_plugins = ["tests.kit.plugin"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[bytes]:

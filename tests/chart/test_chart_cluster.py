@@ -2,26 +2,20 @@
 Prometheus scraping the inference pods, uninstall.
 
 The cluster is KUBECONFIG or the local harness (`make cluster-up`); without one these
-tests FAIL. Images are built from the wheelhouse with `make images` on the base image
-CHART_TEST_BASE_IMAGE (default: the harness's local/python:3.11-slim) and loaded with
-CLUSTER_LOAD_IMAGE (default cluster/load-image.sh; `kind load docker-image` for kind).
-Pods use imagePullPolicy Never: nothing is pulled. CHART_TEST_BUILD_IMAGES=0 uses the
-images already loaded.
+tests FAIL. The images are the kit's (`platform_images`, `prometheus_image`: built from the
+wheelhouse and loaded into the cluster when missing or stale, see tests/kit/images.py).
+Pods use imagePullPolicy Never: nothing is pulled.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from chartkit import CHART, VALUE_SETS, Cluster, render, wait_for, with_namespace
 
 from healthrisk.contracts import (
     APP_NAME,
@@ -33,35 +27,36 @@ from healthrisk.contracts import (
     REGISTERED_MODEL,
     TAG_VAL_AUC,
 )
+from healthrisk.schema import EXAMPLE_RECORD
+from tests.chart.values import VALUE_SETS, render, with_namespace
+from tests.kit.http import http_json
+from tests.kit.images import TAG
+from tests.kit.kube import Kube
+from tests.kit.tools import CHART
+from tests.kit.wait import wait_for
 
 pytestmark = pytest.mark.cluster
-
-IMAGE_TAG = "dev"
-RECORD = {
-    "heart_rate": 75, "steps": 8000, "sleep_hours": 7.5, "respiratory_rate": 16, "body_temp": 98.6,
-    "pm25": 15, "pm10": 25, "o3": 0.05, "no2": 0.02, "temperature": 72, "humidity": 50,
-}  # fmt: skip
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
 def test_rendered_manifests_are_accepted_by_the_api_server(
-    cluster: Cluster, namespace: str, value_set: str, tmp_path: Path
+    kube: Kube, namespace: str, value_set: str, tmp_path: Path
 ) -> None:
     values = with_namespace(VALUE_SETS[value_set], namespace)
     extra = [ns for ns in values.get("operator", {}).get("watchNamespaces", [])]
     for ns in extra:
-        cluster.create_namespace(ns)
+        kube.create_namespace(ns)
     try:
-        docs = render(cluster.helm, values, tmp_path, namespace=namespace)
+        docs = render(kube.helm_bin, values, tmp_path, namespace=namespace)
         manifest = yaml.safe_dump_all(docs)
-        out = cluster.kubectl_run("apply", "--dry-run=server", "-f", "-", input=manifest)
+        out = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=manifest)
         assert out.stdout.count("(server dry run)") == len(docs), out.stdout
     finally:
         for ns in extra:
-            cluster.kubectl_run("delete", "namespace", ns, "--wait=false", check=False)
+            kube.delete_namespace(ns)
 
 
-def register_champion(cluster: Cluster, namespace: str, release: str, flower_image: str) -> str:
+def register_champion(kube: Kube, release: str, flower_image: str) -> str:
     """Register a model version and promote it to champion in the release's MLflow, from
     inside the cluster (a pod of the Flower image, which carries the training code), signed
     with the release's model-signing key as the operator's gate signs."""
@@ -86,7 +81,6 @@ print("registered", version.version)
         "kind": "Pod",
         "metadata": {
             "name": "register-champion",
-            "namespace": namespace,
             "labels": {"app.kubernetes.io/instance": release, LABEL_COMPONENT: "test"},
         },
         "spec": {
@@ -102,41 +96,32 @@ print("registered", version.version)
             "volumes": [{"name": "signing", "secret": {"secretName": f"{release}-model-signing"}}],
         },
     }  # fmt: skip
-    cluster.kubectl_run("apply", "-f", "-", input=json.dumps(pod))
+    kube.apply(pod)
     phase = wait_for(
         "the registering pod to finish",
         lambda: (
-            (p := cluster.json("-n", namespace, "get", "pod", "register-champion")["status"].get("phase"))
-            in ("Succeeded", "Failed")
+            (p := kube.get("pod", "register-champion")["status"].get("phase")) in ("Succeeded", "Failed")
             and p
         ),
         timeout=300,
+        interval=2,
     )
-    logs = cluster.kubectl_run("-n", namespace, "logs", "register-champion", check=False).stdout
+    logs = kube.kubectl("logs", "register-champion", check=False).stdout
     assert phase == "Succeeded", logs
-    cluster.kubectl_run("-n", namespace, "delete", "pod", "register-champion", "--wait=false")
+    kube.kubectl("delete", "pod", "register-champion", "--wait=false")
     return logs.strip().split()[-1]
 
 
-def http_json(url: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
-
-
-def release_leftovers(cluster: Cluster, namespace: str, release: str) -> dict[str, list[str]]:
+def release_leftovers(kube: Kube, release: str) -> dict[str, list[str]]:
     selector = f"app.kubernetes.io/instance={release}"
     kinds = (
         "deployments,replicasets,pods,services,secrets,configmaps,serviceaccounts,"
         "roles,rolebindings,networkpolicies,hpa,pvc"
     )
-    items = cluster.json("-n", namespace, "get", kinds, "-l", selector)["items"]
-    cluster_items = cluster.json("get", "clusterroles,clusterrolebindings", "-l", selector)["items"]
+    items = kube.get(kinds, "-l", selector)["items"]
+    cluster_items = kube.get("clusterroles,clusterrolebindings", "-l", selector)["items"]
     left: dict[str, list[str]] = {}
-    for item in items + [i for i in cluster_items if namespace in i["metadata"]["name"]]:
+    for item in items + [i for i in cluster_items if str(kube.namespace) in i["metadata"]["name"]]:
         left.setdefault(item["kind"], []).append(item["metadata"]["name"])
     return left
 
@@ -148,10 +133,11 @@ KEPT = {"PersistentVolumeClaim": ["health-risk-mlflow"], "Secret": ["health-risk
 
 @pytest.mark.timeout(3600)
 def test_install_test_upgrade_metrics_uninstall(
-    cluster: Cluster, images: dict[str, str], namespace: str, tmp_path: Path
+    kube: Kube, platform_images: dict[str, str], prometheus_image: str, namespace: str, tmp_path: Path
 ) -> None:
     release = APP_NAME
-    image = lambda name: {"repository": f"health-risk/{name}", "tag": IMAGE_TAG}  # noqa: E731
+    kube = kube.in_namespace(namespace)
+    image = lambda name: {"repository": f"health-risk/{name}", "tag": TAG}  # noqa: E731
     values = {
         "global": {"imagePullPolicy": "Never"},
         "operator": {
@@ -176,12 +162,13 @@ def test_install_test_upgrade_metrics_uninstall(
     values_file.write_text(yaml.safe_dump(values))
 
     started = time.monotonic()
-    cluster.helm_run("install", release, str(CHART), "-n", namespace, "-f", str(values_file),
-                     "--wait", "--timeout", "10m", timeout=900)  # fmt: skip
+    kube.helm(
+        "install", release, str(CHART), "-f", str(values_file), "--wait", "--timeout", "10m", timeout=900
+    )
     installed = time.monotonic() - started
     print(f"helm install --wait: ready in {installed:.0f}s")
 
-    deployments = cluster.json("-n", namespace, "get", "deployments")["items"]
+    deployments = kube.get("deployments")["items"]
     names = {d["metadata"]["name"]: d for d in deployments}
     assert {
         "health-risk-operator",
@@ -192,35 +179,35 @@ def test_install_test_upgrade_metrics_uninstall(
     for name in ("health-risk-operator", "health-risk-mlflow", "health-risk-prometheus"):
         assert names[name]["status"].get("availableReplicas") == 1, name
 
-    version = register_champion(cluster, namespace, release, images["flower"])
+    version = register_champion(kube, release, platform_images["flower"])
 
     started = time.monotonic()
-    cluster.helm_run("upgrade", release, str(CHART), "-n", namespace, "-f", str(values_file), "--wait",
-                     "--timeout", "10m", "--set", "inference.replicaCount=1",
-                     "--set", "inference.modelPollIntervalSeconds=5", timeout=900)  # fmt: skip
+    kube.helm("upgrade", release, str(CHART), "-f", str(values_file), "--wait", "--timeout", "10m",
+              "--set", "inference.replicaCount=1", "--set", "inference.modelPollIntervalSeconds=5",
+              timeout=900)  # fmt: skip
     print(f"helm upgrade --wait (inference serving v{version}): ready in {time.monotonic() - started:.0f}s")
-    inference = cluster.json("-n", namespace, "get", "deployment", "health-risk-inference")
+    inference = kube.get("deployment", "health-risk-inference")
     assert inference["status"].get("readyReplicas") == 1
     env = {e["name"]: e.get("value") for e in inference["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODEL_POLL_INTERVAL_SECONDS"] == "5", "the upgrade's changed value reached the pods"
 
-    test = cluster.helm_run("test", release, "-n", namespace, "--timeout", "5m", timeout=400)
+    test = kube.helm("test", release, "--timeout", "5m", timeout=400)
     assert "Phase:          Succeeded" in test.stdout or "Succeeded" in test.stdout, test.stdout
 
     # The API key is on by default: the chart generated it (NOTES.txt says how to read it).
-    secret = cluster.json("-n", namespace, "get", "secret", f"{release}-inference-api-key")
+    secret = kube.get("secret", f"{release}-inference-api-key")
     key = {"X-API-Key": base64.b64decode(secret["data"]["api-key"]).decode()}
-    with cluster.port_forward(namespace, f"svc/{release}-inference", INFERENCE_PORT) as api:
+    with kube.port_forward(f"svc/{release}-inference", INFERENCE_PORT) as api:
         for _ in range(5):
-            answer = http_json(f"{api}/predict", RECORD, headers=key)
+            answer = http_json(f"{api}/predict", dict(EXAMPLE_RECORD), headers=key)
             assert 0.0 <= answer["risk_score"] <= 1.0
             assert answer["model_version"] == version
     selector = f"{LABEL_COMPONENT}=inference"
-    pod = cluster.json("-n", namespace, "get", "pods", "-l", selector)["items"][0]
+    pod = kube.get("pods", "-l", selector)["items"][0]
     # DNS discovery labels each target with its pod's address and the metrics port
     pod_target = f"{pod['status']['podIP']}:{INFERENCE_METRICS_PORT}"
 
-    with cluster.port_forward(namespace, "svc/health-risk-prometheus", 9090) as prometheus:
+    with kube.port_forward("svc/health-risk-prometheus", 9090) as prometheus:
         query = f'sum by (instance) (predictions_total{{namespace="{namespace}",endpoint="predict"}})'
 
         def scraped() -> float:
@@ -229,15 +216,18 @@ def test_install_test_upgrade_metrics_uninstall(
             values = {r["metric"].get("instance"): float(r["value"][1]) for r in result}
             return values.get(pod_target, 0.0) >= 5 and values[pod_target]
 
-        total = wait_for("predictions_total of the inference pod in Prometheus", scraped, timeout=120)
+        total = wait_for(
+            "predictions_total of the inference pod in Prometheus", scraped, timeout=120, interval=2
+        )
         print(f"Prometheus: predictions_total of pod {pod['metadata']['name']} ({pod_target}) = {total}")
 
-    cluster.helm_run("uninstall", release, "-n", namespace, "--wait", "--timeout", "5m", timeout=400)
+    kube.helm("uninstall", release, "--wait", "--timeout", "5m", timeout=400)
     left = wait_for(
         "the release's objects to be deleted",
-        lambda: (left := release_leftovers(cluster, namespace, release)) == KEPT and left,
+        lambda: (left := release_leftovers(kube, release)) == KEPT and left,
         timeout=180,
+        interval=2,
     )
     assert left == KEPT, "only the kept PVC, and the key its signed versions need, stay"
-    crd = cluster.kubectl_run("get", "crd", "federatedtrainings.healthrisk.io", check=False)
+    crd = kube.kubectl("get", "crd", "federatedtrainings.healthrisk.io", check=False)
     assert crd.returncode == 0, "the CRD (from crds/) outlives the release"

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
-from chartkit import VALUE_SETS, find_tool, pod_specs, render, with_namespace
 
 import healthrisk.contracts as contracts
 from healthrisk.contracts import (
@@ -37,8 +35,9 @@ from healthrisk.contracts import (
     ROLE_SUPERNODE,
     SUPERLINK_PORT,
 )
+from tests.chart.values import VALUE_SETS, pod_specs, render, with_namespace
+from tests.kit.tools import REPO, find_tool
 
-REPO = Path(__file__).resolve().parents[2]
 ROLES = {ROLE_SUPERLINK, ROLE_SUPERNODE, ROLE_SUBMIT, ROLE_DRIFT}
 CONTRACT_KEYS = {
     value

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import yaml
-from chartkit import CHART, VALUE_SETS, find_tool, pod_specs, render, run, with_namespace
 
 from healthrisk.contracts import (
     ENV_INFERENCE_API_KEY,
@@ -21,6 +20,9 @@ from healthrisk.contracts import (
     ROLE_SUPERLINK,
     ROLE_SUPERNODE,
 )
+from tests.chart.values import VALUE_SETS, pod_specs, render, with_namespace
+from tests.kit.commands import run
+from tests.kit.tools import CHART, find_tool
 
 STANDARD_LABELS = (
     LABEL_APP_NAME,

@@ -1,54 +1,31 @@
 """compose.yaml for real: the local stack from the same images as the chart trains a model
 across two SuperNodes, serves it and shows its metrics in Prometheus.
 
-Needs the docker engine (`cluster/docker-up.sh`) and the images (`make images`, built by
-the `images` fixture of the cluster tests), hence marked `cluster` and run by
-`make chart-test`. Compose v2 comes from Debian sid (images/fetch-compose.sh) when the
-engine has no compose plugin. Every published port is on 127.0.0.1.
+Needs the docker engine (`cluster/docker-up.sh`) and the images (the kit's
+`platform_images` and `prometheus_image`, which also load them into the cluster), hence
+marked `cluster` and run by `make chart-test`. Compose v2 comes from Debian sid
+(images/fetch-compose.sh) when the engine has no compose plugin. Every published port is
+on 127.0.0.1.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from chartkit import REPO, run, wait_for
+
+from healthrisk.schema import EXAMPLE_RECORD
+from tests.kit.commands import run
+from tests.kit.http import answers, free_port, http_json
+from tests.kit.images import TAG
+from tests.kit.tools import REPO
+from tests.kit.wait import wait_for
 
 pytestmark = pytest.mark.cluster
-
-RECORD = {
-    "heart_rate": 75, "steps": 8000, "sleep_hours": 7.5, "respiratory_rate": 16, "body_temp": 98.6,
-    "pm25": 15, "pm10": 25, "o3": 0.05, "no2": 0.02, "temperature": 72, "humidity": 50,
-}  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get_json(url: str, body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 class Compose:
@@ -63,12 +40,12 @@ class Compose:
 
 
 @pytest.fixture
-def stack(images: dict[str, str]) -> Iterator[tuple[Compose, dict[str, int]]]:
+def stack(platform_images: dict[str, str], prometheus_image: str) -> Iterator[tuple[Compose, dict[str, int]]]:
     binary = (
         run(["bash", str(REPO / "images" / "fetch-compose.sh")], timeout=600).stdout.strip().splitlines()[-1]
     )
     ports = {name: free_port() for name in ("MLFLOW", "INFERENCE", "PROMETHEUS", "SUPERLINK")}
-    env = {**os.environ, "IMAGE_TAG": "dev", **{f"{k}_HOST_PORT": str(v) for k, v in ports.items()}}
+    env = {**os.environ, "IMAGE_TAG": TAG, **{f"{k}_HOST_PORT": str(v) for k, v in ports.items()}}
     compose = Compose(binary, f"hr-compose-{uuid.uuid4().hex[:6]}", env)
     try:
         yield compose, ports
@@ -95,7 +72,7 @@ def test_compose_stack_trains_serves_and_scrapes(stack: tuple[Compose, dict[str,
 
     wait_for("the inference service to load the champion", lambda: answers(f"{api}/ready"), timeout=120)
     for _ in range(3):
-        answer = get_json(f"{api}/predict", RECORD)
+        answer = http_json(f"{api}/predict", dict(EXAMPLE_RECORD))
         assert answer["model_version"] == "1"
         assert 0.0 <= answer["risk_score"] <= 1.0
 
@@ -103,7 +80,7 @@ def test_compose_stack_trains_serves_and_scrapes(stack: tuple[Compose, dict[str,
 
     def scraped() -> float:
         url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-        result = get_json(url)["data"]["result"]
+        result = http_json(url)["data"]["result"]
         return bool(result) and float(result[0]["value"][1]) >= 3 and float(result[0]["value"][1])
 
-    wait_for("Prometheus to scrape the predictions", scraped, timeout=90)
+    wait_for("Prometheus to scrape the predictions", scraped, timeout=90, interval=2)

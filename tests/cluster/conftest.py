@@ -5,29 +5,34 @@ local harness's ``.cluster/kubeconfig`` (``make cluster-up``). With no reachable
 cluster every test here FAILS with a message saying how to get one; none is skipped.
 
 Images: the smoke tests build a small image locally (``docker build`` FROM
-``CLUSTER_TEST_BASE_IMAGE``, default ``local/python:3.11-slim`` from
-``cluster/build-images.sh``) and load it into the cluster with the command in
-``CLUSTER_LOAD_IMAGE`` (default ``cluster/load-image.sh``; for kind use
-``kind load docker-image``, for k3d ``k3d image import``). Nothing is pulled from a
-registry: pods use ``imagePullPolicy: Never``.
+``TEST_BASE_IMAGE``, default ``local/python:3.11-slim`` from ``cluster/build-images.sh``)
+and load it into the cluster as the kit loads every image (tests/kit/images.py: the
+harness's ``cluster/load-image.sh``, or the command in ``CLUSTER_LOAD_IMAGE`` for another
+cluster, e.g. ``kind load docker-image``). Nothing is pulled from a registry: pods use
+``imagePullPolicy: Never``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shlex
 import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 
 import pytest
-from clusterkit import HARNESS_KUBECONFIG, REPO, Kube, SmokeImage, find_tool, uses_harness
+
+from tests.kit.images import PYTHON_BASE_IMAGE, ImageError, load
+from tests.kit.kube import Kube
+from tests.kit.tools import uses_harness
+
+KIT_PLUGIN = "tests.kit.plugin"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The kit's fixtures (`kube`, `namespace`) come with tests/conftest.py; `make
+    # cluster-test` runs this suite alone (--confcutdir), without it.
+    if not config.pluginmanager.has_plugin(KIT_PLUGIN):
+        config.pluginmanager.import_plugin(KIT_PLUGIN)
     config.addinivalue_line(
         "markers", "cluster: needs a real Kubernetes cluster (KUBECONFIG or the harness in cluster/)"
     )
@@ -49,47 +54,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
-@pytest.fixture(scope="session")
-def kube() -> Kube:
-    env = os.environ.get("KUBECONFIG")
-    kubeconfig = env or str(HARNESS_KUBECONFIG)
-    where = f"KUBECONFIG={env}" if env else f"the local harness ({HARNESS_KUBECONFIG})"
-    if not Path(kubeconfig.split(os.pathsep)[0]).exists():
-        pytest.fail(
-            f"No Kubernetes cluster: {where} does not exist. Start the local one with "
-            "`make cluster-up`, or point KUBECONFIG at a reachable cluster.",
-            pytrace=False,
-        )
-    k = Kube(kubeconfig, find_tool("kubectl"))
-    proc = k.run("get", "--raw", "/readyz", check=False, timeout=30)
-    if proc.returncode != 0 or "ok" not in proc.stdout:
-        pytest.fail(
-            f"No reachable Kubernetes cluster at {where}: `kubectl get --raw /readyz` said\n"
-            f"{proc.stdout}{proc.stderr}\nStart it with `make cluster-up` or fix KUBECONFIG.",
-            pytrace=False,
-        )
-    nodes = k.json("get", "nodes")["items"]
-    ready = [
-        n["metadata"]["name"]
-        for n in nodes
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
-    ]
-    if not ready:
-        pytest.fail(f"cluster at {where} has no Ready node ({len(nodes)} nodes)", pytrace=False)
-    return k
-
-
-@pytest.fixture
-def namespace(kube: Kube) -> Iterator[str]:
-    name = f"hr-smoke-{uuid.uuid4().hex[:6]}"
-    kube.run("create", "namespace", name)
-    kube.wait_for(
-        f"default serviceaccount in {name}",
-        lambda: kube.run("-n", name, "get", "serviceaccount", "default", check=False).returncode == 0,
-        timeout=60,
-    )
-    yield name
-    kube.run("delete", "namespace", name, "--wait=false", check=False)
+@dataclass
+class SmokeImage:
+    ref: str
+    marker: str
 
 
 SMOKE_DOCKERFILE = """\
@@ -105,7 +73,7 @@ CMD ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory",
 @pytest.fixture(scope="session")
 def smoke_image(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> SmokeImage:
     """A locally built HTTP-server image, loaded into the cluster's runtime."""
-    base = os.environ.get("CLUSTER_TEST_BASE_IMAGE", "local/python:3.11-slim")
+    base = PYTHON_BASE_IMAGE
     marker = hashlib.sha1(f"{base}-v1".encode()).hexdigest()[:10]
     ref = f"local/hr-smoke:{marker}"
     docker = shutil.which("docker")
@@ -118,7 +86,7 @@ def smoke_image(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> SmokeIm
     if subprocess.run([docker, "image", "inspect", base], capture_output=True).returncode != 0:
         pytest.fail(
             f"base image {base} is missing: build it with `cluster/build-images.sh python` "
-            "or set CLUSTER_TEST_BASE_IMAGE",
+            "or set TEST_BASE_IMAGE",
             pytrace=False,
         )
     ctx = tmp_path_factory.mktemp("smoke-image")
@@ -129,11 +97,8 @@ def smoke_image(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> SmokeIm
         text=True,
     )
     assert build.returncode == 0, f"docker build failed:\n{build.stdout[-3000:]}\n{build.stderr[-3000:]}"
-    loader = os.environ.get("CLUSTER_LOAD_IMAGE") or str(REPO / "cluster" / "load-image.sh")
-    env = dict(os.environ)
-    load = subprocess.run([*shlex.split(loader), ref], capture_output=True, text=True, env=env, timeout=600)
-    assert load.returncode == 0, (
-        f"loading {ref} into the cluster with `{loader}` failed (set CLUSTER_LOAD_IMAGE for "
-        f"other clusters):\n{load.stdout}\n{load.stderr}"
-    )
+    try:
+        load([ref])
+    except ImageError as exc:
+        pytest.fail(str(exc), pytrace=False)
     return SmokeImage(ref=ref, marker=marker)

@@ -5,13 +5,17 @@ They run against KUBECONFIG (any cluster) or the local harness (`make cluster-up
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 import uuid
 from pathlib import Path
 
 import pytest
-from clusterkit import Kube, SmokeImage
+
+from tests.cluster.conftest import SmokeImage
+from tests.kit.kube import Kube
+from tests.kit.wait import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -64,8 +68,8 @@ def run_pod(kube: Kube, ns: str, name: str, image: str, script: str, timeout: fl
             command: ["python3", "-c", {json.dumps(script)}]
         """
     )
-    kube.apply(manifest, ns)
-    phase = kube.wait_for(
+    kube.in_namespace(ns).apply(manifest)
+    phase = wait_for(
         f"pod {ns}/{name} to finish",
         lambda: (
             (p := kube.out("-n", ns, "get", "pod", name, "-o", "jsonpath={.status.phase}"))
@@ -81,9 +85,9 @@ def run_pod(kube: Kube, ns: str, name: str, image: str, script: str, timeout: fl
 
 @pytest.fixture
 def web(kube: Kube, namespace: str, smoke_image: SmokeImage) -> str:
-    kube.apply(web_manifest(smoke_image.ref), namespace)
-    kube.run("-n", namespace, "rollout", "status", "deploy/web", "--timeout=180s", timeout=200)
-    kube.wait_for_endpoints(namespace, "web")
+    kube.in_namespace(namespace).apply(web_manifest(smoke_image.ref))
+    kube.kubectl("-n", namespace, "rollout", "status", "deploy/web", "--timeout=180s", timeout=200)
+    kube.in_namespace(namespace).wait_for_endpoints("web")
     return namespace
 
 
@@ -91,10 +95,10 @@ def test_deployment_of_local_image_becomes_ready_and_serves_http(
     kube: Kube, web: str, smoke_image: SmokeImage
 ) -> None:
     ns = web
-    dep = kube.json("-n", ns, "get", "deploy", "web")
+    dep = kube.get("-n", ns, "deploy", "web")
     assert dep["status"].get("readyReplicas") == 1
     # through the API server's service proxy: API server -> pod network -> the pod
-    body = kube.wait_for(
+    body = wait_for(
         "service proxy to answer",
         lambda: kube.out("get", "--raw", f"/api/v1/namespaces/{ns}/services/web:http/proxy/index.html"),
         timeout=60,
@@ -136,7 +140,7 @@ def test_another_pod_reaches_it_by_service_dns_name(kube: Kube, web: str, smoke_
 
 
 def test_job_runs_to_completion(kube: Kube, namespace: str, smoke_image: SmokeImage) -> None:
-    kube.apply(
+    kube.in_namespace(namespace).apply(
         textwrap.dedent(
             f"""\
             apiVersion: batch/v1
@@ -154,23 +158,24 @@ def test_job_runs_to_completion(kube: Kube, namespace: str, smoke_image: SmokeIm
                     command: ["python3", "-c", "print('total', sum(range(101)))"]
             """
         ),
-        namespace,
     )
-    kube.run("-n", namespace, "wait", "--for=condition=complete", "job/sum", "--timeout=180s", timeout=200)
-    job = kube.json("-n", namespace, "get", "job", "sum")
+    kube.kubectl(
+        "-n", namespace, "wait", "--for=condition=complete", "job/sum", "--timeout=180s", timeout=200
+    )
+    job = kube.get("-n", namespace, "job", "sum")
     assert job["status"].get("succeeded") == 1
     assert "total 5050" in kube.out("-n", namespace, "logs", "job/sum")
 
 
 def test_pvc_binds_and_keeps_data(kube: Kube, namespace: str, smoke_image: SmokeImage) -> None:
-    classes = kube.json("get", "storageclass")["items"]
+    classes = kube.get("storageclass")["items"]
     default = [
         c["metadata"]["name"]
         for c in classes
         if c["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true"
     ]
     assert default, f"no default StorageClass among {[c['metadata']['name'] for c in classes]}"
-    kube.apply(
+    kube.in_namespace(namespace).apply(
         textwrap.dedent(
             """\
             apiVersion: v1
@@ -181,7 +186,6 @@ def test_pvc_binds_and_keeps_data(kube: Kube, namespace: str, smoke_image: Smoke
               resources: {requests: {storage: 64Mi}}
             """
         ),
-        namespace,
     )
     token = uuid.uuid4().hex
     volume_pod = textwrap.dedent(
@@ -206,17 +210,20 @@ def test_pvc_binds_and_keeps_data(kube: Kube, namespace: str, smoke_image: Smoke
     write = f"open('/data/token', 'w').write('{token}'); print('wrote')"
     read = "print(open('/data/token').read())"
     for name, script in (("writer", write), ("reader", read)):
-        kube.apply(volume_pod.format(name=name, image=smoke_image.ref, script=json.dumps(script)), namespace)
-        phase = kube.wait_for(
+        kube.in_namespace(namespace).apply(
+            volume_pod.format(name=name, image=smoke_image.ref, script=json.dumps(script))
+        )
+        phase = wait_for(
             f"pod {name} to finish",
             lambda n=name: (
                 (p := kube.out("-n", namespace, "get", "pod", n, "-o", "jsonpath={.status.phase}"))
                 in ("Succeeded", "Failed")
                 and p
             ),
+            timeout=180,
         )
-        assert phase == "Succeeded", kube.out("-n", namespace, "logs", name, check=False)
-    pvc = kube.json("-n", namespace, "get", "pvc", "data")
+        assert phase == "Succeeded", kube.kubectl("-n", namespace, "logs", name, check=False).stdout
+    pvc = kube.get("-n", namespace, "pvc", "data")
     assert pvc["status"]["phase"] == "Bound"
     assert pvc["spec"]["volumeName"]
     assert token in kube.out("-n", namespace, "logs", "reader")
@@ -262,21 +269,21 @@ def test_crd_printer_columns_show_in_kubectl_get(kube: Kube, namespace: str) -> 
     try:
         check_gadgets(kube, namespace)
     finally:
-        kube.run(
+        kube.kubectl(
             "delete", "crd", "gadgets.smoke.healthrisk.io", "--ignore-not-found", "--wait=false", check=False
         )
 
 
 def check_gadgets(kube: Kube, namespace: str) -> None:
-    kube.run("wait", "--for=condition=established", "crd/gadgets.smoke.healthrisk.io", "--timeout=60s")
+    kube.kubectl("wait", "--for=condition=established", "crd/gadgets.smoke.healthrisk.io", "--timeout=60s")
     gadget = (
         "apiVersion: smoke.healthrisk.io/v1\nkind: Gadget\n"
         "metadata: {name: g1}\nspec: {color: blue, size: 7}\n"
     )
     # right after `established` discovery can lag a moment: retry the first create
-    kube.wait_for("gadget create", lambda: kube.apply(gadget, namespace) or True, timeout=30)
+    wait_for("gadget create", lambda: kube.in_namespace(namespace).apply(gadget) or True, timeout=30)
     # schema validation is real: a bad enum and an out-of-range size are refused
-    bad = kube.run(
+    bad = kube.kubectl(
         "-n",
         namespace,
         "apply",
@@ -287,7 +294,7 @@ def check_gadgets(kube: Kube, namespace: str) -> None:
     )
     assert bad.returncode != 0 and "Unsupported value" in bad.stderr and "size" in bad.stderr, bad.stderr
     # status subresource: status is written apart from spec
-    kube.run(
+    kube.kubectl(
         "-n",
         namespace,
         "patch",
@@ -310,7 +317,7 @@ def test_rbac_denies_a_serviceaccount_what_it_was_not_granted(
     kube: Kube, namespace: str, tmp_path: Path
 ) -> None:
     ns = namespace
-    kube.apply(
+    kube.in_namespace(ns).apply(
         textwrap.dedent(
             f"""\
             apiVersion: v1
@@ -330,14 +337,13 @@ def test_rbac_denies_a_serviceaccount_what_it_was_not_granted(
             subjects: [{{kind: ServiceAccount, name: reader, namespace: {ns}}}]
             """
         ),
-        ns,
     )
     sa = f"system:serviceaccount:{ns}:reader"
 
     def can_i(*args: str) -> str:
-        return kube.run("auth", "can-i", *args, "--as", sa, check=False).stdout.strip()
+        return kube.kubectl("auth", "can-i", *args, "--as", sa, check=False).stdout.strip()
 
-    assert kube.wait_for("the grant to apply", lambda: can_i("list", "pods", "-n", ns) == "yes", timeout=30)
+    assert wait_for("the grant to apply", lambda: can_i("list", "pods", "-n", ns) == "yes", timeout=30)
     assert can_i("get", "pods", "-n", ns) == "yes"
     assert can_i("delete", "pods", "-n", ns) == "no"
     assert can_i("create", "deployments", "-n", ns) == "no"
@@ -357,11 +363,11 @@ def test_rbac_denies_a_serviceaccount_what_it_was_not_granted(
     }
     path = tmp_path / "reader.kubeconfig"
     path.write_text(json.dumps(sa_config))
-    as_sa = Kube(str(path), kube.kubectl)
+    as_sa = dataclasses.replace(kube, kubeconfig=str(path))
     assert "system:serviceaccount" in as_sa.out("auth", "whoami")
-    ok = as_sa.run("get", "pods", check=False)
+    ok = as_sa.kubectl("get", "pods", check=False)
     assert ok.returncode == 0, ok.stderr
-    denied = as_sa.run("get", "secrets", check=False)
+    denied = as_sa.kubectl("get", "secrets", check=False)
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
 
 
@@ -386,21 +392,22 @@ def test_network_policies_are_enforced(kube: Kube, web: str, smoke_image: SmokeI
     the pods it names only. Needs a cluster that enforces NetworkPolicies (the harness runs
     kube-router's firewall)."""
     ns = web
+    in_ns = kube.in_namespace(ns)
     for name, labels in (("client", {"role": "client"}), ("stranger", {"role": "other"})):
-        kube.apply(client_pod(name, smoke_image.ref, labels), ns)
-    kube.run(
+        in_ns.apply(client_pod(name, smoke_image.ref, labels))
+    kube.kubectl(
         "-n", ns, "wait", "--for=condition=Ready", "pod/client", "pod/stranger", "--timeout=120s", timeout=140
     )
 
     def reaches_web(pod: str) -> bool:
         fetch = "import urllib.request; urllib.request.urlopen('http://web/index.html', timeout=3).read()"
-        return kube.run("-n", ns, "exec", pod, "--", "python3", "-c", fetch, check=False).returncode == 0
+        return kube.kubectl("-n", ns, "exec", pod, "--", "python3", "-c", fetch, check=False).returncode == 0
 
     # kube-proxy programs the new Service asynchronously: allow it a bounded time
-    kube.wait_for("client to reach web before any policy", lambda: reaches_web("client"), timeout=30)
+    wait_for("client to reach web before any policy", lambda: reaches_web("client"), timeout=30)
     assert reaches_web("stranger")
 
-    kube.apply(
+    in_ns.apply(
         textwrap.dedent(
             """\
             apiVersion: networking.k8s.io/v1
@@ -410,15 +417,14 @@ def test_network_policies_are_enforced(kube: Kube, web: str, smoke_image: SmokeI
               podSelector: {}
               policyTypes: [Ingress]
             """
-        ),
-        ns,
+        )
     )
-    kube.wait_for("the default-deny policy to block client", lambda: not reaches_web("client"), timeout=60)
+    wait_for("the default-deny policy to block client", lambda: not reaches_web("client"), timeout=60)
     assert not reaches_web("stranger")
     # blocked by the policy, not by a missing endpoint: web is still ready behind its Service
-    assert kube.wait_for_endpoints(ns, "web", timeout=5)
+    assert in_ns.wait_for_endpoints("web", timeout=5)
 
-    kube.apply(
+    in_ns.apply(
         textwrap.dedent(
             """\
             apiVersion: networking.k8s.io/v1
@@ -431,8 +437,7 @@ def test_network_policies_are_enforced(kube: Kube, web: str, smoke_image: SmokeI
               - from: [{podSelector: {matchLabels: {role: client}}}]
                 ports: [{port: 8080}]
             """
-        ),
-        ns,
+        )
     )
-    kube.wait_for("the allow rule to re-open web for client", lambda: reaches_web("client"), timeout=60)
+    wait_for("the allow rule to re-open web for client", lambda: reaches_web("client"), timeout=60)
     assert not reaches_web("stranger"), "the allow rule names role=client only"

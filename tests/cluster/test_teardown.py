@@ -14,7 +14,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -22,7 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from clusterkit import REPO, Kube, find_tool
+
+from tests.kit.commands import run
+from tests.kit.http import free_port
+from tests.kit.kube import Kube
+from tests.kit.tools import REPO, find_tool
 
 pytestmark = [pytest.mark.cluster, pytest.mark.harness]
 
@@ -56,18 +59,6 @@ def netns_inodes() -> set[int]:
             with contextlib.suppress(OSError):
                 inodes.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
     return inodes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return proc
 
 
 WORKLOAD = textwrap.dedent(
@@ -170,14 +161,14 @@ def test_cluster_down_leaves_no_process_mount_netns_or_iptables_rule(
         owner = subprocess.Popen(["sleep", "3600"])
         env["CLUSTER_OWNER_PID"] = str(owner.pid)
 
-    up = run(["bash", str(REPO / "cluster" / "up.sh")], env, timeout=900)
+    up = run(["bash", str(REPO / "cluster" / "up.sh")], env=env, timeout=900)
     kubeconfig = up.stdout.strip().splitlines()[-1]
     assert kubeconfig == str(state / "kubeconfig"), up.stdout
-    kube = Kube(kubeconfig, find_tool("kubectl"))
+    kube = Kube(kubeconfig, find_tool("kubectl"), find_tool("helm"), namespace="default")
     # put some of everything on the node: pod sandboxes (netns), overlay + volume mounts,
     # service rules in kube-proxy's iptables, a local-path PV
-    kube.apply(WORKLOAD, "default")
-    kube.run("rollout", "status", "deploy/sleeper", "--timeout=180s", timeout=200)
+    kube.apply(WORKLOAD)
+    kube.kubectl("rollout", "status", "deploy/sleeper", "--timeout=180s", timeout=200)
 
     pids = throwaway.cgroup_pids()
     shims = throwaway.shims()
@@ -197,7 +188,7 @@ def test_cluster_down_leaves_no_process_mount_netns_or_iptables_rule(
     )
 
     if how == "own-down":
-        run(["bash", str(REPO / "cluster" / "down.sh"), "--keep-docker"], env, timeout=300)
+        run(["bash", str(REPO / "cluster" / "down.sh"), "--keep-docker"], env=env, timeout=300)
     else:
         assert owner is not None
         owner.send_signal(signal.SIGKILL)
@@ -207,7 +198,7 @@ def test_cluster_down_leaves_no_process_mount_netns_or_iptables_rule(
         other_checkout = dict(env, CLUSTER_STATE=str(tmp_path / "other-checkout"))
         del other_checkout["CLUSTER_OWNER_PID"]
         down = ["bash", str(REPO / "cluster" / "down.sh"), "--keep-docker"]
-        reaped = run(down, other_checkout, timeout=300)
+        reaped = run(down, env=other_checkout, timeout=300)
         assert f"cluster {throwaway.cluster_id} ({state}) is orphaned" in reaped.stderr, reaped.stderr
 
     alive = [p for p in pids | shims if os.path.exists(f"/proc/{p}")]

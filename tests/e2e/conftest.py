@@ -2,79 +2,30 @@
 hospital volumes with generated data. Module-scoped: the tests of a module are the acts of
 one story on that install, in file order.
 
-Needs a running cluster (KUBECONFIG, else the harness's `.cluster/kubeconfig`) whose node
-already holds the project's images (`make images BASE_IMAGE=local/python:3.11-slim
-images-load` for the harness). Without either the tests FAIL with what is missing.
+Needs a running cluster (KUBECONFIG, else the harness's `.cluster/kubeconfig`; without one
+the tests FAIL saying so). The images are the kit's `platform_images`: built from the
+wheelhouse and loaded into the cluster when missing or stale, whatever ran before.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from healthrisk.contracts import LABEL_SITE
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from e2ekit import (
-    CHART,
-    HARNESS_KUBECONFIG,
-    IMAGE_TAG,
-    IMAGES,
-    RELEASE,
-    SITES,
-    TRAIN_WINDOW,
-    Kube,
-    Platform,
-    find_tool,
-    pvc_name,
-)
-
-
-def _cluster() -> Kube:
-    kubeconfig = os.environ.get("KUBECONFIG") or str(HARNESS_KUBECONFIG)
-    if not Path(kubeconfig).exists():
-        pytest.fail(
-            f"no cluster: {kubeconfig} does not exist; run `make cluster-up` or set KUBECONFIG", pytrace=False
-        )
-    kubectl, helm = find_tool("kubectl"), find_tool("helm")
-    if kubectl is None or helm is None:
-        pytest.fail("kubectl and helm are needed: `make cluster-up` pins them in .cluster/bin", pytrace=False)
-    kube = Kube(kubeconfig, kubectl, helm)
-    ready = kube.kubectl("get", "--raw", "/readyz", check=False, timeout=30)
-    if ready.returncode != 0:
-        pytest.fail(f"cluster at {kubeconfig} is not reachable:\n{ready.stderr}", pytrace=False)
-    return kube
-
-
-def _missing_images(kube: Kube) -> list[str]:
-    """Images nobody can pull here: they must already be on every node."""
-    nodes = kube.get("nodes")["items"]
-    missing = []
-    for node in nodes:
-        present = {
-            n.split("/", 1)[-1] if n.startswith("docker.io/") else n
-            for i in node["status"].get("images") or []
-            for n in i.get("names") or []
-        }
-        missing += [
-            f"{ref} on {node['metadata']['name']}"
-            for ref in IMAGES.values()
-            if ref not in present and f"library/{ref}" not in present
-        ]
-    return missing
+from tests.e2e.platform import RELEASE, SITES, TRAIN_WINDOW, Platform, pvc_name
+from tests.kit.images import TAG
+from tests.kit.kube import Kube
+from tests.kit.tools import CHART
 
 
 def _values() -> dict[str, Any]:
-    image = lambda name: {"repository": f"health-risk/{name}", "tag": IMAGE_TAG}  # noqa: E731
+    image = lambda name: {"repository": f"health-risk/{name}", "tag": TAG}  # noqa: E731
     return {
         # Nothing may be pulled: the images were imported into the node.
         "global": {"imagePullPolicy": "Never"},
@@ -93,19 +44,13 @@ def _values() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    kube = _cluster()
-    missing = _missing_images(kube)
-    if missing:
-        pytest.fail(
-            "images not loaded into the cluster: " + ", ".join(missing)
-            + "; run `make images BASE_IMAGE=local/python:3.11-slim images-load` first",
-            pytrace=False,
-        )  # fmt: skip
+def platform(
+    kube: Kube, platform_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
     namespace = f"hr-e2e-{uuid.uuid4().hex[:6]}"
-    kube.kubectl("create", "namespace", namespace)
-    kube.namespace = namespace
-    platform = Platform(kube, namespace)
+    kube.create_namespace(namespace)
+    kube = kube.in_namespace(namespace)
+    platform = Platform(kube, namespace, platform_images)
     try:
         values = tmp_path_factory.mktemp("helm") / "values.yaml"
         values.write_text(json.dumps(_values()))

@@ -13,19 +13,6 @@ import time
 from typing import Any
 
 import pytest
-from e2ekit import (
-    RELEASE,
-    SITES,
-    Kube,
-    MLflowRest,
-    Platform,
-    follow_run,
-    http_json,
-    run_pod_names,
-    served_version,
-    training,
-    wait_for,
-)
 
 from healthrisk.contracts import (
     FINALIZER,
@@ -36,6 +23,20 @@ from healthrisk.contracts import (
     REGISTERED_MODEL,
 )
 from healthrisk.schema import EXAMPLE_RECORD
+from healthrisk_operator import builders
+from tests.e2e.platform import (
+    RELEASE,
+    SITES,
+    MLflowRest,
+    Platform,
+    follow_run,
+    pods_of_run,
+    served_version,
+    training,
+)
+from tests.kit.http import http_json
+from tests.kit.kube import Kube
+from tests.kit.wait import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -87,8 +88,9 @@ def test_operator_pod_deleted_mid_run_completes_the_run_once(platform: Platform)
     entry = record.entry(1)
     assert (entry["result"], entry["promoted"]) == ("Succeeded", True), entry
     assert [h["number"] for h in record.status["history"]] == [1] and record.status["run"] == 1
-    placed = scheduled_pods(kube, f"{name}-r1-")
-    assert set(placed) == {*run_pod_names(name, 1), f"{name}-r1-submit-0"}, placed
+    pods = pods_of_run(name, 1)
+    placed = scheduled_pods(kube, builders.run_prefix(name, 1) + "-")
+    assert set(placed) == {*pods.servers, pods.submit(0)}, placed
     assert all(len(uids) == 1 for uids in placed.values()), f"pods created twice: {placed}"
     with kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
         versions = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}").versions(REGISTERED_MODEL)
@@ -100,7 +102,7 @@ def test_supernode_deleted_mid_round(platform: Platform) -> None:
     """SPEC: the run completes with ≥ minSites, or fails with a clear condition."""
     kube = platform.kube
     name, model = "sitefail", "health-risk-e2e-sitefail"
-    victim = f"{name}-r1-supernode-hospital-03"
+    victim = pods_of_run(name, 1).supernodes["hospital_03"]
     killed: list[int] = []
 
     def kill_site_mid_round(status: dict[str, Any]) -> None:

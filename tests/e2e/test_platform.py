@@ -20,24 +20,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from e2ekit import (
-    MAX_AUC_DROP,
-    ROUNDS,
-    SITES,
-    TRAIN_WINDOW,
-    MLflowRest,
-    Platform,
-    follow_run,
-    http_json,
-    predict,
-    printed_table,
-    rollout_history_version,
-    run_pod_names,
-    served_version,
-    tags,
-    training,
-    wait_for,
-)
 
 from healthrisk.contracts import (
     APP_NAME,
@@ -60,6 +42,23 @@ from healthrisk.contracts import (
     TRIGGER_DRIFT,
     TRIGGER_SPEC_CHANGE,
 )
+from tests.e2e.platform import (
+    MAX_AUC_DROP,
+    ROUNDS,
+    SITES,
+    TRAIN_WINDOW,
+    MLflowRest,
+    Platform,
+    follow_run,
+    pods_of_run,
+    predict,
+    rollout_history_version,
+    served_version,
+    tags,
+    training,
+)
+from tests.kit.http import http_json
+from tests.kit.wait import printed_table, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -94,9 +93,10 @@ def test_first_run_trains_registers_promotes_and_serves(platform: Platform) -> N
     version = entry["version"]
 
     # Real pods: the SuperLink and every SuperNode became ready, the submit pod succeeded.
-    for pod in run_pod_names(MAIN, 1):
+    pods = pods_of_run(MAIN, 1)
+    for pod in pods.servers:
         assert record.ran(pod), f"{pod} never became ready: {record.pod_phases}"
-    assert "Succeeded" in record.pod_phases.get(f"{MAIN}-r1-submit-0", set()), record.pod_phases
+    assert "Succeeded" in record.pod_phases.get(pods.submit(0), set()), record.pod_phases
 
     # `kubectl get federatedtrainings`: the columns of SPEC §7 with real values.
     table = printed_table(kube.kubectl("get", "federatedtrainings").stdout)
@@ -194,7 +194,7 @@ def test_drift_at_one_site_starts_a_run_whose_model_is_served(platform: Platform
     assert (entry["result"], entry["trigger"], entry["promoted"]) == ("Succeeded", TRIGGER_DRIFT, True), entry
     version = entry["version"]
     assert version != before
-    for pod in run_pod_names(MAIN, 2):
+    for pod in pods_of_run(MAIN, 2).servers:
         assert record.ran(pod), f"{pod} never became ready"
 
     served, revision = served_version(platform)

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from .kube import FAKE_SCHEDULER, Kube, NoCluster, OperatorProcess, running_operator
+from tests.kit.trainings import FAKE_SCHEDULER, KubeAPI, NoCluster, OperatorProcess, running_operator
 
 
 @pytest.fixture(scope="session")
-def kube() -> Kube:
+def kube() -> KubeAPI:
     """The real cluster; a cluster test without one FAILS (it must not pass by skipping)."""
     try:
-        cluster = Kube()
+        cluster = KubeAPI()
     except NoCluster as exc:
         pytest.fail(f"cluster test needs a reachable Kubernetes cluster: {exc}", pytrace=False)
     cluster.apply_crd()
@@ -23,7 +23,7 @@ def kube() -> Kube:
 
 
 @pytest.fixture
-def namespace(kube: Kube) -> Iterator[str]:
+def namespace(kube: KubeAPI) -> Iterator[str]:
     name = kube.create_namespace("ft-test")
     yield name
     kube.delete_namespace(name)
@@ -31,7 +31,7 @@ def namespace(kube: Kube) -> Iterator[str]:
 
 @pytest.fixture
 def start_operator(
-    kube: Kube, namespace: str, mlflow_uri: str, tmp_path: Path
+    kube: KubeAPI, namespace: str, mlflow_uri: str, tmp_path: Path
 ) -> Iterator[Callable[..., OperatorProcess]]:
     """Start `healthrisk operator run` for the test's namespace, with extra env settings."""
     stack = contextlib.ExitStack()

@@ -44,6 +44,7 @@ from healthrisk.contracts import (
     METRIC_VAL_LOSS,
     OPERATOR_HEALTH_PORT,
     PROMOTION_ROLLED_BACK,
+    ROLE_SUPERLINK,
     TAG_PROMOTION,
     TAG_RUN_NUMBER,
     TAG_TRAINING,
@@ -51,9 +52,10 @@ from healthrisk.contracts import (
     TRAINING_EXPERIMENT,
     TRIGGER_SPEC_CHANGE,
 )
-
-from .helpers import REPO
-from .kube import FAKE_SCHEDULER, Kube, OperatorProcess, run_config_of, wait_for
+from tests.kit.names import RunPods, drift_pods, run_pods
+from tests.kit.tools import REPO
+from tests.kit.trainings import FAKE_SCHEDULER, KubeAPI, OperatorProcess, run_config_of
+from tests.kit.wait import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -121,8 +123,13 @@ class FakeServerApp:
         return str(version.version)
 
 
+def pods_of(name: str, run: int = 1) -> RunPods:
+    """The pods of run `run` of a training created with `spec()`'s sites."""
+    return run_pods(name, run, spec())
+
+
 def wait_pods(
-    kube: Kube, namespace: str, training: str, names: set[str], timeout: float = 60
+    kube: KubeAPI, namespace: str, training: str, names: set[str], timeout: float = 60
 ) -> dict[str, Any]:
     return wait_for(
         f"pods {sorted(names)}",
@@ -132,7 +139,7 @@ def wait_pods(
 
 
 def wait_status(
-    kube: Kube,
+    kube: KubeAPI,
     namespace: str,
     name: str,
     what: str,
@@ -142,18 +149,13 @@ def wait_status(
     return wait_for(what, lambda: (s := kube.status(namespace, name)) and check(s) and s, timeout=timeout)
 
 
-def bring_up_run(kube: Kube, namespace: str, name: str, run: int = 1) -> dict[str, Any]:
+def bring_up_run(kube: KubeAPI, namespace: str, name: str, run: int = 1) -> dict[str, Any]:
     """Fake the SuperLink and SuperNodes Running+Ready; wait for the submit pod."""
-    servers = {
-        f"{name}-r{run}-superlink",
-        f"{name}-r{run}-supernode-hospital-01",
-        f"{name}-r{run}-supernode-hospital-02",
-    }
-    wait_pods(kube, namespace, name, servers)
-    for pod in servers:
+    pods = pods_of(name, run)
+    wait_pods(kube, namespace, name, pods.servers)
+    for pod in pods.servers:
         kube.fake_pod(namespace, pod, "Running", ready=True)
-    pods = wait_pods(kube, namespace, name, {f"{name}-r{run}-submit-0"})
-    return pods
+    return wait_pods(kube, namespace, name, {pods.submit(0)})
 
 
 def inference_deployment(
@@ -182,7 +184,7 @@ def inference_deployment(
     )
 
 
-def deployment_ready(kube: Kube, namespace: str, name: str) -> bool:
+def deployment_ready(kube: KubeAPI, namespace: str, name: str) -> bool:
     d = kube.apps.read_namespaced_deployment(name, namespace)
     return bool(
         d.status.observed_generation == d.metadata.generation
@@ -219,7 +221,7 @@ def deployment_ready(kube: Kube, namespace: str, name: str) -> bool:
     ],
 )
 def test_api_server_rejects_invalid_objects_with_a_clear_message(
-    kube: Kube, namespace: str, name: str, changes: dict[str, Any], message: str
+    kube: KubeAPI, namespace: str, name: str, changes: dict[str, Any], message: str
 ) -> None:
     from kubernetes.client.exceptions import ApiException
 
@@ -229,7 +231,7 @@ def test_api_server_rejects_invalid_objects_with_a_clear_message(
     assert message in json.loads(refused.value.body or "{}")["message"]
 
 
-def test_defaults_printer_columns_short_names_and_category(kube: Kube, namespace: str) -> None:
+def test_defaults_printer_columns_short_names_and_category(kube: KubeAPI, namespace: str) -> None:
     created = kube.create_training(namespace, "defaults", spec(suspend=True))
     assert created["spec"]["runPolicy"] == {
         "backoffLimit": 2,
@@ -250,7 +252,7 @@ def test_defaults_printer_columns_short_names_and_category(kube: Kube, namespace
 
 
 def test_run_lifecycle_promotes_and_rolls_out(
-    kube: Kube, namespace: str, operator: OperatorProcess, mlflow_uri: str
+    kube: KubeAPI, namespace: str, operator: OperatorProcess, mlflow_uri: str
 ) -> None:
     """Faked: the SuperLink/SuperNode/submit pods and the ServerApp's MLflow writes.
     Real: API server, garbage collector, the inference Deployment's controller and pods."""
@@ -263,6 +265,7 @@ def test_run_lifecycle_promotes_and_rolls_out(
         spec(model={"registeredName": model}, promotion={"inferenceDeployment": "inference"}),
     )
     uid = training["metadata"]["uid"]
+    life = pods_of("life")
 
     pods = bring_up_run(kube, namespace, "life")
     for pod in pods.values():
@@ -275,12 +278,12 @@ def test_run_lifecycle_promotes_and_rolls_out(
         )
         assert pod.metadata.labels[LABEL_TRAINING] == "life"
         assert pod.metadata.labels[LABEL_RUN] == "1"
-    assert kube.services(namespace, "life") == ["life-r1-superlink"]
-    submit = pods["life-r1-submit-0"]
+    assert kube.services(namespace, "life") == [life.superlink]
+    submit = pods[life.submit(0)]
     assert run_config_of(submit)["training-ref"] == f"{namespace}/life/{uid}"
-    assert pods["life-r1-supernode-hospital-01"].metadata.labels[LABEL_SITE] == "hospital_01"
+    assert pods[life.supernodes["hospital_01"]].metadata.labels[LABEL_SITE] == "hospital_01"
 
-    kube.fake_pod(namespace, "life-r1-submit-0", "Running", ready=True)
+    kube.fake_pod(namespace, life.submit(0), "Running", ready=True)
     server_app = FakeServerApp(mlflow_uri, model, training, run=1)
     server_app.log_round(1, 0.70)
     server_app.log_round(2, 0.80)
@@ -289,7 +292,7 @@ def test_run_lifecycle_promotes_and_rolls_out(
     assert status["metrics"]["auc"] == 0.8 and status["progress"] == "2/2"
 
     version = server_app.register(0.8)
-    kube.fake_pod(namespace, "life-r1-submit-0", "Succeeded")
+    kube.fake_pod(namespace, life.submit(0), "Succeeded")
     status = wait_status(
         kube, namespace, "life", "phase Succeeded", lambda s: s.get("phase") == "Succeeded", 120
     )
@@ -316,7 +319,7 @@ def test_run_lifecycle_promotes_and_rolls_out(
     assert reasons.count("RunStarted") == 1
 
     # cleanPodPolicy Running: servers and Service gone, the finished submit pod kept for logs.
-    wait_for("cleanup", lambda: set(kube.pods(namespace, "life")) == {"life-r1-submit-0"})
+    wait_for("cleanup", lambda: set(kube.pods(namespace, "life")) == {life.submit(0)})
     wait_for("Service cleanup", lambda: kube.services(namespace, "life") == [])
     row = kube.kubectl("get", "ft", "life", "-n", namespace, "--no-headers").split()
     assert row[1:6] == ["Succeeded", "1", "2/2", "2/2", "0.8"] and row[6] == version
@@ -327,14 +330,14 @@ def test_run_lifecycle_promotes_and_rolls_out(
 
 
 def test_operator_restart_mid_run_duplicates_nothing(
-    kube: Kube, namespace: str, start_operator: Callable[..., OperatorProcess], mlflow_uri: str
+    kube: KubeAPI, namespace: str, start_operator: Callable[..., OperatorProcess], mlflow_uri: str
 ) -> None:
     """Faked: run pods and ServerApp writes. The operator is SIGKILLed mid-training."""
     operator = start_operator()
     model = f"risk-{namespace}"
     training = kube.create_training(namespace, "restart", spec(model={"registeredName": model}))
     bring_up_run(kube, namespace, "restart")
-    kube.fake_pod(namespace, "restart-r1-submit-0", "Running", ready=True)
+    kube.fake_pod(namespace, pods_of("restart").submit(0), "Running", ready=True)
     wait_status(kube, namespace, "restart", "phase Training", lambda s: s.get("phase") == "Training")
 
     operator.kill()
@@ -345,12 +348,12 @@ def test_operator_restart_mid_run_duplicates_nothing(
     wait_status(kube, namespace, "restart", "round 1 after restart", lambda s: s.get("round") == 1)
     server_app.log_round(2, 0.79)
     version = server_app.register(0.79)
-    kube.fake_pod(namespace, "restart-r1-submit-0", "Succeeded")
+    kube.fake_pod(namespace, pods_of("restart").submit(0), "Succeeded")
     status = wait_status(
         kube, namespace, "restart", "Succeeded", lambda s: s.get("phase") == "Succeeded", 120
     )
     assert status["run"] == 1 and len(status["history"]) == 1 and status["modelVersion"] == version
-    assert set(kube.pods(namespace, "restart")) == {"restart-r1-submit-0"}
+    assert set(kube.pods(namespace, "restart")) == {pods_of("restart").submit(0)}
     from mlflow import MlflowClient
 
     assert len(MlflowClient(mlflow_uri).search_model_versions(f"name = '{model}'")) == 1
@@ -359,21 +362,22 @@ def test_operator_restart_mid_run_duplicates_nothing(
 
 
 def test_an_orphaned_run_pod_is_adopted_not_duplicated(
-    kube: Kube, namespace: str, operator: OperatorProcess
+    kube: KubeAPI, namespace: str, operator: OperatorProcess
 ) -> None:
     """Faked: nothing runs. A SuperLink pod with the run's deterministic name and labels but
     no owner (as left by a lost create response or a deleted owner reference) exists
     before the run starts; the operator adopts it instead of failing or duplicating it."""
     training = kube.create_training(namespace, "adopt", spec(suspend=True))
+    adopt = pods_of("adopt")
     orphan = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": "adopt-r1-superlink",
+            "name": adopt.superlink,
             "labels": {
                 LABEL_TRAINING: "adopt",
                 LABEL_RUN: "1",
-                LABEL_ROLE: "superlink",
+                LABEL_ROLE: ROLE_SUPERLINK,
                 LABEL_MANAGED_BY: MANAGER,
             },
         },
@@ -381,30 +385,29 @@ def test_an_orphaned_run_pod_is_adopted_not_duplicated(
     }
     created = kube.core.create_namespaced_pod(namespace, k8s_client.V1Pod.model_validate(orphan))
     kube.patch_training(namespace, "adopt", {"spec": {"suspend": False}})
-    pods = wait_pods(
-        kube, namespace, "adopt", {"adopt-r1-supernode-hospital-01", "adopt-r1-supernode-hospital-02"}
-    )
+    pods = wait_pods(kube, namespace, "adopt", set(adopt.supernodes.values()))
     adopted = wait_for(
         "the orphan to be adopted",
         lambda: (
-            (pod := kube.core.read_namespaced_pod("adopt-r1-superlink", namespace)).metadata.owner_references
+            (pod := kube.core.read_namespaced_pod(adopt.superlink, namespace)).metadata.owner_references
             and pod
         ),
     )
     assert adopted.metadata.uid == created.metadata.uid
     assert adopted.metadata.owner_references[0].uid == training["metadata"]["uid"]
-    assert len([p for p in pods if p.startswith("adopt-r1-superlink")]) == 1
+    assert len([p for p in pods if p.startswith(adopt.superlink)]) == 1
 
 
 def test_a_site_pod_killed_mid_run_is_recreated(
-    kube: Kube, namespace: str, operator: OperatorProcess
+    kube: KubeAPI, namespace: str, operator: OperatorProcess
 ) -> None:
     """Faked: run pods. The SuperNode pod of one site is deleted mid-training (as a node
     drain or `kubectl delete pod` would); the run goes on with a new pod of the same name."""
     kube.create_training(namespace, "killed", spec())
     pods = bring_up_run(kube, namespace, "killed")
-    kube.fake_pod(namespace, "killed-r1-submit-0", "Running", ready=True)
-    victim = "killed-r1-supernode-hospital-02"
+    killed = pods_of("killed")
+    kube.fake_pod(namespace, killed.submit(0), "Running", ready=True)
+    victim = killed.supernodes["hospital_02"]
     old_uid = pods[victim].metadata.uid
     kube.core.delete_namespaced_pod(victim, namespace, grace_period_seconds=0)
     replaced = wait_for(
@@ -415,16 +418,14 @@ def test_a_site_pod_killed_mid_run_is_recreated(
     assert replaced.metadata.owner_references[0].name == "killed"
     status = kube.status(namespace, "killed")
     assert status["run"] == 1 and status["active"] is True and status.get("failures", 0) == 0
-    assert set(kube.pods(namespace, "killed")) == {
-        "killed-r1-superlink", "killed-r1-supernode-hospital-01", victim, "killed-r1-submit-0"
-    }  # fmt: skip
+    assert set(kube.pods(namespace, "killed")) == {*killed.servers, killed.submit(0)}
 
 
 # ---- runPolicy -------------------------------------------------------------------
 
 
 def test_missing_image_fails_the_run_at_the_start_deadline(
-    kube: Kube, namespace: str, start_operator: Callable[..., OperatorProcess]
+    kube: KubeAPI, namespace: str, start_operator: Callable[..., OperatorProcess]
 ) -> None:
     """Nothing faked: real scheduler and kubelet; the image is not on the node and the
     pull policy is Never (no registry may be contacted), so pods sit in ErrImageNeverPull."""
@@ -444,37 +445,40 @@ def test_missing_image_fails_the_run_at_the_start_deadline(
     status = wait_status(kube, namespace, "stuck", "phase Failed", lambda s: s.get("phase") == "Failed", 120)
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["status"] == "True" and failed["reason"] == "StartDeadlineExceeded"
-    assert "stuck-r1-superlink" in failed["message"]
+    assert pods_of("stuck").superlink in failed["message"]
     assert "ErrImageNeverPull" in failed["message"] or "Unschedulable" in failed["message"]
     assert "PodsNotStarting" in kube.event_reasons(namespace, "stuck")
     wait_for("running pods deleted", lambda: kube.pods(namespace, "stuck") == {})
 
 
 def test_fewer_ready_sites_than_min_sites_waits_then_fails(
-    kube: Kube, namespace: str, operator: OperatorProcess
+    kube: KubeAPI, namespace: str, operator: OperatorProcess
 ) -> None:
     """Faked: the SuperLink and one SuperNode are reported ready; the other never is."""
     kube.create_training(namespace, "few", spec(runPolicy={"startDeadlineSeconds": 8}))
-    wait_pods(kube, namespace, "few", {"few-r1-superlink", "few-r1-supernode-hospital-01"})
-    kube.fake_pod(namespace, "few-r1-superlink", "Running", ready=True)
-    kube.fake_pod(namespace, "few-r1-supernode-hospital-01", "Running", ready=True)
+    few = pods_of("few")
+    ready = {few.superlink, few.supernodes["hospital_01"]}
+    wait_pods(kube, namespace, "few", ready)
+    for pod in ready:
+        kube.fake_pod(namespace, pod, "Running", ready=True)
     status = wait_status(kube, namespace, "few", "1/2 sites", lambda s: s.get("sitesReady") == "1/2")
     assert status["phase"] == "Pending" and "minSites 2" in status["message"]
-    assert "few-r1-submit-0" not in kube.pods(namespace, "few")
+    assert few.submit(0) not in kube.pods(namespace, "few")
     status = wait_status(kube, namespace, "few", "Failed", lambda s: s.get("phase") == "Failed", 60)
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "MinSitesNotReady" and "1/2 sites ready" in failed["message"]
 
 
-def test_backoff_limit_then_ttl_cleanup(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+def test_backoff_limit_then_ttl_cleanup(kube: KubeAPI, namespace: str, operator: OperatorProcess) -> None:
     """Faked: run pods; the submit pod is reported failed twice (exit code 1, then 3)."""
     kube.create_training(
         namespace, "flaky", spec(runPolicy={"backoffLimit": 1, "ttlSecondsAfterFinished": 5})
     )
     bring_up_run(kube, namespace, "flaky")
-    kube.fake_pod(namespace, "flaky-r1-submit-0", "Failed", exit_code=1, message="superlink unreachable")
-    wait_pods(kube, namespace, "flaky", {"flaky-r1-submit-1"})
-    kube.fake_pod(namespace, "flaky-r1-submit-1", "Failed", exit_code=3, message="flower run failed")
+    flaky = pods_of("flaky")
+    kube.fake_pod(namespace, flaky.submit(0), "Failed", exit_code=1, message="superlink unreachable")
+    wait_pods(kube, namespace, "flaky", {flaky.submit(1)})
+    kube.fake_pod(namespace, flaky.submit(1), "Failed", exit_code=3, message="flower run failed")
     status = wait_status(kube, namespace, "flaky", "Failed", lambda s: s.get("phase") == "Failed")
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "BackoffLimitExceeded"
@@ -491,7 +495,7 @@ def test_backoff_limit_then_ttl_cleanup(kube: Kube, namespace: str, operator: Op
 # ---- suspend, spec change, annotation ---------------------------------------------
 
 
-def test_suspend_resume_and_spec_change(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+def test_suspend_resume_and_spec_change(kube: KubeAPI, namespace: str, operator: OperatorProcess) -> None:
     """Faked: run pods (never finished here)."""
     kube.create_training(namespace, "pause", spec())
     bring_up_run(kube, namespace, "pause")
@@ -501,7 +505,7 @@ def test_suspend_resume_and_spec_change(kube: Kube, namespace: str, operator: Op
     assert kube.condition(namespace, "pause", "Suspended")["status"] == "True"
 
     kube.patch_training(namespace, "pause", {"spec": {"suspend": False}})
-    wait_pods(kube, namespace, "pause", {"pause-r1-superlink"}, timeout=90)
+    wait_pods(kube, namespace, "pause", {pods_of("pause").superlink}, timeout=90)
     status = kube.status(namespace, "pause")
     assert status["run"] == 1  # suspend/resume is not a spec change: same run
 
@@ -509,16 +513,16 @@ def test_suspend_resume_and_spec_change(kube: Kube, namespace: str, operator: Op
     status = wait_status(kube, namespace, "pause", "run 2", lambda s: s.get("run") == 2)
     assert status["trigger"] == TRIGGER_SPEC_CHANGE and status["history"][0]["result"] == "Superseded"
     assert status["observedGeneration"] == kube.training(namespace, "pause")["metadata"]["generation"]
-    wait_pods(kube, namespace, "pause", {"pause-r2-superlink"}, timeout=90)
+    wait_pods(kube, namespace, "pause", {pods_of("pause", run=2).superlink}, timeout=90)
 
 
 def test_retrain_annotation_starts_a_manual_run(
-    kube: Kube, namespace: str, operator: OperatorProcess
+    kube: KubeAPI, namespace: str, operator: OperatorProcess
 ) -> None:
     """Faked: run pods; run 1 fails fast (backoffLimit 0) so the object is idle."""
     kube.create_training(namespace, "manual", spec(runPolicy={"backoffLimit": 0}))
     bring_up_run(kube, namespace, "manual")
-    kube.fake_pod(namespace, "manual-r1-submit-0", "Failed")
+    kube.fake_pod(namespace, pods_of("manual").submit(0), "Failed")
     wait_status(kube, namespace, "manual", "Failed", lambda s: s.get("phase") == "Failed")
     kube.patch_training(namespace, "manual", {"metadata": {"annotations": {ANNOTATION_RETRAIN: "now"}}})
     status = wait_status(kube, namespace, "manual", "run 2", lambda s: s.get("run") == 2)
@@ -532,14 +536,14 @@ def test_retrain_annotation_starts_a_manual_run(
     )
 
 
-def test_cron_schedule_starts_a_run(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+def test_cron_schedule_starts_a_run(kube: KubeAPI, namespace: str, operator: OperatorProcess) -> None:
     """Faked: run pods; run 1 fails fast (backoffLimit 0); the every-minute schedule then
     starts run 2 at the next minute boundary."""
     kube.create_training(
         namespace, "cron", spec(runPolicy={"backoffLimit": 0}, retraining={"schedule": "* * * * *"})
     )
     bring_up_run(kube, namespace, "cron")
-    kube.fake_pod(namespace, "cron-r1-submit-0", "Failed")
+    kube.fake_pod(namespace, pods_of("cron").submit(0), "Failed")
     status = wait_status(kube, namespace, "cron", "run 1 failed", lambda s: not s.get("active"))
     assert status["nextScheduleTime"]
     status = wait_status(
@@ -552,7 +556,7 @@ def test_cron_schedule_starts_a_run(kube: Kube, namespace: str, operator: Operat
 
 
 def test_drift_pods_on_the_interval_and_drift_retrains(
-    kube: Kube, namespace: str, operator: OperatorProcess, mlflow_uri: str
+    kube: KubeAPI, namespace: str, operator: OperatorProcess, mlflow_uri: str
 ) -> None:
     """Faked: run pods, ServerApp writes, and the drift pods (their summary is written as
     the container's termination message, which the operator reads when no log exists)."""
@@ -564,31 +568,31 @@ def test_drift_pods_on_the_interval_and_drift_retrains(
     )
     bring_up_run(kube, namespace, "drifty")
     FakeServerApp(mlflow_uri, model, training, run=1).register(0.8)
-    kube.fake_pod(namespace, "drifty-r1-submit-0", "Succeeded")
+    kube.fake_pod(namespace, pods_of("drifty").submit(0), "Succeeded")
     wait_status(kube, namespace, "drifty", "Monitoring", lambda s: s.get("phase") == "Monitoring", 60)
 
-    drift_pods = {"drifty-drift1-hospital-01", "drifty-drift1-hospital-02"}
-    pods = wait_pods(kube, namespace, "drifty", drift_pods, timeout=60)
-    args = pods["drifty-drift1-hospital-01"].spec.containers[0].args
+    checks = drift_pods("drifty", 1, spec())
+    pods = wait_pods(kube, namespace, "drifty", set(checks.values()), timeout=60)
+    args = pods[checks["hospital_01"]].spec.containers[0].args
     assert args[:4] == ["drift", "check", "--site", "hospital_01"] and "--publish" in args
-    summaries = {"drifty-drift1-hospital-01": 0.64, "drifty-drift1-hospital-02": 0.1}
-    for pod, share in summaries.items():
-        summary = json.dumps({"site": pod.rsplit("-", 2)[-2], "drift_share": share, "detected": share >= 0.5})
-        kube.fake_pod(namespace, pod, "Succeeded", message=f"report published\n{summary}")
+    shares = {"hospital_01": 0.64, "hospital_02": 0.1}
+    for site, share in shares.items():
+        summary = json.dumps({"site": site, "drift_share": share, "detected": share >= 0.5})
+        kube.fake_pod(namespace, checks[site], "Succeeded", message=f"report published\n{summary}")
     status = wait_status(kube, namespace, "drifty", "drift run", lambda s: s.get("run") == 2, 60)
     assert status["trigger"] == "drift"
     assert status["drift"]["detected"] is True and status["drift"]["share"] == 0.64
     assert status["drift"]["sites"]["hospital_01"] == {"share": 0.64, "detected": True}
     assert kube.condition(namespace, "drifty", "DriftDetected")["status"] == "True"
     assert "DriftDetected" in kube.event_reasons(namespace, "drifty")
-    wait_for("drift pods removed", lambda: not drift_pods & set(kube.pods(namespace, "drifty")))
+    wait_for("drift pods removed", lambda: not set(checks.values()) & set(kube.pods(namespace, "drifty")))
 
 
 # ---- rollback ----------------------------------------------------------------------
 
 
 def test_rollout_that_never_gets_ready_is_rolled_back(
-    kube: Kube, namespace: str, operator: OperatorProcess, mlflow_uri: str
+    kube: KubeAPI, namespace: str, operator: OperatorProcess, mlflow_uri: str
 ) -> None:
     """Faked: run pods and ServerApp writes. Real: the Deployment, whose new pods never
     pass their readiness probe."""
@@ -615,7 +619,7 @@ def test_rollout_that_never_gets_ready_is_rolled_back(
     )
     bring_up_run(kube, namespace, "rollback")
     new_version = FakeServerApp(mlflow_uri, model, training, run=1).register(0.8)
-    kube.fake_pod(namespace, "rollback-r1-submit-0", "Succeeded")
+    kube.fake_pod(namespace, pods_of("rollback").submit(0), "Succeeded")
     status = wait_status(
         kube,
         namespace,
@@ -656,7 +660,7 @@ OPERATOR_RULES: list[dict[str, Any]] = [
 PYTHON_IMAGE = "local/python:3.11-slim"  # the harness's Debian python3.11 image
 
 
-def start_operator_pod(kube: Kube, namespace: str, rules: list[dict[str, Any]]) -> None:
+def start_operator_pod(kube: KubeAPI, namespace: str, rules: list[dict[str, Any]]) -> None:
     """The operator as a pod under a ServiceAccount bound to `rules` only. The operator
     image is a later issue, so the pod runs this checkout's code from a read-only hostPath
     on the harness's Debian python image; what it creates is never scheduled."""
@@ -745,14 +749,19 @@ def start_operator_pod(kube: Kube, namespace: str, rules: list[dict[str, Any]]) 
     )
 
 
-def test_operator_runs_in_cluster_with_a_least_privilege_service_account(kube: Kube, namespace: str) -> None:
+def test_operator_runs_in_cluster_with_a_least_privilege_service_account(
+    kube: KubeAPI, namespace: str
+) -> None:
     """In-cluster config, the chart's Role rules only, the liveness endpoint probed by the
     kubelet, JSON logs."""
     start_operator_pod(kube, namespace, OPERATOR_RULES)
     try:
         kube.create_training(namespace, "incluster", spec())
         wait_pods(
-            kube, namespace, "incluster", {"incluster-r1-superlink", "incluster-r1-supernode-hospital-01"}
+            kube,
+            namespace,
+            "incluster",
+            {pods_of("incluster").superlink, pods_of("incluster").supernodes["hospital_01"]},
         )
         status = wait_status(
             kube, namespace, "incluster", "status written", lambda s: s.get("sitesReady") == "0/2"
@@ -768,7 +777,7 @@ def test_operator_runs_in_cluster_with_a_least_privilege_service_account(kube: K
         kube.delete_trainings(namespace)
 
 
-def test_lasting_reconcile_errors_reach_the_object(kube: Kube, namespace: str) -> None:
+def test_lasting_reconcile_errors_reach_the_object(kube: KubeAPI, namespace: str) -> None:
     """A Role without `list pods` (RBAC drift between chart and operator): every reconcile
     fails with 403; after a few the object gets a Warning Event and a readable message."""
     rules = [r for r in OPERATOR_RULES if r["resources"] != ["pods"]]
@@ -791,7 +800,7 @@ def test_lasting_reconcile_errors_reach_the_object(kube: Kube, namespace: str) -
 
 
 def test_semantically_invalid_object_fails_without_hurting_the_operator(
-    kube: Kube, namespace: str, operator: OperatorProcess
+    kube: KubeAPI, namespace: str, operator: OperatorProcess
 ) -> None:
     """No pods at all: the object is refused by the operator before any run."""
     kube.create_training(namespace, "badcron", spec(retraining={"schedule": "61 * * * *"}))

@@ -1,27 +1,15 @@
-"""What the end-to-end tests drive the platform with: kubectl and helm, as a user would.
-
-Everything goes through the pinned `kubectl`/`helm` of the harness (or those on PATH) and
-the API server at 127.0.0.1; HTTP to in-cluster Services goes through `kubectl
-port-forward` on loopback, so no test traffic leaves the machine.
+"""The platform the end-to-end tests drive: one Helm release, three hospital volumes,
+FederatedTrainings, and what a user watching them would look at (status, pods, MLflow,
+the inference Service). kubectl, helm, port-forward and waiting are the kit's.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import json
-import os
-import re
-import shutil
-import subprocess
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from healthrisk.contracts import (
@@ -32,145 +20,14 @@ from healthrisk.contracts import (
     REGISTERED_MODEL,
 )
 from healthrisk.schema import EXAMPLE_RECORD
-
-REPO = Path(__file__).resolve().parents[2]
-HARNESS_KUBECONFIG = REPO / ".cluster" / "kubeconfig"
-CACHE = Path(os.environ.get("HEALTHRISK_CACHE", "/var/cache/health-risk"))
-
-
-class CommandFailed(AssertionError):
-    pass
-
-
-def find_tool(name: str) -> str | None:
-    """The harness's pinned binary, else the one on PATH."""
-    for candidate in (REPO / ".cluster" / "bin" / name, CACHE / "tools" / "bin" / name):
-        if candidate.exists():
-            return str(candidate)
-    return shutil.which(name)
-
-
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 3.0) -> Any:
-    """Poll until `predicate` returns something truthy; fail naming `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except CommandFailed as exc:  # an API call that failed once is worth retrying
-            last = exc
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
-
-
-@dataclass
-class Kube:
-    """kubectl and helm against one cluster, scoped to one namespace by default."""
-
-    kubeconfig: str
-    kubectl_bin: str
-    helm_bin: str
-    namespace: str = "default"
-
-    def _run(
-        self, cmd: list[str], *, input: str | None, timeout: float, check: bool
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
-        if check and proc.returncode != 0:
-            command = " ".join([Path(cmd[0]).name, *cmd[5:10]])
-            raise CommandFailed(
-                f"{command} ... exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-            )
-        return proc
-
-    def kubectl(
-        self, *args: str, input: str | None = None, timeout: float = 120, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        cmd = [self.kubectl_bin, "--kubeconfig", self.kubeconfig, "-n", self.namespace, *args]
-        return self._run(cmd, input=input, timeout=timeout, check=check)
-
-    def helm(self, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [self.helm_bin, "--kubeconfig", self.kubeconfig, "-n", self.namespace, *args]
-        return self._run(cmd, input=None, timeout=timeout, check=check)
-
-    def get(self, *args: str) -> Any:
-        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
-
-    def get_or_none(self, *args: str) -> Any:
-        proc = self.kubectl("get", *args, "-o", "json", check=False)
-        if proc.returncode != 0:
-            if "NotFound" in proc.stderr:
-                return None
-            raise CommandFailed(proc.stderr)
-        return json.loads(proc.stdout)
-
-    def apply(self, manifest: dict[str, Any]) -> None:
-        self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-
-    def patch(self, kind_name: str, patch: dict[str, Any], patch_type: str = "merge") -> None:
-        self.kubectl("patch", kind_name, "--type", patch_type, "-p", json.dumps(patch))
-
-    def events(self, **field_selector: str) -> list[dict[str, Any]]:
-        selector = ",".join(f"{k}={v}" for k, v in field_selector.items())
-        args = ["events"] + (["--field-selector", selector] if selector else [])
-        return list(self.get(*args)["items"])
-
-    @contextlib.contextmanager
-    def port_forward(self, target: str, port: int) -> Iterator[str]:
-        """`kubectl port-forward` to a free loopback port; yields http://127.0.0.1:PORT."""
-        proc = subprocess.Popen(
-            [self.kubectl_bin, "--kubeconfig", self.kubeconfig, "-n", self.namespace, "port-forward",
-             "--address", "127.0.0.1", target, f":{port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            match = re.search(r"127\.0\.0\.1:(\d+)", line)
-            assert match, f"port-forward to {target} said: {line}"
-            yield f"http://127.0.0.1:{match.group(1)}"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
-def http_json(
-    url: str, body: Any = None, *, headers: dict[str, str] | None = None, timeout: float = 10
-) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as exc:
-        raise AssertionError(f"{url}: HTTP {exc.code}: {exc.read()[:500]!r}") from exc
-
-
-def printed_table(text: str) -> list[dict[str, str]]:
-    """`kubectl get` table output as rows keyed by column header.
-
-    Cells are cut at the header's column offsets (kubectl aligns them), so an empty cell
-    does not shift the ones after it.
-    """
-    lines = [line for line in text.splitlines() if line.strip()]
-    starts = [m.start() for m in re.finditer(r"\S+", lines[0])]
-    headers = lines[0].split()
-    bounds = list(zip(starts, [*starts[1:], None], strict=True))
-    return [{h: line[a:b].strip() for h, (a, b) in zip(headers, bounds, strict=True)} for line in lines[1:]]
-
+from tests.kit.http import http_json
+from tests.kit.kube import Kube
+from tests.kit.names import RunPods, run_pods
+from tests.kit.wait import wait_for
 
 # ---- the platform under test ---------------------------------------------------------
 
-IMAGE_TAG = os.environ.get("E2E_IMAGE_TAG", "dev")
-IMAGES = {name: f"health-risk/{name}:{IMAGE_TAG}" for name in ("operator", "flower", "inference", "mlflow")}
 RELEASE = "health-risk"
-CHART = REPO / "charts" / "health-risk"
 SITES = ("hospital_01", "hospital_02", "hospital_03")
 TRAIN_WINDOW = ("2024-01-01", "2024-01-14")
 
@@ -179,10 +36,24 @@ def pvc_name(site: str) -> str:
     return f"{site.replace('_', '-')}-data"
 
 
+def site_specs() -> list[dict[str, Any]]:
+    """spec.sites of every training here: each site reads its own volume."""
+    return [
+        {"name": site, "data": {"persistentVolumeClaim": pvc_name(site), "path": "/data"}} for site in SITES
+    ]
+
+
+def pods_of_run(name: str, run: int) -> RunPods:
+    """The pods the operator creates for run `run` of the training `name`."""
+    window = {"from": TRAIN_WINDOW[0], "to": TRAIN_WINDOW[1]}
+    return run_pods(name, run, {"sites": site_specs(), "dataWindow": window})
+
+
 @dataclass
 class Platform:
     kube: Kube
     namespace: str
+    images: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -230,7 +101,7 @@ class Platform:
                 "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
                 "containers": [{
                     "name": "generate",
-                    "image": IMAGES["flower"],
+                    "image": self.images["flower"],
                     "imagePullPolicy": "Never",
                     "command": ["sh", "-c", script],
                     "env": [{"name": "HOME", "value": "/tmp"}],
@@ -283,10 +154,7 @@ def training(
         "spec": {
             "rounds": rounds,
             "minSites": min_sites,
-            "sites": [
-                {"name": site, "data": {"persistentVolumeClaim": pvc_name(site), "path": "/data"}}
-                for site in SITES
-            ],
+            "sites": site_specs(),
             "dataWindow": {"from": TRAIN_WINDOW[0], "to": TRAIN_WINDOW[1]},
             "strategy": {"name": "FedAvg", "localEpochs": 1},
             "model": {"registeredName": registered_name},
@@ -348,11 +216,6 @@ def follow_run(
     wait_for(f"run {run} of {name} to finish", look, timeout=timeout, interval=3)
     record.seconds = time.monotonic() - started
     return record
-
-
-def run_pod_names(name: str, run: int) -> list[str]:
-    prefix = f"{name}-r{run}"
-    return [f"{prefix}-superlink", *(f"{prefix}-supernode-{s.replace('_', '-')}" for s in SITES)]
 
 
 class MLflowRest:

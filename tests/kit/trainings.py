@@ -1,10 +1,11 @@
 # mypy: disable-error-code="union-attr"
 # (the kubernetes client types every field of every object as Optional)
-"""Real-cluster helpers for the operator's cluster tests and benchmark.
+"""FederatedTrainings on a real API server, through the Python client (the operator suite).
 
-The cluster is the project's harness (`make cluster-up` → .cluster/kubeconfig) or any
-cluster KUBECONFIG points at. Nothing here mocks the API server: objects are created,
-validated, defaulted, garbage-collected by the real one.
+The cluster is the one KUBECONFIG names, else the harness's. Nothing here mocks the API
+server: objects are created, validated, defaulted, garbage-collected by the real one.
+What is faked is said where it is: run pods may be given a scheduler nobody serves
+(`FAKE_SCHEDULER`) and a test then writes their status as a kubelet would (`fake_pod`).
 """
 
 from __future__ import annotations
@@ -13,29 +14,29 @@ import contextlib
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from healthrisk.contracts import LABEL_TRAINING
-from healthrisk.processes import free_port
-from healthrisk_operator.constants import GROUP, KIND, PLURAL, VERSION
+from healthrisk.contracts import GROUP, LABEL_TRAINING
+from healthrisk_operator.constants import CRD_NAME, KIND, PLURAL, VERSION
+from tests.kit.http import free_port
+from tests.kit.kube import Kube
+from tests.kit.tools import CHART, kubeconfig
+from tests.kit.wait import wait_for
 
-from .helpers import CRD_PATH, REPO
-
-T = TypeVar("T")
+CRD_PATH = CHART / "crds" / f"{CRD_NAME}.yaml"
 MERGE = "application/merge-patch+json"
 # Run pods in cluster tests carry this scheduler name, which no scheduler serves: they
 # stay unscheduled, and a test that says so plays the kubelet by writing pod status.
@@ -46,36 +47,11 @@ class NoCluster(RuntimeError):
     pass
 
 
-def kubeconfig_path() -> Path:
-    return Path(os.environ.get("KUBECONFIG") or REPO / ".cluster" / "kubeconfig")
+class KubeAPI:
+    """The API server through the Python client, and kubectl beside it."""
 
-
-def kubectl_path() -> str | None:
-    candidates = [
-        shutil.which("kubectl"),
-        str(REPO / ".cluster" / "bin" / "kubectl"),
-        "/var/cache/health-risk/tools/bin/kubectl",
-    ]
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-
-
-def wait_for(
-    what: str, probe: Callable[[], T | Literal[False] | None], timeout: float = 60.0, interval: float = 0.5
-) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
-class Kube:
     def __init__(self) -> None:
-        path = kubeconfig_path()
+        path = kubeconfig()
         if not path.exists():
             raise NoCluster(f"no kubeconfig at {path}: run `make cluster-up` or set KUBECONFIG")
         self.kubeconfig = path
@@ -88,6 +64,7 @@ class Kube:
         self.apps = k8s.AppsV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
         self.ext = k8s.ApiextensionsV1Api(self.api)
+        self.cli = Kube.from_environment()
 
     # ---- CRD and namespaces ------------------------------------------------------
 
@@ -246,22 +223,14 @@ class Kube:
     # ---- kubectl -----------------------------------------------------------------
 
     def kubectl(self, *args: str) -> str:
-        binary = kubectl_path()
-        if binary is None:
-            raise AssertionError("kubectl not found (PATH, .cluster/bin, /var/cache/health-risk/tools/bin)")
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        done = subprocess.run(
-            [binary, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-        )
-        if done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
-        return done.stdout
+        """stdout of a kubectl command against the same cluster (printer columns, tables)."""
+        return self.cli.out(*args, timeout=60)
 
 
 class OperatorProcess:
     """`healthrisk operator run` as a real subprocess watching one namespace."""
 
-    def __init__(self, kube: Kube, namespace: str, log_path: Path, env: dict[str, str]) -> None:
+    def __init__(self, kube: KubeAPI, namespace: str, log_path: Path, env: dict[str, str]) -> None:
         self.kube = kube
         self.namespace = namespace
         self.log_path = log_path
@@ -320,7 +289,7 @@ class OperatorProcess:
 
 @contextlib.contextmanager
 def running_operator(
-    kube: Kube, namespace: str, log_path: Path, env: dict[str, str]
+    kube: KubeAPI, namespace: str, log_path: Path, env: dict[str, str]
 ) -> Iterator[OperatorProcess]:
     operator = OperatorProcess(kube, namespace, log_path, env)
     operator.start()

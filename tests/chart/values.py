@@ -1,0 +1,81 @@
+"""The chart's value sets and its rendering (`helm template`), for the chart tests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.kit.commands import run
+from tests.kit.tools import CHART
+
+# Value sets every check runs over: the defaults and the shapes a real install takes.
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "production": {
+        "operator": {"clusterWide": True, "runPods": {"nodeSelector": {"hospital-zone": "a"}}},
+        "mlflow": {
+            "backendStore": {"existingSecret": "mlflow-db"},
+            "artifacts": {
+                "destination": "s3://models/mlflow",
+                "s3": {"endpointUrl": "https://minio.example.org", "existingSecret": "mlflow-s3"},
+            },
+            "extraAllowedHosts": ["mlflow.example.org"],
+        },
+        "inference": {
+            "apiKey": {"enabled": True},
+            "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6},
+        },
+        "metrics": {"prometheus": {"enabled": True}},
+        "global": {"imageRegistry": "registry.hospital.example", "imagePullSecrets": [{"name": "regcred"}]},
+        "modelSigning": {"existingSecret": "model-signing-key"},
+    },
+    "minimal": {
+        "mlflow": {"enabled": False, "externalTrackingUri": "http://mlflow.shared.svc:5000"},
+        "networkPolicy": {"enabled": False},
+        "flower": {"tls": {"enabled": False}},
+        "metrics": {"grafanaDashboard": {"enabled": False}},
+        "operator": {"serviceAccount": {"create": False, "name": "default"}},
+        "modelSigning": {"required": False},
+    },
+    "multi-namespace": {
+        "operator": {"watchNamespaces": ["{ns}-site-a", "{ns}-site-b"]},
+        "mlflow": {"persistence": {"keep": False, "size": "1Gi"}},
+        "metrics": {"prometheus": {"enabled": True, "discovery": "dns"}},
+    },
+}
+
+
+def with_namespace(values: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """Value sets name extra namespaces relative to the test's own ({ns})."""
+    return json.loads(json.dumps(values).replace("{ns}", namespace))
+
+
+def render(
+    helm: str,
+    values: Mapping[str, Any],
+    tmp_path: Path,
+    *,
+    namespace: str = "health-risk-mlops",
+    release: str = "health-risk",
+) -> list[dict[str, Any]]:
+    """`helm template` with these values, parsed; the CRD from crds/ included."""
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(dict(values)))
+    out = run(
+        [helm, "template", release, str(CHART), "-n", namespace, "--include-crds", "-f", str(values_file)]
+    )
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(kind/name, pod spec) of every workload in a rendering."""
+    for doc in docs:
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] == "Pod":
+            yield name, doc["spec"]
+        elif doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            yield name, doc["spec"]["template"]["spec"]
