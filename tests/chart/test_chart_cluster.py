@@ -10,9 +10,11 @@ Pods use imagePullPolicy Never: nothing is pulled.
 from __future__ import annotations
 
 import base64
+import re
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -112,6 +114,23 @@ print("registered", version.version)
     return logs.strip().split()[-1]
 
 
+def chart_test_hooks(docs: list[dict[str, Any]]) -> set[str]:
+    """Names of the pods the chart runs on `helm test`."""
+    return {
+        d["metadata"]["name"]
+        for d in docs
+        if (d["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test"
+    }
+
+
+def helm_test_phases(output: str) -> dict[str, str]:
+    """`helm test` output → {test suite: its Phase}."""
+    suites = re.findall(r"^TEST SUITE:\s+(\S+)\s*$", output, flags=re.MULTILINE)
+    phases = re.findall(r"^Phase:\s+(\S+)\s*$", output, flags=re.MULTILINE)
+    assert len(suites) == len(phases), output
+    return dict(zip(suites, phases, strict=True))
+
+
 def release_leftovers(kube: Kube, release: str) -> dict[str, list[str]]:
     selector = f"app.kubernetes.io/instance={release}"
     kinds = (
@@ -191,8 +210,11 @@ def test_install_test_upgrade_metrics_uninstall(
     env = {e["name"]: e.get("value") for e in inference["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODEL_POLL_INTERVAL_SECONDS"] == "5", "the upgrade's changed value reached the pods"
 
+    # Every test hook of the chart ran and succeeded (helm exits 0 also when there is none).
     test = kube.helm("test", release, "--timeout", "5m", timeout=400)
-    assert "Phase:          Succeeded" in test.stdout or "Succeeded" in test.stdout, test.stdout
+    hooks = chart_test_hooks(render(kube.helm_bin, values, tmp_path, namespace=namespace, release=release))
+    assert hooks, "the chart defines `helm test` hooks"
+    assert helm_test_phases(test.stdout) == dict.fromkeys(hooks, "Succeeded"), test.stdout
 
     # The API key is on by default: the chart generated it (NOTES.txt says how to read it).
     secret = kube.get("secret", f"{release}-inference-api-key")

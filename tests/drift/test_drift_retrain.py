@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from drift_cases import QUIET_WINDOW, SMOKE_SHARE_THRESHOLD, SMOKE_WINDOW
+from drift_cases import QUIET_WINDOW, REFERENCE, SITES, SMOKE_SHARE_THRESHOLD, SMOKE_WINDOW
 from typer.testing import CliRunner
 
 from healthrisk.contracts import (
@@ -25,9 +25,11 @@ from healthrisk.contracts import (
     TAG_RETRAIN_VERSION,
     TAG_SITE,
     TAG_TRIGGER,
+    TAG_VAL_AUC,
     TRIGGER_DRIFT,
 )
 from healthrisk.drift.retrain import RETRAIN_ARTIFACT
+from healthrisk.federated.runner import TrainingRequest, train_federated
 from healthrisk.provenance import ensure_signing_key, signing_key_file
 from healthrisk.registry import promote
 
@@ -39,6 +41,28 @@ def _champion(mlflow_uri: str, register_version: Callable[..., str], data_root: 
 
     name = f"drift-retrain-{uuid.uuid4().hex[:8]}"
     version = register_version(name, data_root=data_root, val_auc=val_auc)
+    key = ensure_signing_key(signing_key_file())
+    assert promote(MlflowClient(mlflow_uri), name, version, signing_key=key).promoted
+    return name
+
+
+def _trained_champion(mlflow_uri: str, data_root: Path, work_dir: Path) -> str:
+    """A champion made as every champion is: trained federatedly on the reference window
+    (with the settings `monitor` retrains with), its AUC the one its validation rows gave."""
+    from mlflow import MlflowClient
+
+    name = f"drift-retrain-{uuid.uuid4().hex[:8]}"
+    request = TrainingRequest(
+        data_root=data_root,
+        sites=list(SITES),
+        window=REFERENCE,
+        tracking_uri=mlflow_uri,
+        rounds=2,
+        registered_name=name,
+        work_dir=work_dir,
+        superlink_port=0,
+    )
+    version = train_federated(request).version
     key = ensure_signing_key(signing_key_file())
     assert promote(MlflowClient(mlflow_uri), name, version, signing_key=key).promoted
     return name
@@ -157,14 +181,14 @@ def test_retrain_if_drift_without_drift_trains_nothing(
 def test_monitor_retrains_on_drift_and_promotes(
     commands: typer.Typer,
     mlflow_uri: str,
-    register_version: Callable[..., str],
     data_root: Path,
     drift_root: Path,
     tmp_path: Path,
 ) -> None:
     from mlflow import MlflowClient
 
-    name = _champion(mlflow_uri, register_version, data_root, val_auc=0.5)
+    name = _trained_champion(mlflow_uri, data_root, tmp_path / "champion")
+    champion_auc = float(_versions(mlflow_uri, name)["1"][TAG_VAL_AUC])
     code, stderr = _invoke(
         commands,
         "monitor",
@@ -195,5 +219,8 @@ def test_monitor_retrains_on_drift_and_promotes(
     assert "drift at 1 of 3 sites (hospital_01); policy any: retrain" in stderr
     versions = _versions(mlflow_uri, name)
     assert sorted(versions) == ["1", "2"]
-    assert versions["2"][TAG_TRIGGER] == TRIGGER_DRIFT and versions["2"][TAG_PROMOTION] == PROMOTION_PROMOTED
+    assert versions["2"][TAG_TRIGGER] == TRIGGER_DRIFT
+    # The gate compared the retrain with the real champion's AUC and let it through.
+    assert versions["2"][TAG_PROMOTION] == PROMOTION_PROMOTED, versions["2"]
+    assert f"champion v1 AUC {champion_auc:.4f}" in versions["2"][TAG_PROMOTION_REASON]
     assert MlflowClient(mlflow_uri).get_model_version_by_alias(name, CHAMPION_ALIAS).version == "2"

@@ -99,7 +99,9 @@ def test_operator_pod_deleted_mid_run_completes_the_run_once(platform: Platform)
 
 
 def test_supernode_deleted_mid_round(platform: Platform) -> None:
-    """SPEC: the run completes with ≥ minSites, or fails with a clear condition."""
+    """Three sites, minSites 2: losing one SuperNode mid-round leaves enough sites, so the
+    run completes all its rounds and registers a version (SPEC §10, a site pod killed
+    mid-round); the operator recreates the pod."""
     kube = platform.kube
     name, model = "sitefail", "health-risk-e2e-sitefail"
     victim = pods_of_run(name, 1).supernodes["hospital_03"]
@@ -117,14 +119,12 @@ def test_supernode_deleted_mid_round(platform: Platform) -> None:
     assert killed, f"the run finished before a SuperNode could be deleted: {record.status}"
     entry = record.entry(1)
     print(f"run with a SuperNode deleted after round {killed[0]}: {entry}")
-    if entry["result"] == "Succeeded":
-        assert entry.get("version"), entry
-        assert record.status["progress"] == "5/5"
-    else:
-        failed = next(c for c in record.status["conditions"] if c["type"] == "Failed")
-        assert failed["status"] == "True" and failed["reason"] and len(failed["message"]) > 20, failed
-        assert entry["result"] == "Failed", entry
-    assert record.status.get("phase") in ("Monitoring", "Succeeded", "Failed")
+    assert entry["result"] == "Succeeded", (entry, record.status.get("conditions"))
+    assert record.status["progress"] == "5/5", record.status
+    assert record.status.get("phase") in ("Monitoring", "Succeeded"), record.status
+    with kube.port_forward(f"svc/{platform.mlflow}", 5000) as url:
+        versions = MLflowRest(url, f"{platform.mlflow}:5000").versions(model)
+    assert [v["version"] for v in versions] == [entry["version"]], "the run registered its version"
     replaced = scheduled_pods(kube, victim).get(victim, set())
     assert len(replaced) == 2, f"the operator recreated the deleted SuperNode: {replaced}"
     # cleanPodPolicy Running: once the run ends, no pod of it keeps running.
@@ -172,6 +172,9 @@ def test_predictions_keep_flowing_while_mlflow_is_down(platform: Platform) -> No
             model = http_json(f"{api}/model", headers=headers)
         print(f"MLflow down for 60 s: {answers} predictions, {len(failures)} failed; /model: {model}")
         assert answers > 50 and not failures, failures[:5]
+        # The service still describes the model it serves: the pinned version, loaded, with
+        # no load error (a pinned version is not polled, so nothing about the outage shows).
+        assert (model["ready"], model["version"], model["last_load_error"]) == (True, version, None), model
     finally:
         kube.kubectl("scale", f"deployment/{platform.mlflow}", "--replicas=1")
         kube.kubectl("rollout", "status", f"deployment/{platform.mlflow}", "--timeout=240s", timeout=260)
