@@ -1,8 +1,9 @@
 """The one test kit for everything that talks to Kubernetes, helm, docker and HTTP.
 
     tools.py    where things are: the repo, the kubeconfig, kubectl/helm (one lookup order)
+    commands.py run (any command, output captured, CommandFailed with it)
     wait.py     wait_for (one polling loop for every suite), kubectl table parsing
-    kube.py     run (any command), Kube (kubectl + helm against one cluster, port-forward)
+    kube.py     Kube: kubectl + helm against one cluster, port-forward
     http.py     JSON over HTTP, a free loopback port
     names.py    run pod names as the operator's builders make them
     trainings.py FederatedTrainings through the Python client: CRD, status, `fake_pod`,
@@ -12,6 +13,6 @@
     plugin.py   pytest fixtures (`kube`, `namespace`, `platform_images`, `prometheus_image`)
                 and the line that tells how to reproduce a failure
 
-tools, wait, kube, http, images and plugin import only the standard library and pytest:
+tools, commands, wait, kube, http, images and plugin import only the standard library and pytest:
 the harness's own suite (tests/cluster) runs without the product installed.
 """

@@ -7,7 +7,7 @@ image's id). An image whose label matches is current and is not rebuilt; the loa
 image the node already holds. So a suite can always ask for its images: the first ask
 of a session after a change builds and loads them, every other costs a few seconds.
 
-    TEST_IMAGE_TAG          tag of the images (default dev)
+    TEST_IMAGE_TAG          tag of the images (default test-<hash of the checkout's path>)
     TEST_BASE_IMAGE         base of the Python images (default the harness's local/python:3.11-slim)
     TEST_DEBIAN_BASE_IMAGE  base of the Prometheus image (default the harness's local/debian:bookworm)
     CLUSTER_LOAD_IMAGE      command that loads docker images into another cluster's nodes
@@ -29,7 +29,9 @@ from tests.kit.commands import CommandFailed, run
 from tests.kit.tools import REPO, uses_harness
 
 LABEL = "io.healthrisk.inputs-digest"
-TAG = os.environ.get("TEST_IMAGE_TAG", "dev")
+# One tag per checkout: `make images` (tag dev) or another checkout building on the same
+# docker engine never replaces the images a test run is using.
+TAG = os.environ.get("TEST_IMAGE_TAG") or "test-" + hashlib.sha1(str(REPO).encode()).hexdigest()[:8]
 PREFIX = "health-risk"  # images/images.mk's IMAGE_PREFIX
 IMAGES_DIR = REPO / "images"
 # Never part of an image: caches and build leftovers beside the sources.
