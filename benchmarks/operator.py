@@ -33,13 +33,14 @@ from kubernetes import config as k8s_config
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
+from healthrisk.contracts import APP_NAME
 from healthrisk.processes import ProcessGroup, free_port, venv_bin, wait_for_http
 from healthrisk_operator import builders
 from healthrisk_operator.constants import CRD_NAME, GROUP, KIND, PLURAL, VERSION
 from healthrisk_operator.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
-CRD_PATH = REPO / "charts" / "health-risk" / "crds" / f"{CRD_NAME}.yaml"
+CRD_PATH = REPO / "charts" / APP_NAME / "crds" / f"{CRD_NAME}.yaml"
 SITES = ("hospital_01", "hospital_02")
 # A scheduler name nobody serves: run pods stay unscheduled, so the figure is the
 # operator's (watch → reconcile → create), not image pulls or container starts.

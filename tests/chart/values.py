@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from healthrisk.contracts import APP_NAME, MLFLOW_PORT
 from tests.kit.commands import run
 from tests.kit.tools import CHART
 
@@ -34,7 +35,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "modelSigning": {"existingSecret": "model-signing-key"},
     },
     "minimal": {
-        "mlflow": {"enabled": False, "externalTrackingUri": "http://mlflow.shared.svc:5000"},
+        "mlflow": {"enabled": False, "externalTrackingUri": f"http://mlflow.shared.svc:{MLFLOW_PORT}"},
         "networkPolicy": {"enabled": False},
         "flower": {"tls": {"enabled": False}},
         "metrics": {"grafanaDashboard": {"enabled": False}},
@@ -60,7 +61,7 @@ def render(
     tmp_path: Path,
     *,
     namespace: str = "health-risk-mlops",
-    release: str = "health-risk",
+    release: str = APP_NAME,
 ) -> list[dict[str, Any]]:
     """`helm template` with these values, parsed; the CRD from crds/ included."""
     values_file = tmp_path / "values.yaml"

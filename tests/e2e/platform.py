@@ -14,7 +14,11 @@ from typing import Any
 
 from healthrisk.contracts import (
     ANNOTATION_MODEL_VERSION,
+    APP_NAME,
     CHAMPION_ALIAS,
+    ENV_MODEL_VERSION,
+    INFERENCE_PORT,
+    LABEL_COMPONENT,
     LABEL_RUN,
     LABEL_TRAINING,
     REGISTERED_MODEL,
@@ -27,7 +31,7 @@ from tests.kit.wait import wait_for
 
 # ---- the platform under test ---------------------------------------------------------
 
-RELEASE = "health-risk"
+RELEASE = APP_NAME
 SITES = ("hospital_01", "hospital_02", "hospital_03")
 TRAIN_WINDOW = ("2024-01-01", "2024-01-14")
 
@@ -95,7 +99,7 @@ class Platform:
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/component": "e2e-site-data"}},
+            "metadata": {"name": name, "labels": {LABEL_COMPONENT: "e2e-site-data"}},
             "spec": {
                 "restartPolicy": "Never",
                 "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
@@ -253,7 +257,7 @@ def served_version(platform: Platform) -> tuple[str, int]:
 
 
 def predict(platform: Platform, records: int = 3) -> list[dict[str, Any]]:
-    with platform.kube.port_forward(f"svc/{platform.inference}", 8080) as api:
+    with platform.kube.port_forward(f"svc/{platform.inference}", INFERENCE_PORT) as api:
         headers = platform.api_headers
         return [http_json(f"{api}/predict", dict(EXAMPLE_RECORD), headers=headers) for _ in range(records)]
 
@@ -263,5 +267,6 @@ def rollout_history_version(platform: Platform, revision: int) -> str:
     text = platform.kube.kubectl(
         "rollout", "history", f"deployment/{platform.inference}", f"--revision={revision}"
     ).stdout
-    line = next((line for line in text.splitlines() if "MODEL_VERSION:" in line), "")
-    return line.split("MODEL_VERSION:", 1)[-1].strip()
+    key = f"{ENV_MODEL_VERSION}:"
+    line = next((line for line in text.splitlines() if key in line), "")
+    return line.split(key, 1)[-1].strip()

@@ -122,8 +122,8 @@ def test_supernode_deleted_mid_round(platform: Platform) -> None:
     assert entry["result"] == "Succeeded", (entry, record.status.get("conditions"))
     assert record.status["progress"] == "5/5", record.status
     assert record.status.get("phase") in ("Monitoring", "Succeeded"), record.status
-    with kube.port_forward(f"svc/{platform.mlflow}", 5000) as url:
-        versions = MLflowRest(url, f"{platform.mlflow}:5000").versions(model)
+    with kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
+        versions = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}").versions(model)
     assert [v["version"] for v in versions] == [entry["version"]], "the run registered its version"
     replaced = scheduled_pods(kube, victim).get(victim, set())
     assert len(replaced) == 2, f"the operator recreated the deleted SuperNode: {replaced}"

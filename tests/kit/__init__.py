@@ -13,6 +13,6 @@
     plugin.py   pytest fixtures (`kube`, `namespace`, `platform_images`, `prometheus_image`)
                 and the line that tells how to reproduce a failure
 
-tools, commands, wait, kube, http, images and plugin import only the standard library and pytest:
-the harness's own suite (tests/cluster) runs without the product installed.
+tools, commands, wait, kube, http, images and plugin import only the standard library, pytest
+and healthrisk.contracts (the platform's shared names, itself standard library only).
 """

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from healthrisk.contracts import APP_NAME
 from tests.kit.commands import CommandFailed, run
 from tests.kit.tools import REPO, uses_harness
 
@@ -32,7 +33,7 @@ LABEL = "io.healthrisk.inputs-digest"
 # One tag per checkout: `make images` (tag dev) or another checkout building on the same
 # docker engine never replaces the images a test run is using.
 TAG = os.environ.get("TEST_IMAGE_TAG") or "test-" + hashlib.sha1(str(REPO).encode()).hexdigest()[:8]
-PREFIX = "health-risk"  # images/images.mk's IMAGE_PREFIX
+PREFIX = APP_NAME  # images/images.mk's IMAGE_PREFIX
 IMAGES_DIR = REPO / "images"
 # Never part of an image: caches and build leftovers beside the sources.
 IGNORED_PARTS = ("__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache")

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from healthrisk.contracts import APP_NAME
+
 REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "health-risk"
+CHART = REPO / "charts" / APP_NAME
 HARNESS_KUBECONFIG = REPO / ".cluster" / "kubeconfig"
 CACHE = Path(os.environ.get("HEALTHRISK_CACHE", "/var/cache/health-risk"))
 
