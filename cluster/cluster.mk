@@ -13,6 +13,9 @@
 CLUSTER_SH      := $(CURDIR)/cluster
 CLUSTER_PY      ?= $(CURDIR)/.venv/bin/python
 CLUSTER_PYTEST_ARGS ?=
+# The suite needs pytest and, from the product, only healthrisk.contracts (standard library
+# only), so it runs from the source tree in a venv that holds just pytest.
+CLUSTER_PYTEST  = PYTHONPATH=$(CURDIR)/src$${PYTHONPATH:+:$$PYTHONPATH} $(CLUSTER_PY) -m pytest
 
 .PHONY: cluster-up cluster-down cluster-test cluster-test-only cluster-images cluster-status docker-up cluster-pytest-deps
 
@@ -38,8 +41,8 @@ cluster-pytest-deps:
 	  $(CLUSTER_PY) -m pip install --quiet "pytest>=8" "pytest-timeout>=2.3"
 
 cluster-test: cluster-up cluster-pytest-deps
-	KUBECONFIG=$${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig} $(CLUSTER_PY) -m pytest -m cluster \
+	KUBECONFIG=$${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig} $(CLUSTER_PYTEST) -m cluster \
 	  -p no:cacheprovider --confcutdir=$(CURDIR)/tests/cluster $(CLUSTER_PYTEST_ARGS) $(CURDIR)/tests/cluster
 
 cluster-test-only: cluster-pytest-deps
-	$(CLUSTER_PY) -m pytest -m cluster -p no:cacheprovider --confcutdir=$(CURDIR)/tests/cluster $(CLUSTER_PYTEST_ARGS) $(CURDIR)/tests/cluster
+	$(CLUSTER_PYTEST) -m cluster -p no:cacheprovider --confcutdir=$(CURDIR)/tests/cluster $(CLUSTER_PYTEST_ARGS) $(CURDIR)/tests/cluster
