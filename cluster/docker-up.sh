@@ -2,7 +2,6 @@
 # Start the Docker engine (Debian's docker.io) if it is not answering yet. Idempotent;
 # others may call it. No bridge and no iptables rules: build and run with --network host.
 source "$(dirname "$0")/lib.sh"
-DOCKER_PIDFILE=/var/run/health-risk-dockerd.pid
 DOCKER_LOG="$CACHE/logs/dockerd.log"
 
 if docker info >/dev/null 2>&1; then info "docker engine is up"; exit 0; fi

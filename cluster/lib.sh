@@ -24,6 +24,8 @@ STATE="$(realpath -m "${CLUSTER_STATE:-$REPO_ROOT/.cluster}")"
 CACHE="${HEALTHRISK_CACHE:-/var/cache/health-risk}"
 K8S_BIN="$CACHE/kubernetes/$K8S_VERSION/bin"
 TOOLS_BIN="$CACHE/tools/bin"
+# the dockerd docker-up.sh started (one per machine, shared by every checkout's cluster)
+DOCKER_PIDFILE="${HEALTHRISK_DOCKER_PIDFILE:-/var/run/health-risk-dockerd.pid}"
 export PATH="$TOOLS_BIN:$K8S_BIN:$PATH"
 export GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
