@@ -63,8 +63,10 @@ class Settings(BaseSettings):
         "answered 503 with Retry-After before anything is read. Bounds memory: each may hold a body "
         "of up to ~2 kB per record of MAX_BATCH.",
     )
+    # 2 s: a promoted version is served within about 5 s (poll, load, swap); a poll is one
+    # alias lookup, cheap for the registry even with many replicas.
     model_poll_interval_seconds: float = Field(
-        default=30.0, gt=0, description="How often an alias or `latest` is re-resolved in the registry."
+        default=2.0, gt=0, description="How often an alias or `latest` is re-resolved in the registry."
     )
     registry_timeout_seconds: float = Field(default=5.0, gt=0, description="Per registry call.")
     log_format: Literal["text", "json"] = "text"
