@@ -22,9 +22,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from healthrisk.data.generator import generate, site_name
-from healthrisk.data.loader import load_site
 from healthrisk.data.window import DateWindow
-from healthrisk.federated.client_app import split
+from healthrisk.federated.client_app import load_split
 from healthrisk.federated.model import roc_auc
 from healthrisk.federated.runner import TrainingRequest, train_federated
 from healthrisk.processes import free_port, mlflow_server
@@ -47,7 +46,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hr-bench-") as tmp:
         root = Path(tmp) / "data"
         generate(root, n_sites=N_SITES, window=window, seed=42)
-        splits = [split(load_site(root, s, window)) for s in sites]
+        splits = [load_split(root, s, window) for s in sites]
         x_train = np.vstack([s.x_train for s in splits])
         y_train = np.concatenate([s.y_train for s in splits])
         x_val = np.vstack([s.x_val for s in splits])

@@ -72,6 +72,9 @@ def data_generate(
         ),
     ] = None,
     file_format: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
+    rows_per_day: Annotated[
+        int | None, typer.Option(min=1, help="rows per site per day (default: each site's own, 160-240)")
+    ] = None,
 ) -> None:
     """Write synthetic non-IID site data, optionally with injected drift."""
     from healthrisk.data.generator import DriftSpec, generate
@@ -81,7 +84,13 @@ def data_generate(
     try:
         drifts = [DriftSpec.parse(d) for d in drift or []]
         written = generate(
-            root, n_sites=sites, window=_window(window), seed=seed, drifts=drifts, file_format=file_format
+            root,
+            n_sites=sites,
+            window=_window(window),
+            seed=seed,
+            drifts=drifts,
+            file_format=file_format,
+            rows_per_day=rows_per_day,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

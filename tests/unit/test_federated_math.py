@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +14,21 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from healthrisk.contracts import METRIC_VAL_AUC, METRIC_VAL_LOSS, RECORD_VAL_EXAMPLES
+from healthrisk.data.generator import generate, generate_day
+from healthrisk.data.loader import write_day
+from healthrisk.data.window import DateWindow
+from healthrisk.federated.client_app import load_split
 from healthrisk.federated.control import app_dir
-from healthrisk.federated.model import Params, evaluate, log_loss, roc_auc, train_sgd
+from healthrisk.federated.model import (
+    MAX_STEPS_PER_EPOCH,
+    Params,
+    Standardisation,
+    batch_size_for,
+    evaluate,
+    log_loss,
+    roc_auc,
+    train_sgd,
+)
 from healthrisk.federated.run_config import RunConfig
 from healthrisk.federated.server_app import weighted
 from healthrisk.federated.stats import FeatureStats
@@ -61,6 +76,37 @@ def test_local_sgd_approaches_the_sklearn_optimum() -> None:
     assert evaluate(trained, x, y).loss < evaluate(start, x, y).loss
 
 
+def test_batches_grow_with_rows_so_an_epoch_has_a_bounded_number_of_steps() -> None:
+    assert batch_size_for(1_000) == 64
+    assert batch_size_for(64 * MAX_STEPS_PER_EPOCH) == 64
+    for n in (100_000, 800_000, 10_000_000):
+        assert -(-n // batch_size_for(n)) <= MAX_STEPS_PER_EPOCH
+
+
+def test_large_batches_still_reach_the_sklearn_optimum() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(200_000, 11))
+    true = rng.normal(size=11) * 0.5
+    y = (rng.random(x.shape[0]) < 1 / (1 + np.exp(-(x @ true - 1.0)))).astype(np.int8)
+    trained = train_sgd(Params.zeros(11), x, y, epochs=2, learning_rate=0.1, seed=0)
+    reference = LogisticRegression(C=1e4, max_iter=1000).fit(x, y)
+    optimum = log_loss(y, reference.predict_proba(x)[:, 1])
+    assert evaluate(trained, x, y).loss == pytest.approx(optimum, abs=0.002)
+
+
+def test_standardising_per_batch_equals_training_on_standardised_rows() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(50, 20, size=(3000, 11))
+    y = (rng.random(3000) < 0.3).astype(np.int8)
+    scaling = Standardisation(x.mean(axis=0), x.std(axis=0))
+    copy = (x - scaling.mean) / scaling.scale
+    start = Params.zeros(11)
+    per_batch = train_sgd(start, x, y, epochs=2, learning_rate=0.1, standardisation=scaling, seed=3)
+    on_copy = train_sgd(start, copy, y, epochs=2, learning_rate=0.1, seed=3)
+    np.testing.assert_allclose(per_batch.coef, on_copy.coef, rtol=1e-12)
+    assert evaluate(per_batch, x, y, scaling) == evaluate(on_copy, copy, y)
+
+
 def test_fedprox_term_pulls_towards_the_global_model() -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(500, 11))
@@ -105,3 +151,17 @@ def test_flower_app_defaults_agree_with_run_config() -> None:
 def test_run_config_refuses_bad_values(override: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RunConfig.from_flower({"local-run-id": "x", **override})
+
+
+def test_a_site_split_is_loaded_once_per_window_and_again_when_a_file_changes(tmp_path: Path) -> None:
+    window = DateWindow.parse("2024-01-01..2024-01-03")
+    generate(tmp_path, n_sites=1, window=window)
+    first = load_split(tmp_path, "hospital_01", window)
+    assert load_split(tmp_path, "hospital_01", window) is first  # the next message of a resident process
+    day = tmp_path / "hospital_01" / "2024-01-02.parquet"
+    write_day(day, generate_day(7, 0, dt.date(2024, 1, 2)))  # the day's file replaced
+    second = load_split(tmp_path, "hospital_01", window)
+    assert second is not first
+    assert not np.array_equal(second.x_train, first.x_train)
+    shorter = load_split(tmp_path, "hospital_01", DateWindow.parse("2024-01-01..2024-01-02"))
+    assert shorter.y_train.size + shorter.y_val.size < second.y_train.size + second.y_val.size

@@ -174,3 +174,67 @@ def test_drift_injection_hits_only_its_site_and_dates(tmp_path: Path) -> None:
 def test_generated_values_respect_the_hard_limits(root: Path) -> None:
     data = load_site(root, "hospital_01", WINDOW)  # the loader would refuse otherwise
     assert np.isfinite(data.features).all()
+
+
+def test_loader_reads_only_the_window_and_the_schema_columns(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outside = root / "hospital_01" / "2024-01-09.parquet"
+    outside.write_bytes(b"not parquet: outside the window, never opened")
+    day = root / "hospital_01" / "2024-01-01.parquet"
+    table = pq.read_table(day)
+    pq.write_table(table.append_column("clinician_notes", pa.array(["free text"] * table.num_rows)), day)
+    requested: list[list[str] | None] = []
+    read_table = pq.read_table
+
+    def recording(path: Path, columns: list[str] | None = None, **kwargs: object) -> pa.Table:
+        requested.append(columns)
+        return read_table(path, columns=columns, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pq, "read_table", recording)  # a spy: the real reader still reads
+    data = load_site(root, "hospital_01", WINDOW)
+    assert data.files == tuple(root / "hospital_01" / f"2024-01-0{d}.parquet" for d in (1, 2, 3))
+    assert data.features.shape == (data.n_rows, len(FEATURE_NAMES))
+    assert requested == [[*FEATURE_NAMES, LABEL]] * 3
+
+
+def test_hold_out_puts_the_held_out_rows_last_as_views_of_one_array(root: Path) -> None:
+    plain = load_site(root, "hospital_01", WINDOW)
+    mask = np.random.default_rng(0).random(plain.n_rows) < 0.25
+    split = load_site(root, "hospital_01", WINDOW, hold_out=lambda n: mask)
+    (x_train, y_train), (x_val, y_val) = split.training_part(), split.held_out_part()
+    assert split.n_held_out == int(mask.sum())
+    np.testing.assert_array_equal(x_train, plain.features[~mask])  # file order kept in each part
+    np.testing.assert_array_equal(x_val, plain.features[mask])
+    assert plain.labels is not None and y_train is not None and y_val is not None
+    np.testing.assert_array_equal(y_train, plain.labels[~mask])
+    np.testing.assert_array_equal(y_val, plain.labels[mask])
+    assert np.shares_memory(x_train, split.features) and np.shares_memory(x_val, split.features)
+    with pytest.raises(ValueError, match="mask of shape"):
+        load_site(root, "hospital_01", WINDOW, hold_out=lambda n: np.zeros(n + 1, dtype=bool))
+
+
+def test_loading_allocates_about_the_data_once(tmp_path: Path) -> None:
+    """numpy's allocations (traced) while loading 100k rows: the array, plus one day's columns."""
+    import tracemalloc
+
+    window = DateWindow.parse("2024-01-01..2024-01-05")
+    generate(tmp_path, n_sites=1, window=window, rows_per_day=20_000)
+    load_site(tmp_path, "hospital_01", DateWindow.parse("2024-01-01"))  # imports, caches
+    tracemalloc.start()
+    try:
+        data = load_site(tmp_path, "hospital_01", window, hold_out=lambda n: np.arange(n) % 5 == 0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert data.labels is not None
+    data_bytes = data.features.nbytes + data.labels.nbytes
+    assert data.n_rows > 90_000
+    assert peak < 1.5 * data_bytes, f"peak {peak / 2**20:.1f} MiB for {data_bytes / 2**20:.1f} MiB of data"
+
+
+def test_generator_volume_can_be_set_per_day(tmp_path: Path) -> None:
+    table = generate_day(42, 0, dt.date(2024, 1, 2), rows_per_day=10_000)
+    assert 9_000 < table.num_rows < 11_000
+    assert table.column("site").unique().to_pylist() == ["hospital_01"]
+    assert table.column("date").unique().to_pylist() == [dt.date(2024, 1, 2)]

@@ -145,10 +145,19 @@ def risk_logit(columns: dict[str, np.ndarray], baseline: float) -> np.ndarray:
     return logit
 
 
-def generate_day(seed: int, site_index: int, day: dt.date, drift_kinds: Sequence[str] = ()) -> pa.Table:
+def generate_day(
+    seed: int,
+    site_index: int,
+    day: dt.date,
+    drift_kinds: Sequence[str] = (),
+    *,
+    rows_per_day: int | None = None,
+) -> pa.Table:
+    """One site-day; `rows_per_day` replaces the profile's daily volume (benchmarks at scale)."""
     profile = PROFILES[site_index % len(PROFILES)]
     rng = np.random.default_rng(np.random.SeedSequence([seed, site_index, day.toordinal()]))
-    n = int(rng.normal(profile.rows_per_day, profile.rows_per_day * 0.05))
+    volume = rows_per_day or profile.rows_per_day
+    n = int(rng.normal(volume, volume * 0.05))
     columns = _features(rng, profile, n)
     for kind in drift_kinds:
         _inject(kind, columns)
@@ -161,8 +170,8 @@ def generate_day(seed: int, site_index: int, day: dt.date, drift_kinds: Sequence
         labels = np.where(flip, 1 - labels, labels).astype(np.int8)
     return pa.table(
         {
-            SITE_COLUMN: pa.array([site_name(site_index)] * n),
-            DATE_COLUMN: pa.array([day] * n, type=pa.date32()),
+            SITE_COLUMN: pa.repeat(site_name(site_index), n),
+            DATE_COLUMN: pa.repeat(pa.scalar(day, pa.date32()), n),
             **{name: pa.array(columns[name], type=pa.float64()) for name in FEATURE_NAMES},
             LABEL: pa.array(labels, type=pa.int8()),
         }
@@ -177,6 +186,7 @@ def generate(
     seed: int = 42,
     drifts: Sequence[DriftSpec] = (),
     file_format: str = "parquet",
+    rows_per_day: int | None = None,
 ) -> list[Path]:
     """Write one file per site per day under `root`; return the paths written."""
     sites = [site_name(i) for i in range(n_sites)]
@@ -188,6 +198,6 @@ def generate(
         for day in window.days():
             kinds = [d.kind for d in drifts if d.site == site and day in d.window]
             path = root / site / f"{day.isoformat()}.{file_format}"
-            write_day(path, generate_day(seed, index, day, kinds))
+            write_day(path, generate_day(seed, index, day, kinds, rows_per_day=rows_per_day))
             written.append(path)
     return written

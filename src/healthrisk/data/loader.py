@@ -1,14 +1,15 @@
 """Read a site's daily files for a date window, refusing anything that breaks the schema.
 
 Layout: `<root>/<site>/<YYYY-MM-DD>.parquet` (or `.csv`), one file a day. Built on
-pyarrow alone so that the Flower ClientApp, which starts a fresh process for every
-message, does not pay for importing pandas.
+pyarrow alone (no pandas): a site at a million rows loads in about the memory its
+float64 array takes, and a ClientApp process does not pay for importing pandas.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from healthrisk.data.window import DateWindow
-from healthrisk.schema import FEATURE_NAMES, FEATURES, LABEL
+from healthrisk.schema import FEATURE_NAMES, FEATURES, LABEL, N_FEATURES, Feature
 
 SUFFIXES = (".parquet", ".csv")
 
@@ -38,17 +39,30 @@ class SchemaError(DataError):
 
 @dataclass(frozen=True)
 class SiteData:
-    """Validated rows of one site as float arrays (X in schema order, y as 0/1)."""
+    """Validated rows of one site as float arrays (X in schema order, y as 0/1).
+
+    Loaded with a hold-out rule, the held-out rows are the last `n_held_out` rows:
+    `training_part`/`held_out_part` are views of the one array, not copies.
+    """
 
     site: str
     window: DateWindow
     files: tuple[Path, ...]
     features: np.ndarray
     labels: np.ndarray | None
+    n_held_out: int = 0
 
     @property
     def n_rows(self) -> int:
         return int(self.features.shape[0])
+
+    def training_part(self) -> tuple[np.ndarray, np.ndarray | None]:
+        n = self.n_rows - self.n_held_out
+        return self.features[:n], None if self.labels is None else self.labels[:n]
+
+    def held_out_part(self) -> tuple[np.ndarray, np.ndarray | None]:
+        n = self.n_rows - self.n_held_out
+        return self.features[n:], None if self.labels is None else self.labels[n:]
 
 
 def day_file(root: Path, site: str, day: dt.date) -> Path | None:
@@ -75,61 +89,148 @@ def window_files(root: Path, site: str, window: DateWindow) -> list[Path]:
     return files
 
 
+def _columns(require_label: bool) -> list[str]:
+    return [*FEATURE_NAMES, LABEL] if require_label else list(FEATURE_NAMES)
+
+
+def _refuse_missing(path: Path, names: Iterable[str], require_label: bool) -> None:
+    present = set(names)
+    for column in _columns(require_label):
+        if column not in present:
+            raise SchemaError(path, column, "required column is missing")
+
+
+def _read_error(path: Path, exc: Exception) -> DataError:
+    return DataError(f"{path}: cannot be read as {path.suffix[1:]}: {exc}")
+
+
+class _DayFile:
+    """One daily file: its row count first (parquet: from the footer), then the schema's
+    columns only. A CSV has no footer: it is read whole at once and kept until read()."""
+
+    def __init__(self, path: Path, require_label: bool) -> None:
+        self.path = path
+        self.require_label = require_label
+        self._csv: pa.Table | None = None
+        try:
+            if path.suffix == ".csv":
+                self._csv = pacsv.read_csv(path)
+                names, self.num_rows = self._csv.column_names, self._csv.num_rows
+            else:
+                metadata = pq.read_metadata(path)
+                names, self.num_rows = metadata.schema.to_arrow_schema().names, metadata.num_rows
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _read_error(path, exc) from exc
+        _refuse_missing(path, names, require_label)
+
+    def read(self) -> pa.Table:
+        columns = _columns(self.require_label)
+        if self._csv is not None:
+            table, self._csv = self._csv.select(columns), None
+            return table
+        try:
+            return pq.read_table(self.path, columns=columns)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _read_error(self.path, exc) from exc
+
+
 def read_table(path: Path) -> pa.Table:
     try:
         if path.suffix == ".csv":
             return pacsv.read_csv(path)
         return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: cannot be read as {path.suffix[1:]}: {exc}") from exc
+        raise _read_error(path, exc) from exc
+
+
+def _feature_values(path: Path, table: pa.Table, feature: Feature) -> np.ndarray:
+    """The column as float64, refused unless numeric, finite and within its hard limits."""
+    column = table.column(feature.name)
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        raise SchemaError(path, feature.name, f"must be numeric, found {column.type}")
+    values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    if values.size and not np.isfinite(values).all():
+        raise SchemaError(path, feature.name, "must be a finite number (no null, NaN, Infinity)")
+    if values.size and (values.min() < feature.minimum or values.max() > feature.maximum):
+        bad = int(((values < feature.minimum) | (values > feature.maximum)).sum())
+        raise SchemaError(path, feature.name, f"{feature.rule()} ({bad} rows outside)")
+    return values
+
+
+def _label_values(path: Path, table: pa.Table) -> np.ndarray:
+    label = table.column(LABEL)
+    if label.null_count or not pc.all(pc.is_in(label, pa.array([0, 1]))).as_py():
+        raise SchemaError(path, LABEL, "must be 0 or 1 in every row")
+    return np.asarray(label.to_numpy(zero_copy_only=False), dtype=np.int8)
 
 
 def validate_table(path: Path, table: pa.Table, *, require_label: bool) -> None:
     """Raise SchemaError naming the file, the column and the rule broken."""
-    names = set(table.column_names)
-    required = list(FEATURE_NAMES) + ([LABEL] if require_label else [])
-    for column in required:
-        if column not in names:
-            raise SchemaError(path, column, "required column is missing")
+    _refuse_missing(path, table.column_names, require_label)
     for feature in FEATURES:
-        column = table.column(feature.name)
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-            raise SchemaError(path, feature.name, f"must be numeric, found {column.type}")
-        values = column.to_numpy(zero_copy_only=False).astype(np.float64)
-        if values.size and not np.isfinite(values).all():
-            raise SchemaError(path, feature.name, "must be a finite number (no null, NaN, Infinity)")
-        if values.size and (values.min() < feature.minimum or values.max() > feature.maximum):
-            bad = int(((values < feature.minimum) | (values > feature.maximum)).sum())
-            raise SchemaError(path, feature.name, f"{feature.rule()} ({bad} rows outside)")
-    if LABEL in names:
-        label = table.column(LABEL)
-        if label.null_count or not pc.all(pc.is_in(label, pa.array([0, 1]))).as_py():
-            raise SchemaError(path, LABEL, "must be 0 or 1 in every row")
+        _feature_values(path, table, feature)
+    if LABEL in table.column_names:
+        _label_values(path, table)
 
 
-def load_site(root: Path | str, site: str, window: DateWindow, *, require_label: bool = True) -> SiteData:
-    """Load and validate every daily file of `site` in `window`."""
+def load_site(
+    root: Path | str,
+    site: str,
+    window: DateWindow,
+    *,
+    require_label: bool = True,
+    hold_out: Callable[[int], np.ndarray] | None = None,
+) -> SiteData:
+    """Load and validate every daily file of `site` in `window`.
+
+    Reads the window's files and only the schema's columns, straight into one float64
+    array allocated for the row count in the files' footers: the peak is that array plus
+    one day's columns. `hold_out(n)` (a boolean mask over the n rows in file order) puts
+    the masked rows last, each part keeping the files' row order.
+    """
     root = Path(root)
-    files = window_files(root, site, window)
-    blocks: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    for path in files:
-        table = read_table(path)
-        validate_table(path, table, require_label=require_label)
-        blocks.append(
-            np.column_stack(
-                [table.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in FEATURE_NAMES]
-            )
-        )
-        if require_label:
-            labels.append(table.column(LABEL).to_numpy(zero_copy_only=False).astype(np.int8))
+    files = [_DayFile(path, require_label) for path in window_files(root, site, window)]
+    n = sum(f.num_rows for f in files)
+    features = np.empty((n, N_FEATURES), dtype=np.float64)
+    labels = np.empty(n, dtype=np.int8) if require_label else None
+    held_out = np.zeros(n, dtype=bool) if hold_out is None else np.asarray(hold_out(n), dtype=bool)
+    if held_out.shape != (n,):
+        raise ValueError(f"hold_out gave a mask of shape {held_out.shape} for {n} rows")
+    n_held_out = int(held_out.sum())
+    offset, kept, out = 0, 0, n - n_held_out  # next row in the files, in each part
+    for day in files:
+        table = day.read()
+        if table.num_rows != day.num_rows:
+            raise DataError(f"{day.path}: has {table.num_rows} rows, its footer says {day.num_rows}")
+        mask = held_out[offset : offset + day.num_rows]
+        keep, n_out = ~mask, int(mask.sum())
+        keep_rows, out_rows = slice(kept, kept + day.num_rows - n_out), slice(out, out + n_out)
+        for j, feature in enumerate(FEATURES):
+            values = _feature_values(day.path, table, feature)
+            features[keep_rows, j] = values[keep]
+            features[out_rows, j] = values[mask]
+        if labels is not None:
+            values = _label_values(day.path, table)
+            labels[keep_rows], labels[out_rows] = values[keep], values[mask]
+        offset, kept, out = offset + day.num_rows, keep_rows.stop, out_rows.stop
     return SiteData(
         site=site,
         window=window,
-        files=tuple(files),
-        features=np.vstack(blocks),
-        labels=np.concatenate(labels) if require_label else None,
+        files=tuple(f.path for f in files),
+        features=features,
+        labels=labels,
+        n_held_out=n_held_out,
     )
+
+
+def check_site(root: Path | str, site: str, window: DateWindow, *, require_label: bool = True) -> int:
+    """Validate `site`'s files in `window` one at a time, keeping nothing; the row count."""
+    rows = 0
+    for path in window_files(Path(root), site, window):
+        day = _DayFile(path, require_label)
+        validate_table(path, day.read(), require_label=require_label)
+        rows += day.num_rows
+    return rows
 
 
 def write_day(path: Path, table: pa.Table) -> None:

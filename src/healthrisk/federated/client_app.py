@@ -7,7 +7,9 @@ numbers — never rows:
   locally and returns the new parameters (one exchange per round instead of two);
 * `evaluate` — evaluates the final global model on the validation split.
 
-Every message starts a fresh process, so imports stay lean (numpy + pyarrow).
+Imports stay lean (numpy + pyarrow): a stock SuperNode starts a fresh process for every
+message. `healthrisk supernode` keeps one process for the site's messages instead, so the
+site's rows are loaded once per window and kept (`load_split`).
 The site's name and data root come from the SuperNode's `--node-config`; the window and
 hyper-parameters from the run config.
 """
@@ -15,6 +17,7 @@ hyper-parameters from the run config.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -32,9 +35,10 @@ from healthrisk.contracts import (
     RECORD_NUM_EXAMPLES,
     RECORD_VAL_EXAMPLES,
 )
-from healthrisk.data.loader import SiteData, load_site
+from healthrisk.data.loader import load_site, window_files
 from healthrisk.data.window import DateWindow
-from healthrisk.federated.model import Params, evaluate, train_sgd
+from healthrisk.federated.model import Params, Standardisation, evaluate, train_sgd
+from healthrisk.federated.stats import FeatureStats
 
 VALIDATION_FRACTION = 0.2
 
@@ -49,26 +53,57 @@ class Split:
     y_val: np.ndarray
 
 
-def split(data: SiteData) -> Split:
+def held_out(site: str) -> Callable[[int], np.ndarray]:
     """A stable per-site split: the same rows are held out in every round and every run."""
-    assert data.labels is not None
-    rng = np.random.default_rng(zlib.crc32(data.site.encode()))
-    held_out = rng.random(data.n_rows) < VALIDATION_FRACTION
-    y = data.labels.astype(np.float64)
-    return Split(data.features[~held_out], y[~held_out], data.features[held_out], y[held_out])
+
+    def mask(n_rows: int) -> np.ndarray:
+        return np.random.default_rng(zlib.crc32(site.encode())).random(n_rows) < VALIDATION_FRACTION
+
+    return mask
+
+
+def _load_split(root: Path, site: str, window: DateWindow) -> Split:
+    data = load_site(root, site, window, hold_out=held_out(site))
+    (x_train, y_train), (x_val, y_val) = data.training_part(), data.held_out_part()
+    assert y_train is not None and y_val is not None
+    return Split(x_train, y_train, x_val, y_val)
+
+
+@dataclass
+class _LoadedSplit:
+    key: tuple[object, ...]
+    split: Split
+
+
+_loaded: list[_LoadedSplit] = []
+
+
+def load_split(root: Path, site: str, window: DateWindow) -> Split:
+    """The site's split for `window`, loaded once while its files stay the same.
+
+    Kept for the next message of a resident ClientApp process (`healthrisk supernode`);
+    one window at a time, and reloaded when a file of the window is added, replaced or
+    removed (the key holds each file's path, size and modification time).
+    """
+    files = window_files(root, site, window)
+    key = (root.resolve(), site, window, *((f, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if not _loaded or _loaded[0].key != key:
+        _loaded.clear()  # the previous window's rows go before the next ones come
+        _loaded.append(_LoadedSplit(key, _load_split(root, site, window)))
+    return _loaded[0].split
 
 
 def site_split(context: Context) -> tuple[str, Split]:
     site = str(context.node_config["site"])
     root = Path(str(context.node_config.get("data-root", "/data")))
     window = DateWindow.parse(f"{context.run_config['data-from']}..{context.run_config['data-to']}")
-    return site, split(load_site(root, site, window))
+    return site, load_split(root, site, window)
 
 
-def standardise(x: np.ndarray, config: ConfigRecord) -> np.ndarray:
-    mean = np.asarray(config["mean"], dtype=np.float64)
-    scale = np.asarray(config["scale"], dtype=np.float64)
-    return (x - mean) / scale
+def standardisation(config: ConfigRecord) -> Standardisation:
+    return Standardisation(
+        np.asarray(config["mean"], dtype=np.float64), np.asarray(config["scale"], dtype=np.float64)
+    )
 
 
 def site_record(site: str) -> ConfigRecord:
@@ -78,11 +113,11 @@ def site_record(site: str) -> ConfigRecord:
 @app.query("stats")
 def stats(msg: Message, context: Context) -> Message:
     site, split = site_split(context)
-    x = split.x_train
+    stats = FeatureStats.of(split.x_train)
     content = RecordDict(
         {
-            "stats": ArrayRecord([x.sum(axis=0), np.square(x).sum(axis=0)]),
-            "metrics": MetricRecord({RECORD_COUNT: int(x.shape[0])}),
+            "stats": ArrayRecord([stats.total, stats.total_sq]),
+            "metrics": MetricRecord({RECORD_COUNT: stats.count}),
             "site": site_record(site),
         }
     )
@@ -94,19 +129,20 @@ def train(msg: Message, context: Context) -> Message:
     site, split = site_split(context)
     config = msg.content.config_records["config"]
     incoming = Params.from_arrays(msg.content.array_records["arrays"].to_numpy_ndarrays())
-    x_train, x_val = standardise(split.x_train, config), standardise(split.x_val, config)
-    before = evaluate(incoming, x_val, split.y_val)
+    scaling = standardisation(config)
+    before = evaluate(incoming, split.x_val, split.y_val, scaling)
     server_round = int(cast(int, config["server-round"]))
     updated = train_sgd(
         incoming,
-        x_train,
+        split.x_train,
         split.y_train,
         epochs=int(context.run_config["local-epochs"]),
         learning_rate=float(context.run_config["learning-rate"]),
+        standardisation=scaling,
         proximal_mu=float(cast(float, config.get("proximal-mu", 0.0))),
         seed=server_round * 7919 + zlib.crc32(site.encode()),
     )
-    after = evaluate(updated, x_train, split.y_train)
+    after = evaluate(updated, split.x_train, split.y_train, scaling)
     content = RecordDict(
         {
             "arrays": ArrayRecord(updated.to_arrays()),
@@ -130,7 +166,7 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate_global(msg: Message, context: Context) -> Message:
     site, split = site_split(context)
     params = Params.from_arrays(msg.content.array_records["arrays"].to_numpy_ndarrays())
-    result = evaluate(params, standardise(split.x_val, msg.content.config_records["config"]), split.y_val)
+    result = evaluate(params, split.x_val, split.y_val, standardisation(msg.content.config_records["config"]))
     content = RecordDict(
         {
             "metrics": MetricRecord(

@@ -28,7 +28,7 @@ from healthrisk.contracts import (
     TRIGGER_MANUAL,
     VAL_METRICS,
 )
-from healthrisk.data.loader import load_site
+from healthrisk.data.loader import check_site
 from healthrisk.data.window import DateWindow
 from healthrisk.federated.control import ControlClient, RunStatus, SuperLinkAddress, submit
 from healthrisk.federated.run_config import RunConfig
@@ -162,7 +162,7 @@ def train_federated(
     # Embedded, every site's data is on this machine: refuse a bad file before any
     # process starts (a remote site reports the same error through its reply).
     for site in request.sites:
-        load_site(request.data_root, site, request.window)
+        check_site(request.data_root, site, request.window)
     config = request.run_config(next_run_number(request.tracking_uri, request.registered_name))
     work = request.work_dir.resolve() / request.local_run_id
     client = mlflow.MlflowClient(request.tracking_uri)
