@@ -273,7 +273,7 @@ class Reconciler:
             error = self._patch_deployment(namespace, r.deployment, r.patch)
             if error:
                 log.error("rollback: %s", error)
-            tracking.rollback(uri, r.registered_name, r.alias, r.to_version, r.reason)
+            tracking.rollback(uri, r.registered_name, r.alias, r.version, r.to_version, r.reason)
         if plan.remove_annotations:
             patch = {"metadata": {"annotations": dict.fromkeys(plan.remove_annotations)}}
             self.custom.patch_namespaced_custom_object(

@@ -102,16 +102,13 @@ def find_version(tracking_uri: str, registered_name: str, training_ref: str, run
 def promote(
     tracking_uri: str, name: str, version: str, alias: str, max_auc_drop: float, signing_key_file: Path
 ) -> registry.PromotionDecision:
-    mlflow_client = client(tracking_uri)
-    champion = registry.current_champion(mlflow_client, name, alias)
-    # Recorded before the alias moves: a rollback after a restart must know where to go.
-    if champion is not None and champion.version != version:
-        mlflow_client.set_model_version_tag(name, version, TAG_PREVIOUS_CHAMPION, str(champion.version))
     key = provenance.ensure_signing_key(signing_key_file)
     return registry.promote(
-        mlflow_client, name, version, signing_key=key, alias=alias, max_auc_drop=max_auc_drop
+        client(tracking_uri), name, version, signing_key=key, alias=alias, max_auc_drop=max_auc_drop
     )
 
 
-def rollback(tracking_uri: str, name: str, alias: str, to_version: str | None, reason: str) -> None:
-    registry.rollback(client(tracking_uri), name, alias, to_version, reason)
+def rollback(
+    tracking_uri: str, name: str, alias: str, version: str, to_version: str | None, reason: str
+) -> None:
+    registry.rollback(client(tracking_uri), name, alias, version, to_version, reason)

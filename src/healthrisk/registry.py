@@ -6,6 +6,7 @@ reproduce exactly. Promotion (SPEC §4): a new version takes the serving alias o
 federated validation AUC is at least the champion's minus `max_auc_drop`; otherwise it
 stays registered with tags saying why. A promoted version is signed (healthrisk.provenance)
 before the alias moves. Aliases and tags only — stages are deprecated.
+Promotions of one registered model happen one at a time (healthrisk.promotion_lock).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from healthrisk.contracts import (
     PROMOTION_REJECTED,
     PROMOTION_ROLLED_BACK,
     TAG_METRICS,
+    TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
     TAG_VAL_AUC,
@@ -39,6 +41,7 @@ from healthrisk.model_parameters import (
     ModelParameters,
     parse_parameters,
 )
+from healthrisk.promotion_lock import promotion_lock
 from healthrisk.provenance import sign_promotion
 from healthrisk.registry_rest import parameters_document
 from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES, LABEL
@@ -211,54 +214,71 @@ def promote(
 
     `signing_key` is healthrisk.provenance's: the signature tags are written before the
     alias moves, so the service never sees the alias on a version not yet signed.
+    Serialised per registered model (healthrisk.promotion_lock): the champion is read and
+    the alias moved by one promotion at a time, so of two runs finishing together the
+    second is compared with the first, never both with the champion they replaced.
     """
     if max_auc_drop < 0:
         raise ValueError(f"max_auc_drop must be >= 0, got {max_auc_drop}")
-    candidate = client.get_model_version(name, version)
-    auc = version_auc(candidate)
-    champion = current_champion(client, name, alias)
-    if champion is not None and champion.version == candidate.version:
-        decision = PromotionDecision(version, True, f"already {alias}", auc, champion.version, auc)
-    elif champion is None:
-        decision = PromotionDecision(version, True, f"no {alias} yet", auc, None, None)
-    else:
-        champion_auc = version_auc(champion)
-        floor = champion_auc - max_auc_drop
-        promoted = auc >= floor
-        comparison = ">=" if promoted else "<"
-        reason = (
-            f"val AUC {auc:.4f} {comparison} {alias} v{champion.version} AUC {champion_auc:.4f}"
-            f" - maxAucDrop {max_auc_drop:g}"
+    with promotion_lock(client, name) as lock:
+        candidate = client.get_model_version(name, version)
+        auc = version_auc(candidate)
+        champion = current_champion(client, name, alias)
+        if champion is not None and champion.version == candidate.version:
+            decision = PromotionDecision(version, True, f"already {alias}", auc, champion.version, auc)
+        elif champion is None:
+            decision = PromotionDecision(version, True, f"no {alias} yet", auc, None, None)
+        else:
+            champion_auc = version_auc(champion)
+            floor = champion_auc - max_auc_drop
+            promoted = auc >= floor
+            comparison = ">=" if promoted else "<"
+            reason = (
+                f"val AUC {auc:.4f} {comparison} {alias} v{champion.version} AUC {champion_auc:.4f}"
+                f" - maxAucDrop {max_auc_drop:g}"
+            )
+            decision = PromotionDecision(version, promoted, reason, auc, champion.version, champion_auc)
+        signature: dict[str, str] = {}
+        if decision.promoted:
+            try:
+                document = parameters_document(client.tracking_uri, name, version, timeout=_FETCH_TIMEOUT_S)
+                signature = sign_promotion(signing_key, name, version, document)
+            except ModelIntegrityError as exc:
+                decision = dataclasses.replace(decision, promoted=False, reason=f"cannot be served: {exc}")
+        if decision.promoted and champion is not None and champion.version != version:
+            # Where a rollback of this version goes back to, even after a restart.
+            client.set_model_version_tag(name, version, TAG_PREVIOUS_CHAMPION, str(champion.version))
+        # The signature before the promotion tag: `latest` selects by that tag, so it never
+        # finds a promoted version not yet signed.
+        for key, value in signature.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_model_version_tag(
+            name, version, TAG_PROMOTION, PROMOTION_PROMOTED if decision.promoted else PROMOTION_REJECTED
         )
-        decision = PromotionDecision(version, promoted, reason, auc, champion.version, champion_auc)
-    signature: dict[str, str] = {}
-    if decision.promoted:
-        try:
-            document = parameters_document(client.tracking_uri, name, version, timeout=_FETCH_TIMEOUT_S)
-            signature = sign_promotion(signing_key, name, version, document)
-        except ModelIntegrityError as exc:
-            decision = dataclasses.replace(decision, promoted=False, reason=f"cannot be served: {exc}")
-    client.set_model_version_tag(
-        name, version, TAG_PROMOTION, PROMOTION_PROMOTED if decision.promoted else PROMOTION_REJECTED
-    )
-    client.set_model_version_tag(name, version, TAG_PROMOTION_REASON, decision.reason)
-    for key, value in signature.items():
-        client.set_model_version_tag(name, version, key, value)
-    if decision.promoted:
-        client.set_registered_model_alias(name, alias, version)
+        client.set_model_version_tag(name, version, TAG_PROMOTION_REASON, decision.reason)
+        if decision.promoted:
+            lock.check()
+            client.set_registered_model_alias(name, alias, version)
     return decision
 
 
-def rollback(client: MlflowClient, name: str, alias: str, to_version: str | None, reason: str) -> None:
-    """Point `alias` back at `to_version` (or remove it) after a failed rollout."""
-    current = current_champion(client, name, alias)
-    if current is not None:
-        client.set_model_version_tag(name, current.version, TAG_PROMOTION, PROMOTION_ROLLED_BACK)
-        client.set_model_version_tag(name, current.version, TAG_PROMOTION_REASON, reason)
-    if to_version is None:
-        client.delete_registered_model_alias(name, alias)
-    else:
-        client.set_registered_model_alias(name, alias, to_version)
+def rollback(
+    client: MlflowClient, name: str, alias: str, version: str, to_version: str | None, reason: str
+) -> None:
+    """Take `version` out of service after a failed rollout: tagged rolled back, and if it
+    still holds `alias`, the alias goes back to `to_version` (or is removed). A version
+    promoted since keeps the alias: it was compared with this one and won."""
+    with promotion_lock(client, name) as lock:
+        client.set_model_version_tag(name, version, TAG_PROMOTION, PROMOTION_ROLLED_BACK)
+        client.set_model_version_tag(name, version, TAG_PROMOTION_REASON, reason)
+        current = current_champion(client, name, alias)
+        if current is None or current.version != version:
+            return
+        lock.check()
+        if to_version is None:
+            client.delete_registered_model_alias(name, alias)
+        else:
+            client.set_registered_model_alias(name, alias, to_version)
 
 
 def dumps_tag(value: object) -> str:

@@ -152,7 +152,7 @@ def test_openapi_documents_the_example_record(basic: BasicDeployment) -> None:
     assert record_schema["examples"] == [EXAMPLE_RECORD]
     assert record_schema["properties"]["heart_rate"]["minimum"] == 20
     assert record_schema["additionalProperties"] is False
-    for path in ("/predict", "/predict/batch", "/health", "/ready", "/model"):
+    for path in ("/predict", "/predict/batch", "/health", "/ready", "/readyz", "/model"):
         assert path in spec["paths"]
     assert "/metrics" not in spec["paths"]  # a port of its own
     assert "/v2/models/{model_name}/infer" in spec["paths"]
@@ -162,6 +162,12 @@ def test_health_and_readiness(basic: BasicDeployment) -> None:
     with basic.service.client() as client:
         assert client.get("/health").json() == {"status": "ok"}
         assert client.get("/ready").json() == {"ready": True, "model_version": basic.version}
+        assert client.get("/readyz").json() == {
+            "ready": True,
+            "state": "serving",
+            "detail": f"serving {basic.name} version {basic.version}",
+            "model_version": basic.version,
+        }
         assert client.get("/v2/health/live").json() == {"live": True}
         assert client.get("/v2/health/ready").json() == {"ready": True}
         assert client.get(f"/v2/models/{basic.name}/ready").json() == {"ready": True}
@@ -453,7 +459,7 @@ def test_the_openapi_document_matches_what_the_service_accepts(
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result.err()
         operations.append(result.ok())
-    assert len(operations) == 10
+    assert len(operations) == 11
 
     for operation in operations:
         if mode is GenerationMode.NEGATIVE and not (

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mlflow import MlflowClient
 
 from healthrisk.contracts import (
     CHAMPION_ALIAS,
@@ -18,6 +19,8 @@ from healthrisk.contracts import (
     LATEST_VERSION,
 )
 from healthrisk.processes import MLFLOW_SERVER_ENV, ProcessGroup, free_port, mlflow_server_argv, wait_for_http
+from healthrisk.provenance import ensure_signing_key, signing_key_file
+from healthrisk.registry import promote
 from healthrisk.schema import EXAMPLE_RECORD
 from tests.inference.helpers import (
     Service,
@@ -195,8 +198,11 @@ def test_a_version_without_a_parameters_document_is_refused_once(
         with service.client() as client:
             assert client.get("/ready").status_code == 503
             assert client.get("/v2/health/ready").status_code == 503
+            not_ready = client.get("/readyz")
             refused = client.post("/predict", json=EXAMPLE_RECORD)
-        assert refused.status_code == 503
+        assert not_ready.status_code == 503, "a version that does not load is broken, not 'no model yet'"
+        assert not_ready.json()["state"] == "load-failed"
+        assert refused.status_code == 503 and "refused" in refused.json()["error"]
         assert "refusing model" in service.log()
         # Refused once, not retried on every poll.
         checked = described["registry"]["last_check"]
@@ -204,3 +210,79 @@ def test_a_version_without_a_parameters_document_is_refused_once(
             lambda: service.model()["registry"]["last_check"] > checked + 1, timeout=10, what="more polls"
         )
         assert sample(metric_samples(service), "model_load_failures_total", reason="refused") == 1
+
+
+def test_before_the_first_promotion_the_service_is_ready_and_says_it_has_no_champion(
+    mlflow_uri: str, data_root: Path, register_version: Callable[..., str], tmp_path: Path
+) -> None:
+    """A fresh install: the registered model does not even exist. The pod may take traffic
+    (`/readyz` 200) but has no model (`/ready` 503) and every prediction says why; the first
+    promotion is served without a restart."""
+    name = fresh_name("inference-fresh")
+    with ProcessGroup(tmp_path) as group:
+        service = start_service(group, {ENV_TRACKING_URI: mlflow_uri, ENV_MODEL_NAME: name})
+        with service.client() as client:
+            wait_until(lambda: client.get("/readyz").status_code == 200, timeout=30, what="/readyz")
+            readiness = client.get("/readyz").json()
+            assert readiness["state"] == "no-model-yet" and readiness["model_version"] is None
+            assert client.get("/ready").status_code == 503
+            batch = {"records": [EXAMPLE_RECORD]}
+            for path, body in (("/predict", EXAMPLE_RECORD), ("/predict/batch", batch)):
+                refused = client.post(path, json=body)
+                assert refused.status_code == 503
+                assert refused.json()["error"].startswith(f"no {CHAMPION_ALIAS} yet"), refused.json()
+            v2 = client.post(
+                f"/v2/models/{name}/infer",
+                json={"inputs": [{"name": "x", "shape": [1, 11], "datatype": "FP64", "data": [0.0] * 11}]},
+            )
+            assert v2.status_code == 503 and f"no {CHAMPION_ALIAS} yet" in v2.json()["error"]
+
+            # Versions registered but none promoted: still nothing to serve.
+            version = register_version(name, data_root=data_root)
+            checked = service.model()["registry"]["last_check"]
+            wait_until(lambda: service.model()["registry"]["last_check"] > checked, timeout=10, what="a poll")
+            assert client.get("/readyz").json()["state"] == "no-model-yet"
+
+            promote_through_gate(mlflow_uri, name, version)
+            wait_ready(service)
+            answer = client.post("/predict", json=EXAMPLE_RECORD)
+            assert answer.status_code == 200 and answer.json()["model_version"] == version
+            assert client.get("/readyz").json() == {
+                "ready": True,
+                "state": "serving",
+                "detail": f"serving {name} version {version}",
+                "model_version": version,
+            }
+
+
+def test_an_unreachable_registry_with_nothing_loaded_is_not_ready(tmp_path: Path) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+    with ProcessGroup(tmp_path) as group:
+        service = start_service(group, {ENV_TRACKING_URI: nobody})
+        with service.client() as client:
+            wait_until(
+                lambda: client.get("/readyz").json()["state"] == "registry-unreachable",
+                timeout=30,
+                what="the first poll",
+            )
+            assert client.get("/readyz").status_code == 503
+            refused = client.post("/predict", json=EXAMPLE_RECORD)
+        assert refused.status_code == 503 and "unreachable" in refused.json()["error"]
+
+
+def test_latest_is_the_newest_version_the_gate_accepted(
+    mlflow_uri: str, data_root: Path, register_version: Callable[..., str], tmp_path: Path
+) -> None:
+    name = fresh_name("inference-latest")
+    accepted = register_version(name, data_root=data_root, val_auc=0.8)
+    promote_through_gate(mlflow_uri, name, accepted)
+    rejected = register_version(name, data_root=data_root, val_auc=0.7, scale_coef=0.5)
+    key = ensure_signing_key(signing_key_file())
+    assert not promote(MlflowClient(mlflow_uri), name, rejected, signing_key=key).promoted
+    register_version(name, data_root=data_root, val_auc=0.9, scale_coef=0.5)  # not decided yet
+    with ProcessGroup(tmp_path) as group:
+        service = start_service(
+            group, {ENV_TRACKING_URI: mlflow_uri, ENV_MODEL_NAME: name, ENV_MODEL_VERSION: LATEST_VERSION}
+        )
+        wait_ready(service)
+        assert service.model()["version"] == accepted

@@ -171,9 +171,12 @@ def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str, tmp
     assert promoted is not None and promoted.previous_champion == first
     assert client.get_model_version(name, second).tags[TAG_PREVIOUS_CHAMPION] == first
 
-    tracking.rollback(mlflow_uri, name, "champion", first, "Deployment not ready")
+    tracking.rollback(mlflow_uri, name, "champion", second, first, "Deployment not ready")
     assert client.get_model_version_by_alias(name, "champion").version == first
     assert client.get_model_version(name, second).tags[TAG_PROMOTION] == PROMOTION_ROLLED_BACK
+    # A version that no longer holds the alias is tagged, and the champion is left alone.
+    tracking.rollback(mlflow_uri, name, "champion", second, None, "rolled back again")
+    assert client.get_model_version_by_alias(name, "champion").version == first
     third = training_run(3, 0.5)
     assert not tracking.promote(mlflow_uri, name, third, "champion", 0.0, key_file).promoted
     # Better, but nothing serving could read: not promoted, and said why.

@@ -33,6 +33,7 @@ class RolloutRequest:
 class RollbackRequest:
     registered_name: str
     alias: str
+    version: str  # the one taken out of service
     to_version: str | None
     reason: str
     deployment: str

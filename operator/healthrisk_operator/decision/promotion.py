@@ -138,6 +138,7 @@ def _rollback(
     d.plan.rollback = RollbackRequest(
         registered_name=d.spec.model.registered_name,
         alias=promotion.alias,
+        version=version,
         to_version=previous_champion,
         reason=problem,
         deployment=str(promotion.inference_deployment),

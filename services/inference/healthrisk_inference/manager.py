@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from healthrisk.contracts import (
     ENV_MODEL_URI,
     ENV_MODEL_VERSION,
     ENV_TRACKING_URI,
+    LATEST_VERSION,
     TAG_PROMOTION_HMAC,
 )
 from healthrisk.model_parameters import ModelIntegrityError
@@ -51,6 +53,28 @@ class RegistryStatus:
         return dict(self.__dict__)
 
 
+class Availability(StrEnum):
+    """What the service can do now. Only the first two may receive traffic: one answers
+    predictions, the other answers them 503 for a reason that is not a fault."""
+
+    SERVING = "serving"  # a model is loaded (even if the registry is unreachable now)
+    NO_MODEL_YET = "no-model-yet"  # the registry says nothing was promoted to the alias yet
+    STARTING = "starting"  # the registry not asked yet, or the first load still running
+    REGISTRY_UNREACHABLE = "registry-unreachable"  # and nothing loaded
+    NOT_FOUND = "not-found"  # a fixed version that the registry does not have
+    LOAD_FAILED = "load-failed"  # the version exists but could not be (or may not be) loaded
+
+    @property
+    def takes_traffic(self) -> bool:
+        return self in (Availability.SERVING, Availability.NO_MODEL_YET)
+
+
+@dataclass(frozen=True)
+class State:
+    availability: Availability
+    detail: str
+
+
 class ModelManager:
     def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
         self.settings = settings
@@ -61,6 +85,8 @@ class ModelManager:
         # uri → why it was refused, for /model; keyed again by signature below.
         self.refused: dict[str, str] = {}
         self._refused_signatures: dict[str, str | None] = {}
+        # The registry's answer that there is nothing to serve, while that is its answer.
+        self.unresolved: str | None = None
         self._client = (
             RegistryClient(settings.mlflow_tracking_uri, timeout=settings.registry_timeout_seconds)
             if settings.mlflow_tracking_uri
@@ -85,6 +111,42 @@ class ModelManager:
             return self.settings.model_uri
         separator = "/" if self.settings.model_version.isdigit() else "@"
         return f"models:/{self.settings.model_name}{separator}{self.settings.model_version}"
+
+    def state(self) -> State:
+        """Serving, waiting for a first promotion, or broken — and why, in one line."""
+        if self.current is not None:
+            return State(Availability.SERVING, f"serving {self.current.name} version {self.current.version}")
+        if self.last_load_error is not None:
+            return State(Availability.LOAD_FAILED, self.last_load_error)
+        if self.registry.reachable is False:
+            return State(
+                Availability.REGISTRY_UNREACHABLE,
+                f"model registry unreachable and no model loaded: {self.registry.last_error}",
+            )
+        if self.unresolved is not None:
+            if self.settings.polls_registry:
+                return State(Availability.NO_MODEL_YET, self._nothing_promoted())
+            return State(Availability.NOT_FOUND, f"{self.reference} not found: {self.unresolved}")
+        return State(Availability.STARTING, f"loading {self.reference}")
+
+    def no_model_message(self) -> str:
+        """What a prediction is answered (HTTP 503) while no model is loaded."""
+        state = self.state()
+        if state.availability is Availability.NO_MODEL_YET:
+            return state.detail
+        return f"no model loaded yet: {state.detail}"
+
+    def _nothing_promoted(self) -> str:
+        name, reference = self.settings.model_name, self.settings.model_version
+        if reference == LATEST_VERSION:
+            return (
+                f"no promoted version yet: no version of {name!r} has passed the promotion gate; "
+                "predictions start once one is promoted"
+            )
+        return (
+            f"no {reference} yet: no version of {name!r} has the alias {reference!r} (nothing promoted "
+            "so far); predictions start once one is promoted"
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -123,6 +185,7 @@ class ModelManager:
             self._record_registry(exc)
             return True
         self._record_registry(None)
+        self.unresolved = None
         if self.current is None or self.current.version != resolved.version:
             self._load_resolved(resolved)
         return self.settings.polls_registry or self.current is None
@@ -205,6 +268,8 @@ class ModelManager:
         self.metrics.registry_reachable.set(1)
         self.metrics.registry_last_success.set(now)
         if isinstance(error, VersionNotFound):
+            self.unresolved = str(error)
+            self.last_load_error = None  # nothing to load any more, so nothing failed to load
             # Said once per distinct answer, not on every poll.
             if str(error) != self.registry.last_error:
                 log.warning("the registry has no %s to serve: %s", self.reference, error)

@@ -12,7 +12,13 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from healthrisk.contracts import ENV_MODEL_URI, ENV_TRACKING_URI, LATEST_VERSION
+from healthrisk.contracts import (
+    ENV_MODEL_URI,
+    ENV_TRACKING_URI,
+    LATEST_VERSION,
+    PROMOTION_PROMOTED,
+    TAG_PROMOTION,
+)
 from healthrisk.registry_rest import API, VersionNotFound, get_json, parameters_document
 
 
@@ -50,16 +56,18 @@ class RegistryClient:
             found = self._get("/model-versions/get", {"name": name, "version": reference})["model_version"]
             return _resolved(name, found, None)
         if reference == LATEST_VERSION:
-            return self._latest_ready_version(name)
+            return self._latest_promoted_version(name)
         found = self._get("/registered-models/alias", {"name": name, "alias": reference})["model_version"]
         return _resolved(name, found, reference)
 
     def parameters_document(self, name: str, version: str) -> bytes:
         return parameters_document(self.tracking_uri, name, version, timeout=self.timeout)
 
-    def _latest_ready_version(self, name: str) -> ResolvedVersion:
+    def _latest_promoted_version(self, name: str) -> ResolvedVersion:
+        """`latest` is the newest version the promotion gate accepted (SPEC §4): a version
+        it rejected, or one rolled back after a failed rollout, is never served as latest."""
         query = {
-            "filter": f"name='{name}'",
+            "filter": f"name='{name}' and tags.`{TAG_PROMOTION}` = '{PROMOTION_PROMOTED}'",
             "order_by": "version_number DESC",
             "max_results": "20",
         }
@@ -67,7 +75,7 @@ class RegistryClient:
         # A version still PENDING_REGISTRATION has no artifact yet; skip it until it is READY.
         ready = [v for v in versions if v.get("status", "READY") == "READY"]
         if not ready:
-            raise VersionNotFound(f"registered model {name!r} has no READY version")
+            raise VersionNotFound(f"registered model {name!r} has no promoted version")
         return _resolved(name, ready[0], None)
 
     def _get(self, path: str, query: dict[str, str]) -> dict[str, Any]:

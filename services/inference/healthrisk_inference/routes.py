@@ -32,6 +32,7 @@ from healthrisk_inference.schemas import (
     ProvenanceDescription,
     Readiness,
     RegistryHealth,
+    TrafficReadiness,
 )
 from healthrisk_inference.settings import Settings
 
@@ -51,7 +52,7 @@ def serving_model(request: Request) -> LoadedModel:
     manager: ModelManager = request.app.state.manager
     model = manager.current
     if model is None:
-        raise HTTPException(503, "no model loaded yet; see GET /model")
+        raise HTTPException(503, manager.no_model_message())
     # Read back by PredictionAccounting for the predictions_total label.
     request.state.model_version = model.version
     return model
@@ -172,6 +173,26 @@ def router(
         model = manager.current
         body = Readiness(ready=model is not None, model_version=model.version if model else None)
         return FastJSONResponse(body.model_dump(), status_code=200 if model else 503)
+
+    @routes.get(
+        "/readyz",
+        response_model=TrafficReadiness,
+        responses={503: {"model": TrafficReadiness, "description": "Broken: no model, none coming."}},
+        tags=["operations"],
+    )
+    async def ready_for_traffic() -> Response:
+        """Kubernetes readiness: 200 while serving, and also before the first promotion when
+        the registry confirmed there is nothing to serve yet (predictions then answer 503
+        saying so); 503 when broken (registry unreachable with nothing loaded, a version
+        that does not load). `GET /ready` still means "a model is loaded"."""
+        state = manager.state()
+        body = TrafficReadiness(
+            ready=state.availability.takes_traffic,
+            state=state.availability,
+            detail=state.detail,
+            model_version=manager.current.version if manager.current else None,
+        )
+        return FastJSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
 
     @routes.get(
         "/model",

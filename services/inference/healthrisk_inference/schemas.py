@@ -14,6 +14,7 @@ from pydantic.config import JsonDict
 
 from healthrisk.contracts import ENV_MODEL_PROVENANCE
 from healthrisk.schema import EXAMPLE_RECORD, FEATURE_NAMES, FEATURES, FEATURES_BY_NAME, N_FEATURES
+from healthrisk_inference.manager import Availability
 from healthrisk_inference.model import HIGH_FROM, MODERATE_FROM, RiskLevel
 
 # The schema's example record, typed as the JSON that OpenAPI examples are.
@@ -149,6 +150,13 @@ class Liveness(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
+    model_version: str | None = None
+
+
+class TrafficReadiness(BaseModel):
+    ready: bool = Field(description="Whether the pod may receive traffic.")
+    state: Availability
+    detail: str
     model_version: str | None = None
 
 

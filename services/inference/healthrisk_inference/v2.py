@@ -240,7 +240,7 @@ def router(
         body = await read_body(request, V2InferRequest)
         model = manager.current
         if model is None:
-            raise HTTPException(503, "no model loaded yet; see GET /model")
+            raise HTTPException(503, manager.no_model_message())
         request.state.model_version = model.version
         try:
             x = _matrix(body, settings.max_batch)

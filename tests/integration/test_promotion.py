@@ -1,0 +1,154 @@
+"""Promotion is serialised per registered model (SPEC §4), on a real MLflow server.
+
+Two runs finishing together: without serialisation both read the same champion, both
+pass the gate against it, and whichever moves the alias last wins — possibly the worse.
+The test forces exactly that interleaving: both promotions meet at a barrier right after
+reading the champion, and the worse one moves the alias only after the better one did.
+Serialised, the second promotion cannot read the champion before the first has moved
+the alias, so the barrier times out and the second compares against the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from healthrisk import registry
+from healthrisk.contracts import (
+    CHAMPION_ALIAS,
+    PROMOTION_PROMOTED,
+    PROMOTION_REJECTED,
+    TAG_PREVIOUS_CHAMPION,
+    TAG_PROMOTION,
+)
+from healthrisk.promotion_lock import (
+    TAG_HOLDER,
+    TAG_LEASE_ENDS,
+    PromotionBusy,
+    lock_name,
+    promotion_lock,
+)
+from healthrisk.provenance import ensure_signing_key, signing_key_file
+
+pytestmark = pytest.mark.integration
+
+# How long each side waits for the other at a meeting point. Serialised, the other side
+# never arrives (it waits for the lock) and this is what the first promotion loses.
+MEET_TIMEOUT_S = 3.0
+
+
+@pytest.fixture
+def model(register_version: Callable[..., str], data_root: Path) -> Callable[[str, list[float]], list[str]]:
+    """`model(name, aucs)`: one version per AUC, registered as a training does (with the
+    parameters document the gate signs)."""
+    return lambda name, aucs: [register_version(name, data_root=data_root, val_auc=auc) for auc in aucs]
+
+
+@pytest.fixture(scope="module")
+def key() -> bytes:
+    return ensure_signing_key(signing_key_file())
+
+
+class RacingClient:
+    """The real client, with meeting points where an unserialised promotion is exposed."""
+
+    def __init__(self, client: MlflowClient, read_champion: threading.Barrier, better_moved: threading.Event,
+                 better: str) -> None:  # fmt: skip
+        self._client = client
+        self._read_champion = read_champion
+        self._better_moved = better_moved
+        self._better = better
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._client, attribute)
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> Any:
+        champion = self._client.get_model_version_by_alias(name, alias)
+        # Broken: the other promotion is not reading at the same time (serialised).
+        with contextlib.suppress(threading.BrokenBarrierError):
+            self._read_champion.wait(timeout=MEET_TIMEOUT_S)
+        return champion
+
+    def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+        if version != self._better:
+            self._better_moved.wait(timeout=MEET_TIMEOUT_S)
+        self._client.set_registered_model_alias(name, alias, version)
+        if version == self._better:
+            self._better_moved.set()
+
+
+def test_two_promotions_racing_never_leave_the_worse_version_champion(
+    mlflow_uri: str, model: Callable[[str, list[float]], list[str]], key: bytes
+) -> None:
+    client = MlflowClient(mlflow_uri)
+    name = "promotion-race"
+    champion, worse, better = model(name, [0.70, 0.80, 0.85])
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, champion)
+
+    read_champion = threading.Barrier(2)
+    better_moved = threading.Event()
+    racing = RacingClient(client, read_champion, better_moved, better)
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(
+            pool.map(lambda v: registry.promote(racing, name, v, signing_key=key), [worse, better])
+        )  # type: ignore[arg-type]
+
+    assert client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == better
+    worse_tags = client.get_model_version(name, worse).tags
+    better_tags = client.get_model_version(name, better).tags
+    assert better_tags[TAG_PROMOTION] == PROMOTION_PROMOTED
+    if worse_tags[TAG_PROMOTION] == PROMOTION_PROMOTED:
+        # worse went first and passed against the old champion; better was then
+        # compared with worse, not with the old champion
+        assert better_tags[TAG_PREVIOUS_CHAMPION] == worse
+        assert outcomes[1].champion_version == worse
+    else:
+        assert worse_tags[TAG_PROMOTION] == PROMOTION_REJECTED
+        assert outcomes[0].champion_version == better, outcomes
+    assert not _lock_exists(client, name), "the lock is released"
+
+
+def _lock_exists(client: MlflowClient, name: str) -> bool:
+    return bool(client.search_registered_models(f"name = '{lock_name(name)}'"))
+
+
+def test_a_held_lock_makes_the_other_promotion_wait_then_give_up(
+    mlflow_uri: str, model: Callable[[str, list[float]], list[str]], key: bytes
+) -> None:
+    client = MlflowClient(mlflow_uri)
+    name = "promotion-busy"
+    (version,) = model(name, [0.8])
+    with promotion_lock(client, name):
+        started = time.monotonic()
+        with pytest.raises(PromotionBusy, match=lock_name(name)), promotion_lock(client, name, wait_s=1.0):
+            pass
+        assert time.monotonic() - started >= 1.0
+    assert registry.promote(client, name, version, signing_key=key).promoted
+
+
+def test_a_lock_left_by_a_dead_holder_is_broken_once_its_lease_ended(
+    mlflow_uri: str, model: Callable[[str, list[float]], list[str]], key: bytes
+) -> None:
+    client = MlflowClient(mlflow_uri)
+    name = "promotion-dead-holder"
+    (version,) = model(name, [0.8])
+    dead = "crashed-host-0123"
+    client.create_registered_model(
+        lock_name(name), tags={TAG_HOLDER: dead, TAG_LEASE_ENDS: f"{time.time() - 1:.3f}"}
+    )
+
+    decision = registry.promote(client, name, version, signing_key=key)
+
+    assert decision.promoted
+    assert client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == version
+    assert not _lock_exists(client, name)
+    broken = client.search_registered_models(f"name = '{lock_name(name)}.expired-{dead}'")
+    assert len(broken) == 1, "kept under its holder's name, so no lock can be renamed onto it"
