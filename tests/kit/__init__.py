@@ -1,7 +1,8 @@
 """The one test kit for everything that talks to Kubernetes, helm, docker and HTTP.
 
     tools.py    where things are: the repo, the kubeconfig, kubectl/helm (one lookup order)
-    commands.py run (any command, output captured, CommandFailed with it)
+    commands.py run (any command, output captured, CommandFailed with it), spawn (a helper
+                process that dies with the test run, however it ends)
     wait.py     wait_for (one polling loop for every suite), kubectl table parsing
     kube.py     Kube: kubectl + helm against one cluster, port-forward
     http.py     JSON over HTTP, a free loopback port

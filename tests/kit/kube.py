@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tests.kit.commands import CommandFailed, run
+from tests.kit.commands import CommandFailed, run, spawn
 from tests.kit.tools import find_tool, kubeconfig
 from tests.kit.wait import wait_for
 
@@ -116,7 +116,7 @@ class Kube:
     @contextlib.contextmanager
     def port_forward(self, target: str, port: int) -> Iterator[str]:
         """`kubectl port-forward` to a free loopback port; yields http://127.0.0.1:PORT."""
-        proc = subprocess.Popen(
+        proc = spawn(
             [self.kubectl_bin, "--kubeconfig", self.kubeconfig, *self._scope(), "port-forward",
              "--address", "127.0.0.1", target, f":{port}"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -31,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 
 from healthrisk.contracts import GROUP, LABEL_TRAINING
 from healthrisk_operator.constants import CRD_NAME, KIND, PLURAL, VERSION
+from tests.kit.commands import spawn
 from tests.kit.http import free_port
 from tests.kit.kube import Kube
 from tests.kit.tools import CHART, kubeconfig
@@ -254,7 +255,7 @@ class OperatorProcess:
         ]
         env = {**os.environ, "KUBECONFIG": str(self.kube.kubeconfig), **self.env}
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.process = spawn(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         wait_for("the operator's liveness endpoint", self.alive, timeout=60)
 
     def alive(self) -> bool:
