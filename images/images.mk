@@ -23,7 +23,7 @@ IMAGES         := operator flower inference mlflow
 IMAGE_REFS      = $(foreach i,$(IMAGES),$(IMAGE_PREFIX)/$(i):$(IMAGE_TAG))
 PROMETHEUS_IMAGE ?= $(IMAGE_PREFIX)/prometheus:$(IMAGE_TAG)
 
-.PHONY: wheels images images-load image-prometheus $(addprefix image-,$(IMAGES))
+.PHONY: wheels images images-load image-prometheus image-stages $(addprefix image-,$(IMAGES))
 
 # Third-party wheels change only with the pins; the project's own wheel with every edit,
 # so it is rebuilt on each `make wheels` (a few seconds), in a folder of its own: the
@@ -45,8 +45,14 @@ wheels: $(WHEELHOUSE)/.deps
 	bash images/image-requirements.sh $(BIN)/pip $(WHEELHOUSE) $(IMAGE_PYTHON)
 	@echo "wheelhouse: $$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1)"
 
-# One Dockerfile, one dependency stage for all four images (images/Dockerfile).
-$(addprefix image-,$(IMAGES)): image-%: wheels
+# One Dockerfile, one dependency stage for all four images (images/Dockerfile). The stage
+# with every virtualenv is tagged too (never shipped): untagged, it and the dependency
+# stage under it would go with the prune below, and the next build would start over.
+image-stages: wheels
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) --target app \
+	  -t $(IMAGE_PREFIX)/build-stages:$(IMAGE_TAG) -f images/Dockerfile $(WHEELHOUSE)
+
+$(addprefix image-,$(IMAGES)): image-%: image-stages
 	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) --target $* \
 	  -t $(IMAGE_PREFIX)/$*:$(IMAGE_TAG) -f images/Dockerfile $(WHEELHOUSE)
 
@@ -54,7 +60,10 @@ image-prometheus:
 	$(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg BASE_IMAGE=$(DEBIAN_BASE_IMAGE) \
 	  -t $(PROMETHEUS_IMAGE) -f images/prometheus.Dockerfile images
 
+# Each code change leaves the previous build's stages untagged (~3 GB): drop those, keep
+# the tagged images and the stages they still build on (the layer cache).
 images: $(addprefix image-,$(IMAGES))
+	@$(DOCKER) image prune --force --filter label=io.health-risk.build=images | tail -1
 	@echo "image sizes (base $(BASE_IMAGE): $$($(DOCKER) image inspect -f '{{.Size}}' $(BASE_IMAGE) | awk '{printf "%d MB", $$1/1e6}')):"
 	@for ref in $(IMAGE_REFS); do \
 	  $(DOCKER) image inspect -f '{{.Size}}' $$ref | awk -v ref=$$ref '{printf "  %-32s %4d MB\n", ref, $$1/1e6}'; \

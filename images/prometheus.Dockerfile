@@ -3,6 +3,7 @@
 #   docker build --build-arg BASE_IMAGE=debian:bookworm-slim -f images/prometheus.Dockerfile images/
 ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}
+LABEL io.health-risk.build=images
 RUN apt-get update \
  && apt-get install -y --no-install-recommends prometheus \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
