@@ -37,6 +37,7 @@ from healthrisk.contracts import (
     ROLE_SUPERNODE,
     SUPERLINK_PORT,
     SUPERNODE_FIRST_PORT,
+    TLS_CA_FILE,
 )
 from healthrisk_operator.config import OperatorConfig
 from healthrisk_operator.constants import API_VERSION, HEALTH_PORT, KIND
@@ -221,7 +222,7 @@ def _tls_volume(spec: TrainingSpec, *, ca_only: bool) -> list[Manifest]:
         return []
     secret: Manifest = {"secretName": spec.security.tls_secret_name}
     if ca_only:
-        secret["items"] = [{"key": "ca.crt", "path": "ca.crt"}]
+        secret["items"] = [{"key": TLS_CA_FILE, "path": TLS_CA_FILE}]
     return [{"name": "tls", "secret": secret}]
 
 

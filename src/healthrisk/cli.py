@@ -184,20 +184,32 @@ def train(
 
 @train_app.command("submit")
 def train_submit(
-    superlink: Annotated[str, typer.Option(help="SuperLink host:port", envvar=ENV_SERVER_ADDRESS)],
+    superlink: Annotated[
+        str, typer.Option(help="SuperLink Control API host:port", envvar=ENV_SERVER_ADDRESS)
+    ],
     run_config_json: Annotated[str, typer.Option(help="run config as JSON (keys as in the Flower App)")],
-    insecure: Annotated[bool, typer.Option(help="no TLS (loopback or a mesh that encrypts)")] = False,
+    insecure: Annotated[
+        bool, typer.Option(help="no TLS: only for a FederatedTraining that opted out of it")
+    ] = False,
     root_certificates: Annotated[
         Path | None, typer.Option(help="CA bundle that signed the SuperLink")
     ] = None,
+    client_certificate: Annotated[
+        Path | None, typer.Option(help="certificate for a Control API that asks for one (with --client-key)")
+    ] = None,
+    client_key: Annotated[Path | None, typer.Option(help="private key of --client-certificate")] = None,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 3600.0,
 ) -> None:
     """Submit one run to a running SuperLink and wait for it (what the operator's submit pod runs)."""
+    from healthrisk.federated.control import SuperLinkAddress
     from healthrisk.workflows import submit_and_wait
 
-    if not insecure and root_certificates is None:
-        raise typer.BadParameter("give --root-certificates, or --insecure on a trusted network")
-    status = submit_and_wait(superlink, run_config_json, root_certificates if not insecure else None, timeout)
+    if insecure == (root_certificates is not None):
+        raise typer.BadParameter("give --root-certificates, or --insecure for a run without TLS")
+    if (client_certificate is None) != (client_key is None):
+        raise typer.BadParameter("--client-certificate and --client-key go together")
+    client = (client_certificate, client_key) if client_certificate and client_key else None
+    status = submit_and_wait(SuperLinkAddress(superlink, root_certificates, client), run_config_json, timeout)
     print(json.dumps({"status": str(status), "succeeded": status.succeeded}))
     if not status.succeeded:
         raise typer.Exit(1)
@@ -211,18 +223,20 @@ def supernode(
         str, typer.Option(help="SuperLink host:port", envvar=ENV_SERVER_ADDRESS)
     ] = f"127.0.0.1:{SUPERLINK_PORT}",
     port: Annotated[int, typer.Option(help="local ClientAppIo port")] = SUPERNODE_FIRST_PORT,
-    insecure: bool = False,
-    root_certificates: Annotated[Path | None, typer.Option()] = None,
+    insecure: Annotated[bool, typer.Option(help="no TLS: only against a SuperLink without it")] = False,
+    root_certificates: Annotated[
+        Path | None, typer.Option(help="CA bundle that signed the SuperLink")
+    ] = None,
     auth_private_key: Annotated[Path | None, typer.Option(help="SuperNode authentication key")] = None,
 ) -> None:
     """Run this site's SuperNode against a SuperLink (SERVER_ADDRESS)."""
     from healthrisk.federated.runner import FLOWER_ENV, supernode_argv
 
-    argv = supernode_argv(superlink, port, site, data_root, insecure=insecure)
-    if root_certificates is not None:
-        argv += ["--root-certificates", str(root_certificates)]
-    if auth_private_key is not None:
-        argv += ["--auth-supernode-private-key", str(auth_private_key)]
+    if insecure == (root_certificates is not None):
+        raise typer.BadParameter("give --root-certificates, or --insecure against a SuperLink without TLS")
+    argv = supernode_argv(
+        superlink, port, site, data_root, root_certificates=root_certificates, private_key=auth_private_key
+    )
     os.execve(argv[0], argv, {**os.environ, **FLOWER_ENV})
 
 
@@ -268,10 +282,12 @@ def demo(
 def _register_subcommands() -> None:
     from healthrisk.drift.cli import app as drift_app
     from healthrisk.drift.cli import monitor_command, retrain_command
+    from healthrisk.federated.cli import app as federation_app
 
     app.command("retrain")(retrain_command)
     app.command("monitor")(monitor_command)
     app.add_typer(drift_app, name="drift")
+    app.add_typer(federation_app, name="federation")
     # `serve` and `operator` are registered by the packages that provide them (pyproject's
     # entry-point group CLI_ENTRY_POINTS). The inference and operator images start their own
     # entry points, so this umbrella CLI only runs where the whole package is installed.

@@ -25,6 +25,7 @@ METRIC_VAL_AUC: Final = "val_auc"
 METRIC_VAL_ACCURACY: Final = "val_accuracy"
 VAL_METRICS: Final = (METRIC_VAL_LOSS, METRIC_VAL_AUC, METRIC_VAL_ACCURACY)
 METRIC_TRAIN_ROWS: Final = "train_rows"  # per site only, after the federated statistics
+METRIC_DP_EPSILON: Final = "dp_epsilon"  # under differential privacy: ε spent so far (step = round)
 
 
 def site_metric(site: str, metric: str) -> str:
@@ -37,6 +38,8 @@ def site_metric(site: str, metric: str) -> str:
 RECORD_COUNT: Final = "count"
 RECORD_NUM_EXAMPLES: Final = "num-examples"
 RECORD_VAL_EXAMPLES: Final = "val-examples"
+# Under differential privacy the accountant needs every site weighted the same: each sends 1.
+RECORD_UNIFORM_WEIGHT: Final = "uniform-weight"
 
 # MLflow tags on registered versions, training runs and drift runs: provenance and decisions.
 TAG_PREFIX: Final = "healthrisk."
@@ -74,6 +77,12 @@ TAG_PROMOTION_KEY_ID: Final = TAG_PREFIX + "promotion_key_id"
 # A registered version's final training metrics as JSON: the service shows them in /model
 # with read access to the model alone (no access to the training experiment).
 TAG_METRICS: Final = TAG_PREFIX + "metrics"
+# Privacy of a training run and of the version it registered.
+TAG_DP_EPSILON: Final = TAG_PREFIX + "dp_epsilon"  # (ε, δ) spent on the model updates
+TAG_DP_DELTA: Final = TAG_PREFIX + "dp_delta"
+TAG_DP_MECHANISM: Final = TAG_PREFIX + "dp_mechanism"  # what the (ε, δ) covers, in words
+TAG_SECURE_AGGREGATION: Final = TAG_PREFIX + "secure_aggregation"  # "true": the server saw sums only
+TAG_DECLINED_SITES: Final = TAG_PREFIX + "declined_sites"  # JSON {site: why it declined}
 
 # Values of TAG_PROMOTION: the gate's verdict, and the operator's rollback.
 PROMOTION_PROMOTED: Final = "promoted"
@@ -104,6 +113,10 @@ ANNOTATION_MODEL_VERSION: Final = f"{GROUP}/model-version"
 # On the inference Deployment's own metadata: the version it served before our rollout,
 # so a rollback after an operator restart still knows where to go back to.
 ANNOTATION_PREVIOUS_MODEL_VERSION: Final = f"{GROUP}/previous-model-version"
+# `healthrisk.io/capture-superlink-messages: "true"` on a FederatedTraining: for an audit,
+# the SuperLink pods of its next runs keep a copy of every message that passes them
+# (healthrisk.federated.capture), until the pod is deleted.
+ANNOTATION_CAPTURE_MESSAGES: Final = f"{GROUP}/capture-superlink-messages"
 FINALIZER: Final = f"{GROUP}/operator"
 
 # Values of LABEL_ROLE: which pod of a run this is (NetworkPolicies allow flows by role).
@@ -120,7 +133,15 @@ APP_NAME: Final = "health-risk"  # the product: Python distribution, chart, app.
 MANAGER: Final = "healthrisk-operator"  # Event source and LABEL_MANAGED_BY of what the operator creates
 
 # Ports: the same numbers in code, chart, images and compose.
-SUPERLINK_PORT: Final = 8000  # Flower's default Fleet API port in 1.42
+# Flower 1.42 serves Fleet, Control and Runtime on one port. In a run's SuperLink pod it
+# listens on loopback only, behind a proxy that exposes Fleet alone to SuperNodes and
+# Control alone, with client certificates, to the operator and its run submitter.
+SUPERLINK_PORT: Final = 8000  # Flower's default in 1.42: the SuperLink itself
+SUPERLINK_FLEET_PORT: Final = 9092  # the proxy's Fleet listener (SuperNodes)
+SUPERLINK_CONTROL_PORT: Final = 9091  # the proxy's Control listener (mutual TLS)
+# Names of those two ports on the SuperLink pod and Service (NetworkPolicies use them).
+PORT_NAME_FLEET: Final = "fleet"
+PORT_NAME_CONTROL: Final = "control"
 SUPERNODE_FIRST_PORT: Final = 9094  # a SuperNode's ClientAppIO port (Flower's default)
 INFERENCE_PORT: Final = 8080
 # The inference service's Prometheus metrics, apart from the API: only Prometheus may reach it.
@@ -144,3 +165,11 @@ ENV_OPERATOR_PREFIX: Final = "HEALTHRISK_OPERATOR_"  # every operator setting, e
 
 # Documented defaults that several parts must agree on.
 DEFAULT_DRIFT_THRESHOLD: Final = 0.5
+
+# Flower security material in Secrets: the layout of Kubernetes TLS Secrets (what
+# cert-manager writes, and a user may bring), and of a site's SuperNode key Secret.
+TLS_CA_FILE: Final = "ca.crt"
+TLS_CERT_FILE: Final = "tls.crt"
+TLS_KEY_FILE: Final = "tls.key"
+SITE_PRIVATE_KEY_FILE: Final = "private-key"  # OpenSSH EC private key, mounted only at the site
+SITE_PUBLIC_KEY_FILE: Final = "public-key"  # OpenSSH public key, registered with the SuperLink

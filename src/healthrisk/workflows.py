@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from healthrisk.contracts import CHAMPION_ALIAS, METRIC_VAL_AUC, TRIGGER_MANUAL
 from healthrisk.data.window import DateWindow
-from healthrisk.federated.control import ControlClient, RunStatus, SuperLinkAddress, submit
+from healthrisk.federated.control import ControlClient, RunStatus, SuperLinkAddress
 from healthrisk.federated.run_config import RunConfig
 from healthrisk.federated.runner import RoundProgress, TrainingRequest, TrainingResult, train_federated
 from healthrisk.provenance import ensure_signing_key, signing_key_file
@@ -122,29 +122,18 @@ def run_training(
     return TrainingOutcome(result, decision)
 
 
-def submit_and_wait(
-    superlink: str,
-    run_config_json: str,
-    root_certificates: Path | None,
-    timeout: float,
-    home: Path | None = None,
-) -> RunStatus:
+def submit_and_wait(superlink: SuperLinkAddress, run_config_json: str, timeout: float) -> RunStatus:
     """Submit one run to a remote SuperLink and block until it finishes (a pod's job)."""
     try:
         config = RunConfig.from_flower(json.loads(run_config_json))
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"invalid run config: {exc}") from exc
-    address = SuperLinkAddress(superlink, root_certificates)
-    home = home or Path.home() / ".healthrisk-flwr"
-    run_id = submit(address, config, home)
-    control = ControlClient(address, home)
-    deadline = time.monotonic() + timeout
-    try:
+    with ControlClient(superlink) as control:
+        run_id = control.submit(config)
+        deadline = time.monotonic() + timeout
         while not (status := control.status(run_id)).finished:
             if time.monotonic() > deadline:
                 control.stop(run_id)
                 return RunStatus("finished", "stopped", f"no result within {timeout:.0f} s")
             time.sleep(1.0)
         return status
-    finally:
-        control.close()

@@ -19,6 +19,8 @@ from healthrisk.contracts import (
     ROLE_SUBMIT,
     ROLE_SUPERLINK,
     ROLE_SUPERNODE,
+    TLS_CA_FILE,
+    TLS_CERT_FILE,
 )
 from tests.chart.values import VALUE_SETS, pod_specs, render, with_namespace
 from tests.kit.commands import run
@@ -220,12 +222,12 @@ def test_flower_tls_secret_covers_run_services(helm: str, tmp_path: Path) -> Non
     )
     import base64
 
-    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"][TLS_CERT_FILE]))
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
         x509.DNSName
     )
     assert "*.health-risk-mlops.svc" in names
-    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"][TLS_CA_FILE]))
     assert cert.issuer == ca.subject
 
 

@@ -29,6 +29,7 @@ from healthrisk.contracts import (
     REGISTERED_MODEL,
     SUPERLINK_PORT,
     SUPERNODE_FIRST_PORT,
+    TLS_CA_FILE,
 )
 from healthrisk_operator import builders
 from healthrisk_operator.builders import Training
@@ -178,7 +179,7 @@ def test_tls_auth_subpath_and_node_selector_hooks() -> None:
     ][0]["volumeMounts"]
     assert {
         "name": "tls",
-        "secret": {"secretName": "flower-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+        "secret": {"secretName": "flower-tls", "items": [{"key": TLS_CA_FILE, "path": TLS_CA_FILE}]},
     } in (node["spec"]["volumes"])
     assert node["spec"]["nodeSelector"] == {"pool": "fl", "site": "h1"}
 

@@ -7,9 +7,15 @@ numbers — never rows:
   locally and returns the new parameters (one exchange per round instead of two);
 * `evaluate` — evaluates the final global model on the validation split.
 
-Imports stay lean (numpy + pyarrow): a stock SuperNode starts a fresh process for every
-message. `healthrisk supernode` keeps one process for the site's messages instead, so the
-site's rows are loaded once per window and kept (`load_split`).
+Guard rails (privacy.py): a site declines every message while its training or
+validation split has fewer than `min-rows` rows. Under differential privacy with
+client-side clipping, Flower's `fixedclipping_mod` clips the update before it leaves.
+Under secure aggregation every message is a SecAgg+ `train` message (secure.py): Flower's
+`secaggplus_mod` masks the vector the site computes for the phase it is asked for.
+
+Imports stay lean (numpy + pyarrow + Flower): a stock SuperNode starts a fresh process
+for every message. `healthrisk supernode` keeps one process for the site's messages
+instead, so the site's rows are loaded once per window and kept (`load_split`).
 The site's name and data root come from the SuperNode's `--node-config`; the window and
 hyper-parameters from the run config.
 """
@@ -24,7 +30,14 @@ from typing import cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
+from flwr.clientapp.typing import ClientAppCallable, Mod
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.compat.common import recorddict_compat as compat
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from healthrisk.contracts import (
     METRIC_TRAIN_LOSS,
@@ -33,16 +46,27 @@ from healthrisk.contracts import (
     METRIC_VAL_LOSS,
     RECORD_COUNT,
     RECORD_NUM_EXAMPLES,
+    RECORD_UNIFORM_WEIGHT,
     RECORD_VAL_EXAMPLES,
 )
 from healthrisk.data.loader import load_site, window_files
 from healthrisk.data.window import DateWindow
-from healthrisk.federated.model import Params, Standardisation, evaluate, log_loss, predict_proba, train_sgd
+from healthrisk.federated import secure
+from healthrisk.federated.model import (
+    Evaluation,
+    Params,
+    Standardisation,
+    evaluate,
+    log_loss,
+    predict_proba,
+    train_sgd,
+)
+from healthrisk.federated.privacy import decline, too_few_rows
+from healthrisk.federated.run_config import RunConfig
 from healthrisk.federated.stats import FeatureStats
 
 VALIDATION_FRACTION = 0.2
-
-app = ClientApp()
+SITE_RECORD = "site"  # the ConfigRecord naming the site that replies
 
 
 @dataclass(frozen=True)
@@ -100,6 +124,56 @@ def site_split(context: Context) -> tuple[str, Split]:
     return site, load_split(root, site, window)
 
 
+@dataclass(frozen=True)
+class Site:
+    """This site's rows in the run's window, and the run's settings."""
+
+    name: str
+    split: Split
+    settings: RunConfig
+
+    @classmethod
+    def load(cls, context: Context) -> Site:
+        name, rows = site_split(context)
+        return cls(name, rows, RunConfig.from_flower(context.run_config))
+
+    def refusal(self, msg: Message) -> Message | None:
+        """The reply by which this site declines `msg`, or None when it answers."""
+        train, val = self.split.y_train.size, self.split.y_val.size
+        why = None
+        if min(train, val) < self.settings.min_rows:
+            why = too_few_rows(self.settings.min_rows)
+        elif self.settings.secure_aggregation and train + val > secure.MAX_ROWS:
+            why = f"more than {secure.MAX_ROWS} rows, the most secure aggregation sums exactly"
+        if why is None:
+            return None
+        return Message(decline(self.name, msg.metadata.message_type, why), reply_to=msg)
+
+    def update(
+        self, incoming: Params, scaling: Standardisation, server_round: int, proximal_mu: float
+    ) -> tuple[Params, float, Evaluation]:
+        """One local training step: the updated model, its loss on the training split, and
+        the incoming model's validation (evaluated first: one exchange per round)."""
+        split = self.split
+        before = evaluate(incoming, split.x_val, split.y_val, scaling)
+        updated = train_sgd(
+            incoming,
+            split.x_train,
+            split.y_train,
+            epochs=self.settings.local_epochs,
+            learning_rate=self.settings.learning_rate,
+            standardisation=scaling,
+            proximal_mu=proximal_mu,
+            seed=server_round * 7919 + zlib.crc32(self.name.encode()),
+        )
+        # the training loss only: an AUC over the training rows would sort them all (memory, CPU)
+        train_loss = log_loss(split.y_train, predict_proba(updated, split.x_train, scaling))
+        return updated, train_loss, before
+
+    def validate(self, params: Params, scaling: Standardisation) -> Evaluation:
+        return evaluate(params, self.split.x_val, self.split.y_val, scaling)
+
+
 def standardisation(config: ConfigRecord) -> Standardisation:
     return Standardisation(
         np.asarray(config["mean"], dtype=np.float64), np.asarray(config["scale"], dtype=np.float64)
@@ -107,18 +181,58 @@ def standardisation(config: ConfigRecord) -> Standardisation:
 
 
 def site_record(site: str) -> ConfigRecord:
-    return ConfigRecord({"site": site})
+    return ConfigRecord({SITE_RECORD: site})
+
+
+# ---- mods: which Flower mod handles which message -------------------------------------
+
+
+def only_when(applies: Callable[[Message], bool], mod: Mod) -> Mod:
+    """Apply a Flower mod only to the messages it is meant for."""
+
+    def wrapped(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        return mod(msg, context, call_next) if applies(msg) else call_next(msg, context)
+
+    return wrapped
+
+
+def _is_secure(msg: Message) -> bool:
+    return RECORD_KEY_CONFIGS in msg.content.config_records
+
+
+def _wants_clipping(msg: Message) -> bool:
+    return any(KEY_CLIPPING_NORM in record for record in msg.content.config_records.values())
+
+
+def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Flower's secaggplus_mod, after the guard rails: a site that declines says so at the
+    protocol's first stage, so the others run it without waiting for its vector."""
+    if msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) == Stage.SETUP:
+        refusal = Site.load(context).refusal(msg)
+        if refusal is not None:
+            return refusal
+    return secaggplus_mod(msg, context, call_next)
+
+
+app = ClientApp(
+    mods=[only_when(_is_secure, secure_aggregation_mod), only_when(_wants_clipping, fixedclipping_mod)]
+)
+
+
+# ---- the messages ---------------------------------------------------------------------
 
 
 @app.query("stats")
 def stats(msg: Message, context: Context) -> Message:
-    site, split = site_split(context)
-    stats = FeatureStats.of(split.x_train)
+    site = Site.load(context)
+    if (refusal := site.refusal(msg)) is not None:
+        return refusal
+    stats = FeatureStats.of(site.split.x_train)
     content = RecordDict(
         {
             "stats": ArrayRecord([stats.total, stats.total_sq]),
             "metrics": MetricRecord({RECORD_COUNT: stats.count}),
-            "site": site_record(site),
+            SITE_RECORD: site_record(site.name),
         }
     )
     return Message(content=content, reply_to=msg)
@@ -126,38 +240,34 @@ def stats(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    site, split = site_split(context)
+    if "fitins.config" in msg.content.config_records:  # the inner step of secaggplus_mod
+        return secure_answer(msg, Site.load(context))
+    site = Site.load(context)
+    if (refusal := site.refusal(msg)) is not None:
+        return refusal
     config = msg.content.config_records["config"]
     incoming = Params.from_arrays(msg.content.array_records["arrays"].to_numpy_ndarrays())
-    scaling = standardisation(config)
-    before = evaluate(incoming, split.x_val, split.y_val, scaling)
-    server_round = int(cast(int, config["server-round"]))
-    updated = train_sgd(
+    updated, train_loss, before = site.update(
         incoming,
-        split.x_train,
-        split.y_train,
-        epochs=int(context.run_config["local-epochs"]),
-        learning_rate=float(context.run_config["learning-rate"]),
-        standardisation=scaling,
+        standardisation(config),
+        server_round=int(cast(int, config["server-round"])),
         proximal_mu=float(cast(float, config.get("proximal-mu", 0.0))),
-        seed=server_round * 7919 + zlib.crc32(site.encode()),
     )
-    # the training loss only: an AUC over the training rows would sort them all (memory, CPU)
-    train_loss = log_loss(split.y_train, predict_proba(updated, split.x_train, scaling))
+    metrics: dict[str, int | float | list[int] | list[float]] = {
+        RECORD_NUM_EXAMPLES: int(site.split.y_train.size),
+        METRIC_TRAIN_LOSS: train_loss,
+        RECORD_VAL_EXAMPLES: before.n,
+        METRIC_VAL_LOSS: before.loss,
+        METRIC_VAL_AUC: before.auc,
+        METRIC_VAL_ACCURACY: before.accuracy,
+    }
+    if site.settings.differential_privacy:
+        metrics[RECORD_UNIFORM_WEIGHT] = 1  # the accountant needs equal weights
     content = RecordDict(
         {
             "arrays": ArrayRecord(updated.to_arrays()),
-            "metrics": MetricRecord(
-                {
-                    RECORD_NUM_EXAMPLES: int(split.y_train.size),
-                    METRIC_TRAIN_LOSS: train_loss,
-                    RECORD_VAL_EXAMPLES: before.n,
-                    METRIC_VAL_LOSS: before.loss,
-                    METRIC_VAL_AUC: before.auc,
-                    METRIC_VAL_ACCURACY: before.accuracy,
-                }
-            ),
-            "site": site_record(site),
+            "metrics": MetricRecord(metrics),
+            SITE_RECORD: site_record(site.name),
         }
     )
     return Message(content=content, reply_to=msg)
@@ -165,9 +275,11 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
-    site, split = site_split(context)
+    site = Site.load(context)
+    if (refusal := site.refusal(msg)) is not None:
+        return refusal
     params = Params.from_arrays(msg.content.array_records["arrays"].to_numpy_ndarrays())
-    result = evaluate(params, split.x_val, split.y_val, standardisation(msg.content.config_records["config"]))
+    result = site.validate(params, standardisation(msg.content.config_records["config"]))
     content = RecordDict(
         {
             "metrics": MetricRecord(
@@ -179,7 +291,34 @@ def evaluate_global(msg: Message, context: Context) -> Message:
                     METRIC_VAL_ACCURACY: result.accuracy,
                 }
             ),
-            "site": site_record(site),
+            SITE_RECORD: site_record(site.name),
         }
     )
     return Message(content=content, reply_to=msg)
+
+
+def secure_answer(msg: Message, site: Site) -> Message:
+    """The vector this site contributes to a secure sum, in the legacy FitRes layout that
+    secaggplus_mod masks; weight 1, so that no count travels in clear."""
+    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    phase = secure.Phase(str(fitins.config[secure.PHASE]))
+    if phase is secure.Phase.STATS:
+        vector = secure.stats_vector(site.split.x_train)
+    else:
+        params = Params.from_arrays(parameters_to_ndarrays(fitins.parameters))
+        config = fitins.config
+        scaling = Standardisation(
+            np.frombuffer(cast(bytes, config["mean"])), np.frombuffer(cast(bytes, config["scale"]))
+        )
+        if phase is secure.Phase.TRAIN:
+            updated, train_loss, before = site.update(
+                params,
+                scaling,
+                server_round=int(cast(int, fitins.config[secure.SERVER_ROUND])),
+                proximal_mu=float(cast(float, fitins.config.get("proximal-mu", 0.0))),
+            )
+            vector = secure.train_vector(updated, int(site.split.y_train.size), train_loss, before)
+        else:
+            vector = secure.evaluate_vector(site.validate(params, scaling))
+    fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([vector]), 1, {secure.SITE: site.name})
+    return Message(content=compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)

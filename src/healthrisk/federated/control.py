@@ -1,51 +1,60 @@
-"""Submit a run of the Flower App to a SuperLink and watch its status.
+"""The Control API of a SuperLink, in-process: submit a run, follow it, stop it, and
+register the sites' SuperNode keys.
 
-Submission goes through `flwr run` (the supported way to build and send a FAB);
-status is read in-process through Flower's Control API client, so following a run
-costs no process start per poll.
+Flower's own client (`ControlHttpClient`, protobuf over HTTPS) with an SSLContext that
+trusts the SuperLink's CA and, where the SuperLink sits behind the run's proxy, presents
+the Control client certificate — which the `flwr` CLI cannot do. The FAB is built and
+sent the way `flwr run` does it (flwr/cli/run/run.py), without a process per call.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import subprocess
-import sys
-import tempfile
+import hashlib
+import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING
 
+from healthrisk.contracts import MANAGER
+from healthrisk.federated.pki import pem_public_key
 from healthrisk.federated.run_config import RunConfig
-from healthrisk.processes import venv_bin
 
-CONNECTION_NAME = "healthrisk"
+if TYPE_CHECKING:
+    from flwr.supercore.control import ControlHttpClient
+
+# The SuperLink answers a second registration of the same public key with this status.
+PRECONDITION_FAILED = 412
 
 
-class SubmitError(RuntimeError):
+class ControlError(RuntimeError):
     pass
 
 
 @dataclass(frozen=True)
 class SuperLinkAddress:
-    address: str  # host:port of the SuperLink (Fleet, Control and runtime on one port)
-    root_certificates: Path | None = None  # None → insecure (loopback only)
+    address: str  # host:port of the SuperLink's Control API (its own port, or the proxy's)
+    # CA that signed the SuperLink's certificate; None only for a run that opted out of
+    # TLS (a FederatedTraining with spec.security.insecure).
+    root_certificates: Path | None
+    # (certificate, key) presented to a Control listener that asks for a client certificate.
+    client_certificate: tuple[Path, Path] | None = None
 
-    def config_toml(self) -> str:
-        lines = [
-            "[superlink]",
-            f'default = "{CONNECTION_NAME}"',
-            "",
-            f"[superlink.{CONNECTION_NAME}]",
-            f'address = "{self.address}"',
-        ]
+    def ssl_context(self) -> ssl.SSLContext:
         if self.root_certificates is None:
-            lines.append("insecure = true")
-        else:
-            lines.append(f'root-certificates = "{self.root_certificates.resolve()}"')
-        return "\n".join(lines) + "\n"
+            raise ValueError("no CA to verify the SuperLink with")
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.root_certificates))
+        if self.client_certificate is not None:
+            cert, key = self.client_certificate
+            context.load_cert_chain(str(cert), str(key))
+        return context
+
+    @property
+    def url(self) -> str:
+        scheme = "http" if self.root_certificates is None else "https"
+        return f"{scheme}://{self.address}"
 
 
 @dataclass(frozen=True)
@@ -67,86 +76,70 @@ class RunStatus:
         return f"{text} ({self.details})" if self.details else text
 
 
+@dataclass(frozen=True)
+class NodeInfo:
+    """A SuperNode the SuperLink knows: registered through the Control API (named after
+    its site), `online` while it is connected with its key."""
+
+    node_id: int
+    name: str
+    status: str  # registered | online | offline | unregistered
+    public_key_pem: bytes
+
+
 def app_dir() -> Path:
     return Path(str(files("healthrisk.federated") / "app"))
 
 
-def flwr_home(superlink: SuperLinkAddress, home: Path) -> Path:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(superlink.config_toml())
-    return home
+def build_fab() -> tuple[bytes, str]:
+    """The Flower App bundle of the installed package, and its sha256 (what `flwr run` sends)."""
+    from flwr.cli.build import build_fab_from_disk
 
-
-def submit(superlink: SuperLinkAddress, config: RunConfig, home: Path) -> int:
-    """Send the Flower App with `config` to the SuperLink; return the Flower run id."""
-    home = flwr_home(superlink, home)
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", dir=home, delete=False) as overrides:
-        for key, value in config.to_flower().items():
-            overrides.write(f"{key} = {json.dumps(value)}\n")
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0"}
-    try:
-        completed = subprocess.run(
-            [
-                venv_bin("flwr"),
-                "run",
-                str(app_dir()),
-                CONNECTION_NAME,
-                "--format",
-                "json",
-                "--run-config",
-                overrides.name,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        os.unlink(overrides.name)
-    reply = _last_json(completed.stdout)
-    if completed.returncode != 0 or not reply.get("success"):
-        raise SubmitError(
-            f"flwr run failed (exit {completed.returncode}): "
-            f"{reply.get('error-message') or completed.stderr.strip()[-2000:] or completed.stdout[-2000:]}"
-        )
-    return int(reply["run-id"])
-
-
-def _last_json(stdout: str) -> dict[str, Any]:
-    for line in reversed(stdout.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                parsed = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(parsed, dict):
-                return parsed
-    try:
-        parsed = json.loads(stdout)
-        return parsed if isinstance(parsed, dict) else {}
-    except json.JSONDecodeError:
-        return {}
+    fab = build_fab_from_disk(app_dir())
+    return fab, hashlib.sha256(fab).hexdigest()
 
 
 class ControlClient:
-    """Flower's Control API client for one SuperLink, kept open while following a run."""
+    """Flower's Control API client for one SuperLink; close it (or use `with`)."""
 
-    def __init__(self, superlink: SuperLinkAddress, home: Path) -> None:
-        from flwr.cli.typing import SuperLinkConnection
-        from flwr.cli.utils import init_http_client_from_connection
+    def __init__(self, superlink: SuperLinkAddress, timeout: float = 30.0) -> None:
+        from flwr.supercore.control import ControlHttpClient
+        from flwr.supercore.interceptors.http.runtime_version import RuntimeVersionHttpInterceptor
 
-        os.environ["FLWR_HOME"] = str(flwr_home(superlink, home))
-        connection = SuperLinkConnection(
-            name=CONNECTION_NAME,
-            address=superlink.address,
-            root_certificates=str(superlink.root_certificates) if superlink.root_certificates else None,
-            insecure=superlink.root_certificates is None,
+        verify: ssl.SSLContext | bool = (
+            False if superlink.root_certificates is None else superlink.ssl_context()
         )
-        # Flower announces the connection on stdout, which belongs to our JSON output.
-        with contextlib.redirect_stdout(sys.stderr):
-            self._client = init_http_client_from_connection(connection)
+        self._client: ControlHttpClient = ControlHttpClient(
+            superlink.url,
+            interceptors=[RuntimeVersionHttpInterceptor(component_name=MANAGER)],
+            verify=verify,
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def submit(self, config: RunConfig) -> int:
+        """Send the Flower App with `config` to the SuperLink; return the Flower run id."""
+        from flwr.common.serde import fab_to_proto, user_config_to_proto
+        from flwr.proto.control_pb2 import StartRunRequest
+        from flwr.supercore.fab import Fab
+
+        fab, digest = build_fab()
+        response = self._client.StartRun(
+            StartRunRequest(
+                fab=fab_to_proto(Fab(digest, fab, {})),
+                override_config=user_config_to_proto(config.to_flower()),
+            )
+        )
+        if not response.HasField("run_id"):
+            raise ControlError("the SuperLink did not start the run")
+        return int(response.run_id)
 
     def status(self, run_id: int) -> RunStatus:
         from flwr.common.serde import run_from_proto
@@ -154,7 +147,7 @@ class ControlClient:
 
         response = self._client.ListRuns(ListRunsRequest(run_id=run_id))
         if run_id not in response.run_dict:
-            raise SubmitError(f"the SuperLink does not know run {run_id}")
+            raise ControlError(f"the SuperLink does not know run {run_id}")
         run = run_from_proto(response.run_dict[run_id])
         return RunStatus(run.status.status, run.status.sub_status, run.status.details)
 
@@ -163,5 +156,44 @@ class ControlClient:
 
         self._client.StopRun(StopRunRequest(run_id=run_id))
 
+    def nodes(self) -> list[NodeInfo]:
+        from flwr.proto.control_pb2 import ListNodesRequest
+
+        response = self._client.ListNodes(ListNodesRequest())
+        return [
+            NodeInfo(int(n.node_id), str(n.name), str(n.status), bytes(n.public_key))
+            for n in response.nodes_info
+        ]
+
+    def register(self, name: str, openssh_public_key: bytes) -> int:
+        from flwr.proto.control_pb2 import RegisterNodeRequest
+
+        response = self._client.RegisterNode(
+            RegisterNodeRequest(public_key=pem_public_key(openssh_public_key), name=name)
+        )
+        return int(response.node_id)
+
     def close(self) -> None:
         self._client.close()
+
+
+def register_sites(client: ControlClient, public_keys: Mapping[str, bytes]) -> dict[str, NodeInfo]:
+    """Register every site's key the SuperLink does not hold yet; return what it holds.
+
+    List first, then register: the SuperLink refuses a key twice (HTTP 412), and an
+    operator restarted mid-run, or a second reconcile, must find the work done.
+    """
+    import httpx
+
+    wanted = {site: pem_public_key(key) for site, key in public_keys.items()}
+    held = {n.public_key_pem: n for n in client.nodes()}
+    for site, pem in wanted.items():
+        if pem in held:
+            continue
+        try:
+            client.register(site, public_keys[site])
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != PRECONDITION_FAILED:
+                raise ControlError(f"registering the key of {site}: {exc}") from exc
+    held = {n.public_key_pem: n for n in client.nodes()}
+    return {site: held[pem] for site, pem in wanted.items() if pem in held}

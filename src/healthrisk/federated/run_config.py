@@ -12,6 +12,7 @@ from typing import Any
 from healthrisk.contracts import REGISTERED_MODEL, TRIGGER_MANUAL
 
 STRATEGIES = ("FedAvg", "FedProx")
+DP_CLIPPING = ("server", "client")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,19 @@ class RunConfig:
     run_number: int = 1
     trigger: str = TRIGGER_MANUAL
     code_version: str = ""
+    # Privacy guard rails (SPEC §3). A site answers no message computed from fewer rows
+    # than this (its training or its validation split), and says so.
+    min_rows: int = 100
+    per_site_metrics: bool = False  # each site's metrics in MLflow, not only the federation's
+    # Differential privacy of the model updates: Gaussian noise of this multiplier on the
+    # uniform average of updates clipped to `dp-clipping-norm` (0 = off), accounted at
+    # `dp-delta`; clipped by the server or by each site.
+    dp_noise_multiplier: float = 0.0
+    dp_clipping_norm: float = 1.0
+    dp_delta: float = 1e-5
+    dp_clipping: str = "server"
+    # SecAgg+: the server learns only sums of the sites' statistics, updates and metrics.
+    secure_aggregation: bool = False
 
     def __post_init__(self) -> None:
         if self.num_server_rounds < 1:
@@ -45,8 +59,28 @@ class RunConfig:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.proximal_mu < 0:
             raise ValueError(f"proximal-mu must be >= 0, got {self.proximal_mu}")
+        if self.min_rows < 1:
+            raise ValueError(f"min-rows must be >= 1, got {self.min_rows}")
+        if self.dp_noise_multiplier < 0:
+            raise ValueError(f"dp-noise-multiplier must be >= 0, got {self.dp_noise_multiplier}")
+        if self.dp_clipping_norm <= 0:
+            raise ValueError(f"dp-clipping-norm must be > 0, got {self.dp_clipping_norm}")
+        if not 0 < self.dp_delta < 1:
+            raise ValueError(f"dp-delta must be in (0, 1), got {self.dp_delta}")
+        if self.dp_clipping not in DP_CLIPPING:
+            raise ValueError(f"dp-clipping must be one of {', '.join(DP_CLIPPING)}, got {self.dp_clipping!r}")
+        if self.differential_privacy and self.secure_aggregation:
+            # Flower 1.42's DP strategies are Message-API strategies; SecAgg+ runs the
+            # legacy workflow API: they do not compose.
+            raise ValueError("differential privacy and secure aggregation cannot be combined (Flower 1.42)")
+        if self.secure_aggregation and self.per_site_metrics:
+            raise ValueError("per-site metrics need the per-site values secure aggregation hides")
         if not (self.training_ref or self.local_run_id):
             raise ValueError("a run needs a training-ref or a local-run-id to be traceable")
+
+    @property
+    def differential_privacy(self) -> bool:
+        return self.dp_noise_multiplier > 0
 
     @classmethod
     def from_flower(cls, run_config: Any) -> RunConfig:

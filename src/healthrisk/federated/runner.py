@@ -1,17 +1,19 @@
 """Embedded federated training: a SuperLink and one SuperNode per site as local processes.
 
-`train_federated` starts them on 127.0.0.1, submits the Flower App, follows the run
-(status from the SuperLink, round progress from MLflow), and stops every process it
+`train_federated` starts them on 127.0.0.1 over TLS with SuperNode authentication (a CA
+and site keys made for the run, under its work dir), submits the Flower App, follows the
+run (status from the SuperLink, round progress from MLflow), and stops every process it
 started whatever happens — success, failure, Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,15 +26,20 @@ from healthrisk.contracts import (
     SUPERLINK_PORT,
     TAG_LOCAL_RUN,
     TAG_MODEL_VERSION,
+    TLS_CA_FILE,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
     TRAINING_EXPERIMENT,
     TRIGGER_MANUAL,
     VAL_METRICS,
 )
 from healthrisk.data.loader import check_site
 from healthrisk.data.window import DateWindow
-from healthrisk.federated.control import ControlClient, RunStatus, SuperLinkAddress, submit
+from healthrisk.federated import capture
+from healthrisk.federated.control import ControlClient, RunStatus, SuperLinkAddress, register_sites
+from healthrisk.federated.pki import server_certificate, site_key_pair
 from healthrisk.federated.run_config import RunConfig
-from healthrisk.processes import ProcessError, ProcessGroup, free_port, venv_bin, wait_for_port
+from healthrisk.processes import Child, ProcessError, ProcessGroup, free_port, venv_bin, wait_for_port
 
 # Flower finds its helper executables (flower-superexec, flwr-serverapp, flwr-clientapp)
 # on PATH: put the interpreter's own bin directory first.
@@ -78,10 +85,22 @@ class TrainingRequest:
     strategy: str = "FedAvg"
     proximal_mu: float = 0.0
     min_sites: int | None = None
+    min_rows: int = RunConfig.min_rows
+    per_site_metrics: bool = RunConfig.per_site_metrics
+    dp_noise_multiplier: float = RunConfig.dp_noise_multiplier  # 0: no differential privacy
+    dp_clipping_norm: float = RunConfig.dp_clipping_norm
+    dp_delta: float = RunConfig.dp_delta
+    dp_clipping: str = RunConfig.dp_clipping
+    secure_aggregation: bool = RunConfig.secure_aggregation
     superlink_port: int = SUPERLINK_PORT  # 0 picks a free port
     timeout_seconds: float = 1800.0
     # Flower's own `flower-supernode` instead of `healthrisk-supernode` (benchmarks compare).
     stock_supernode: bool = False
+    # Keep a copy of every message that passes the SuperLink (capture.py), for audits.
+    capture_messages: bool = False
+    # INSECURE: no TLS, no SuperNode authentication (benchmarks/privacy.py measures what
+    # they cost); nothing in the CLI sets it.
+    insecure: bool = False
     local_run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def run_config(self, run_number: int) -> RunConfig:
@@ -100,6 +119,13 @@ class TrainingRequest:
             run_number=run_number,
             trigger=self.trigger,
             code_version=__version__,
+            min_rows=self.min_rows,
+            per_site_metrics=self.per_site_metrics,
+            dp_noise_multiplier=self.dp_noise_multiplier,
+            dp_clipping_norm=self.dp_clipping_norm,
+            dp_delta=self.dp_delta,
+            dp_clipping=self.dp_clipping,
+            secure_aggregation=self.secure_aggregation,
         )
 
 
@@ -114,7 +140,11 @@ class TrainingResult:
     seconds_per_round: float
 
 
-def superlink_argv(port: int, host: str = "127.0.0.1", *, insecure: bool = True) -> list[str]:
+def superlink_argv(
+    port: int, pki: Path | None, *, host: str = "127.0.0.1", database: Path | None = None
+) -> list[str]:
+    """A SuperLink over TLS that accepts only SuperNodes whose keys were registered;
+    `pki=None` only for a request that says it is insecure."""
     argv = [
         venv_bin("flower-superlink"),
         "--host",
@@ -125,14 +155,35 @@ def superlink_argv(port: int, host: str = "127.0.0.1", *, insecure: bool = True)
         "subprocess",
         "--disable-runtime-dependency-installation",
     ]
-    return [*argv, "--insecure"] if insecure else argv
+    if pki is None:
+        argv.append("--insecure")
+    else:
+        argv += [
+            # The CA goes to the SuperLink's own SuperExec, which dials this port on loopback.
+            "--ssl-ca-certfile",
+            str(pki / TLS_CA_FILE),
+            "--ssl-certfile",
+            str(pki / TLS_CERT_FILE),
+            "--ssl-keyfile",
+            str(pki / TLS_KEY_FILE),
+            "--enable-supernode-auth",
+        ]
+    return [*argv, "--database", str(database)] if database is not None else argv
 
 
 def supernode_argv(
-    superlink: str, port: int, site: str, data_root: Path, *, insecure: bool = True, stock: bool = False
+    superlink: str,
+    port: int,
+    site: str,
+    data_root: Path,
+    *,
+    root_certificates: Path | None,
+    private_key: Path | None,
+    stock: bool = False,
 ) -> list[str]:
-    """`healthrisk-supernode` (its ClientApp resident), or with `stock` Flower's own
-    `flower-supernode` (a `flwr-clientapp` process per message); the same arguments."""
+    """A site's SuperNode: `healthrisk-supernode` (its ClientApp resident), or with `stock`
+    Flower's own `flower-supernode` (a `flwr-clientapp` process per message), with the same
+    arguments; `root_certificates=None` only for a SuperLink without TLS."""
     argv = [
         venv_bin("flower-supernode" if stock else "healthrisk-supernode"),
         "--superlink",
@@ -144,7 +195,10 @@ def supernode_argv(
     ]
     if stock:
         argv += ["--isolation", "subprocess"]
-    return [*argv, "--insecure"] if insecure else argv
+    argv += ["--insecure"] if root_certificates is None else ["--root-certificates", str(root_certificates)]
+    if private_key is not None:
+        argv += ["--auth-supernode-private-key", str(private_key)]
+    return argv
 
 
 def next_run_number(tracking_uri: str, registered_name: str) -> int:
@@ -154,60 +208,134 @@ def next_run_number(tracking_uri: str, registered_name: str) -> int:
     return 1 + len(client.search_model_versions(f"name='{registered_name}'"))
 
 
-def train_federated(
-    request: TrainingRequest, progress: Callable[[RoundProgress], None] | None = None
-) -> TrainingResult:
-    import mlflow
+def write_pki(pki: Path, sites: list[str]) -> None:
+    """This run's CA and SuperLink certificate, and a key pair per site (private keys 0600)."""
+    pki.mkdir(parents=True, exist_ok=True)
+    tls = server_certificate([])
+    (pki / TLS_CA_FILE).write_bytes(tls.ca_pem)
+    (pki / TLS_CERT_FILE).write_bytes(tls.cert_pem)
+    _write_private(pki / TLS_KEY_FILE, tls.key_pem)
+    for site in sites:
+        pair = site_key_pair()
+        _write_private(pki / f"{site}.key", pair.private_openssh)
+        (pki / f"{site}.key.pub").write_bytes(pair.public_openssh)
 
+
+def _write_private(path: Path, content: bytes) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_bytes(content)
+
+
+class LocalFederation:
+    """A SuperLink and one SuperNode per site as local processes on 127.0.0.1.
+
+    TLS with a CA made for this run, and SuperNode authentication: each site's public key
+    is registered with the SuperLink before its SuperNode starts, and the SuperLink
+    refuses any other. Everything lives under `work` (keys, logs, Flower homes).
+    """
+
+    def __init__(self, request: TrainingRequest, work: Path, group: ProcessGroup) -> None:
+        self.request = request
+        self.work = work
+        self.group = group
+        self.pki = None if request.insecure else work / "pki"
+        self.port = request.superlink_port or free_port()
+        self.database = work / "superlink.db" if request.capture_messages else None
+        ca = None if self.pki is None else self.pki / TLS_CA_FILE
+        self.address = SuperLinkAddress(f"127.0.0.1:{self.port}", ca)
+        self.started = time.monotonic()
+
+    def start(self) -> None:
+        if self.pki is not None:
+            write_pki(self.pki, self.request.sites)
+        if self.database is not None:
+            capture.install(self.database)
+        link = self.group.start(
+            "superlink",
+            superlink_argv(self.port, self.pki, database=self.database),
+            env=FLOWER_ENV | {"FLWR_HOME": str(self.work / "superlink")},
+        )
+        wait_for_port("127.0.0.1", self.port, timeout=60, child=link)
+        if self.pki is None:
+            for site in self.request.sites:
+                self.start_supernode(f"supernode-{site}", site, None)
+            return
+        keys = {site: (self.pki / f"{site}.key.pub").read_bytes() for site in self.request.sites}
+        with ControlClient(self.address) as control:
+            register_sites(control, keys)
+        for site in self.request.sites:
+            self.start_supernode(f"supernode-{site}", site, self.pki / f"{site}.key")
+
+    def start_supernode(self, name: str, site: str, private_key: Path | None) -> Child:
+        return self.group.start(
+            name,
+            supernode_argv(
+                self.address.address,
+                free_port(),
+                site,
+                self.request.data_root,
+                root_certificates=self.address.root_certificates,
+                private_key=private_key,
+                stock=self.request.stock_supernode,
+            ),
+            env=FLOWER_ENV | {"FLWR_HOME": str(self.work / name)},
+        )
+
+    def train(
+        self, config: RunConfig, progress: Callable[[RoundProgress], None] | None = None
+    ) -> TrainingResult:
+        """Submit one run, follow it to its end and return what it registered."""
+        import mlflow
+
+        client = mlflow.MlflowClient(self.request.tracking_uri)
+        with ControlClient(self.address) as control:
+            flower_run = control.submit(config)
+            try:
+                status = _follow(
+                    self.request, config, client, control, flower_run, self.group, progress, self.started
+                )
+            except BaseException:
+                control.stop(flower_run)
+                raise
+        logs = self.work / "logs"
+        if not status.succeeded:
+            raise TrainingError(f"Flower run {flower_run} {status}; logs in {logs}")
+        run = _mlflow_run(client, self.request.local_run_id)
+        if run is None or TAG_MODEL_VERSION not in run.data.tags:
+            raise TrainingError(
+                f"Flower run {flower_run} finished without registering a model; logs in {logs}"
+            )
+        return TrainingResult(
+            version=run.data.tags[TAG_MODEL_VERSION],
+            metrics={k.removeprefix("val_"): v for k, v in run.data.metrics.items() if k in VAL_METRICS},
+            mlflow_run_id=run.info.run_id,
+            flower_run_id=flower_run,
+            local_run_id=self.request.local_run_id,
+            seconds=time.monotonic() - self.started,
+            seconds_per_round=_seconds_per_round(client, run.info.run_id),
+        )
+
+
+@contextlib.contextmanager
+def local_federation(request: TrainingRequest) -> Iterator[LocalFederation]:
+    """The federation of `request`, up for the block; every process stopped after it."""
     # Embedded, every site's data is on this machine: refuse a bad file before any
     # process starts (a remote site reports the same error through its reply).
     for site in request.sites:
         check_site(request.data_root, site, request.window)
-    config = request.run_config(next_run_number(request.tracking_uri, request.registered_name))
     work = request.work_dir.resolve() / request.local_run_id
-    client = mlflow.MlflowClient(request.tracking_uri)
-    started = time.monotonic()
     with ProcessGroup(work / "logs") as group:
-        port = request.superlink_port or free_port()
-        link = group.start(
-            "superlink", superlink_argv(port), env=FLOWER_ENV | {"FLWR_HOME": str(work / "superlink")}
-        )
-        wait_for_port("127.0.0.1", port, timeout=60, child=link)
-        for site in request.sites:
-            group.start(
-                f"supernode-{site}",
-                supernode_argv(
-                    f"127.0.0.1:{port}", free_port(), site, request.data_root, stock=request.stock_supernode
-                ),
-                env=FLOWER_ENV | {"FLWR_HOME": str(work / f"supernode-{site}")},
-            )
-        address = SuperLinkAddress(f"127.0.0.1:{port}")
-        flower_run = submit(address, config, work / "cli")
-        control = ControlClient(address, work / "cli")
-        try:
-            status = _follow(request, config, client, control, flower_run, group, progress, started)
-        except BaseException:
-            control.stop(flower_run)
-            raise
-        finally:
-            control.close()
-    if not status.succeeded:
-        raise TrainingError(f"Flower run {flower_run} {status}; logs in {work / 'logs'}")
-    run = _mlflow_run(client, request.local_run_id)
-    if run is None or TAG_MODEL_VERSION not in run.data.tags:
-        raise TrainingError(
-            f"Flower run {flower_run} finished without registering a model; logs in {work / 'logs'}"
-        )
-    seconds = time.monotonic() - started
-    return TrainingResult(
-        version=run.data.tags[TAG_MODEL_VERSION],
-        metrics={k.removeprefix("val_"): v for k, v in run.data.metrics.items() if k in VAL_METRICS},
-        mlflow_run_id=run.info.run_id,
-        flower_run_id=flower_run,
-        local_run_id=request.local_run_id,
-        seconds=seconds,
-        seconds_per_round=_seconds_per_round(client, run.info.run_id),
-    )
+        federation = LocalFederation(request, work, group)
+        federation.start()
+        yield federation
+
+
+def train_federated(
+    request: TrainingRequest, progress: Callable[[RoundProgress], None] | None = None
+) -> TrainingResult:
+    config = request.run_config(next_run_number(request.tracking_uri, request.registered_name))
+    with local_federation(request) as federation:
+        return federation.train(config, progress)
 
 
 def _follow(

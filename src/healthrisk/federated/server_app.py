@@ -2,16 +2,22 @@
 
 Flow of one run:
 1. wait for `min-sites` SuperNodes, ask each for Σx, Σx², n of its training split and
-   pool them into the standardisation (no rows cross the network);
+   pool them into the standardisation (no rows cross the network); a site with too few
+   rows declines (privacy.py) and takes no further part;
 2. `num-server-rounds` rounds of FedAvg (or FedProx); each round is ONE message exchange:
    the train reply also carries the site's validation metrics of the incoming global
    model, and only the last round adds an evaluate exchange for the final model;
-3. per-round weighted metrics and per-site metrics go to MLflow with step=round;
+3. per-round federated metrics go to MLflow with step=round, per-site metrics only when
+   the run asks for them (`per-site-metrics`);
 4. the final sklearn pipeline is logged and registered with the run's provenance tags.
 
+Options: differential privacy wraps the strategy in Flower's fixed-clipping DP strategy
+and reports the (ε, δ) spent; secure aggregation runs steps 1-2 and the final evaluation
+as SecAgg+ sums (secure.py), so the server never holds one site's numbers.
+
 Everything the server receives is recorded structurally (array shapes, metric names) in
-`federation_audit.json`, so a hospital can check that only parameters and aggregates
-left its site.
+`federation_audit.json`; what actually crossed the SuperLink can be captured there too
+(capture.py).
 """
 
 from __future__ import annotations
@@ -20,28 +26,36 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 
 from healthrisk import __version__
 from healthrisk.contracts import (
+    METRIC_DP_EPSILON,
     METRIC_ROUND,
     METRIC_TRAIN_LOSS,
     METRIC_TRAIN_ROWS,
     METRIC_VAL_AUC,
     RECORD_COUNT,
     RECORD_NUM_EXAMPLES,
+    RECORD_UNIFORM_WEIGHT,
     RECORD_VAL_EXAMPLES,
     TAG_CODE_VERSION,
     TAG_DATA_WINDOWS,
+    TAG_DECLINED_SITES,
+    TAG_DP_DELTA,
+    TAG_DP_EPSILON,
+    TAG_DP_MECHANISM,
     TAG_LOCAL_RUN,
     TAG_MODEL_VERSION,
     TAG_ROUNDS,
     TAG_RUN_NUMBER,
+    TAG_SECURE_AGGREGATION,
     TAG_SITES,
     TAG_STRATEGY,
     TAG_TRAINING,
@@ -51,7 +65,10 @@ from healthrisk.contracts import (
     VAL_METRICS,
     site_metric,
 )
+from healthrisk.federated import secure
+from healthrisk.federated.client_app import SITE_RECORD
 from healthrisk.federated.model import Params
+from healthrisk.federated.privacy import Budget, declined_site, private_strategy
 from healthrisk.federated.run_config import RunConfig
 from healthrisk.federated.stats import FeatureStats
 from healthrisk.schema import N_FEATURES
@@ -67,18 +84,79 @@ class FederationError(RuntimeError):
     pass
 
 
-class QuickPollGrid:
-    """A Grid whose send_and_receive polls every 50 ms instead of Flower's fixed 3 s.
+class RoundTracker:
+    """What the run reports to MLflow as it goes: federated metrics by round, per-site
+    metrics when allowed, which sites declined and why, the privacy spent."""
 
-    Everything else is delegated to the Grid Flower handed us.
+    def __init__(self, settings: RunConfig) -> None:
+        self.settings = settings
+        self.sites: set[str] = set()
+        self.final: dict[str, float] = {}
+        self.declined: dict[str, str] = {}
+
+    def decline(self, site: str, reason: str) -> None:
+        import mlflow
+
+        if self.declined.get(site) != reason:
+            self.declined[site] = reason
+            logger.warning("%s %s", site, reason)
+            mlflow.set_tag(TAG_DECLINED_SITES, json.dumps(self.declined, sort_keys=True))
+
+    def log_replies(
+        self, step: int, replies: list[Message], names: Iterable[str], weight_key: str
+    ) -> dict[str, float]:
+        """The example-weighted federated metrics of `replies`, and each site's own if allowed."""
+        names = list(names)
+        metrics = weighted([r.content.metric_records["metrics"] for r in replies], names, weight_key)
+        per_site: dict[str, float] = {}
+        for reply in replies:
+            site = site_of(reply)
+            self.sites.add(site)
+            for name in names:
+                value = float(cast(float, reply.content.metric_records["metrics"][name]))
+                if np.isfinite(value):
+                    per_site[site_metric(site, name)] = value
+        self.log(step, metrics, per_site)
+        return metrics
+
+    def log(
+        self, step: int, metrics: Mapping[str, float], per_site: Mapping[str, float] | None = None
+    ) -> None:
+        import mlflow
+
+        batch = {k: v for k, v in metrics.items() if np.isfinite(v)}
+        if self.settings.per_site_metrics and per_site:
+            batch.update(per_site)
+        batch[METRIC_ROUND] = float(step)
+        mlflow.log_metrics(batch, step=step)
+
+
+class QuickPollGrid:
+    """The Grid a run's strategies talk through.
+
+    It polls every 50 ms instead of Flower's fixed 3 s and records the structure of
+    every reply (the audit). Once the statistics are in, it offers strategies only the
+    sites that sent them (`participants`): a site that declined is not asked again, and
+    one that connects late does not join a model it has no part in the standardisation
+    of. Everything else is delegated to the Grid Flower handed us.
     """
 
-    def __init__(self, grid: Grid, audit: list[dict[str, Any]]) -> None:
+    def __init__(self, grid: Grid, audit: list[dict[str, Any]], tracker: RoundTracker) -> None:
         self._grid = grid
         self._audit = audit
+        self._tracker = tracker
+        self.declined_nodes: set[int] = set()
+        self.participants: set[int] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
+
+    def get_node_ids(self) -> list[int]:
+        return [
+            n
+            for n in self._grid.get_node_ids()
+            if n not in self.declined_nodes and (self.participants is None or n in self.participants)
+        ]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         pending = set(self._grid.push_messages(messages))
@@ -92,6 +170,9 @@ class QuickPollGrid:
                 time.sleep(POLL_INTERVAL_SECONDS)
         for reply in replies:
             self._audit.append(describe(reply))
+            if reply.has_error() and (declined := declined_site(reply.error)) is not None:
+                self.declined_nodes.add(reply.metadata.src_node_id)
+                self._tracker.decline(*declined)
         return replies
 
 
@@ -114,14 +195,15 @@ def describe(message: Message) -> dict[str, Any]:
 
 
 def site_of(message: Message) -> str:
-    return str(message.content.config_records["site"]["site"])
+    return str(message.content.config_records[SITE_RECORD][SITE_RECORD])
 
 
 def valid(replies: Iterable[Message]) -> list[Message]:
     ok = []
     for reply in replies:
         if reply.has_error():
-            logger.warning("a site replied with an error: %s", reply.error.reason)
+            if declined_site(reply.error) is None:
+                logger.warning("a site replied with an error: %s", reply.error.reason)
         else:
             ok.append(reply)
     return ok
@@ -157,110 +239,174 @@ def wait_for_sites(grid: Grid, settings: RunConfig) -> list[int]:
     return nodes
 
 
+def enough_sites(settings: RunConfig, taking_part: int, what: str, received: Iterable[Message] = ()) -> None:
+    if taking_part < settings.min_sites:
+        required = f"{settings.min_sites} required{site_errors(received)}"
+        raise FederationError(f"{what}: only {taking_part} sites took part; {required}")
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a run produced, whichever way it was aggregated."""
+
+    stats: FeatureStats
+    params: Params
+
+
+# ---- plain aggregation (optionally differentially private) ----------------------------
+
+
 def federated_standardisation(
-    grid: QuickPollGrid, nodes: list[int], settings: RunConfig
-) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    grid: QuickPollGrid, settings: RunConfig, tracker: RoundTracker
+) -> FeatureStats:
     messages = [
         Message(
             content=RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type="query.stats"
         )
-        for node in nodes
+        for node in grid.get_node_ids()
     ]
     received = list(grid.send_and_receive(messages, timeout=settings.round_timeout_seconds))
     replies = valid(received)
-    if len(replies) < settings.min_sites:
-        raise FederationError(
-            f"only {len(replies)} sites sent statistics; {settings.min_sites} required{site_errors(received)}"
-        )
-    parts, counts = [], {}
+    enough_sites(settings, len(replies), "statistics", received)
+    grid.participants = {r.metadata.src_node_id for r in replies}
+    parts, per_site = [], {}
     for reply in replies:
         total, total_sq = reply.content.array_records["stats"].to_numpy_ndarrays()
         count = int(cast(int, reply.content.metric_records["metrics"][RECORD_COUNT]))
         parts.append(FeatureStats(count, total, total_sq))
-        counts[site_of(reply)] = count
-    mean, scale = FeatureStats.merge(parts).mean_and_scale()
-    return mean, scale, counts
+        per_site[site_metric(site_of(reply), METRIC_TRAIN_ROWS)] = float(count)
+    tracker.log(0, {}, per_site)
+    return FeatureStats.merge(parts)
 
 
-class RoundTracker:
-    """Logs weighted and per-site metrics to MLflow as rounds complete."""
+class OneExchange(Strategy):
+    """The run's rounds around an unmodified FedAvg/FedProx (`inner`, possibly wrapped
+    in a DP strategy, which refuses subclasses of FedAvg's aggregation): train replies
+    carry the validation metrics of the incoming model, the evaluate exchange happens
+    once, after the last round, and the metrics go to the tracker."""
 
-    def __init__(self, settings: RunConfig) -> None:
+    def __init__(self, inner: Strategy, settings: RunConfig, tracker: RoundTracker) -> None:
+        super().__init__()
+        self.inner = inner
         self.settings = settings
-        self.sites: set[str] = set()
-        self.final: dict[str, float] = {}
+        self.tracker = tracker
+        self.budget: Budget | None = None
 
-    def log(
-        self, step: int, replies: list[Message], names: Iterable[str], weight_key: str
-    ) -> dict[str, float]:
-        import mlflow
+    def summary(self) -> None:
+        self.inner.summary()
 
-        names = list(names)
-        metrics = weighted([r.content.metric_records["metrics"] for r in replies], names, weight_key)
-        batch = {k: v for k, v in metrics.items() if np.isfinite(v)}
-        for reply in replies:
-            site = site_of(reply)
-            self.sites.add(site)
-            for name in names:
-                value = float(cast(float, reply.content.metric_records["metrics"][name]))
-                if np.isfinite(value):
-                    batch[site_metric(site, name)] = value
-        batch[METRIC_ROUND] = float(step)
-        mlflow.log_metrics(batch, step=step)
-        return metrics
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        received = list(replies)
+        ok = valid(received)
+        enough_sites(self.settings, len(ok), f"round {server_round}", received)
+        # The replies evaluated the global model of the previous round.
+        self.tracker.log_replies(server_round - 1, ok, VAL_METRICS, RECORD_VAL_EXAMPLES)
+        self.tracker.log_replies(server_round, ok, (METRIC_TRAIN_LOSS,), RECORD_NUM_EXAMPLES)
+        aggregated = self.inner.aggregate_train(server_round, ok)
+        self._account(server_round)
+        return aggregated
+
+    def _account(self, server_round: int) -> None:
+        privacy_spent = getattr(self.inner, "privacy_spent", None)
+        spent = privacy_spent() if privacy_spent is not None else None
+        if spent is not None:
+            self.budget = Budget.of(spent)
+            self.tracker.log(server_round, {METRIC_DP_EPSILON: self.budget.epsilon})
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        if server_round < self.settings.num_server_rounds:
+            return []
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        if server_round < self.settings.num_server_rounds:
+            return None  # nothing was sent this round
+        received = list(replies)
+        ok = valid(received)
+        enough_sites(self.settings, len(ok), "final evaluation", received)
+        self.tracker.final = self.tracker.log_replies(server_round, ok, VAL_METRICS, RECORD_VAL_EXAMPLES)
+        return MetricRecord({k: v for k, v in self.tracker.final.items() if np.isfinite(v)})
 
 
-def make_strategy(settings: RunConfig, tracker: RoundTracker) -> FedAvg:
-    base: type[FedAvg] = FedProx if settings.strategy == "FedProx" else FedAvg
-
-    class OneExchangeStrategy(base):  # type: ignore[valid-type,misc]
-        """Train replies carry the validation metrics of the incoming model; the
-        evaluate exchange happens once, after the last round."""
-
-        def configure_evaluate(
-            self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-        ) -> Iterable[Message]:
-            if server_round < settings.num_server_rounds:
-                return []
-            return super().configure_evaluate(server_round, arrays, config, grid)
-
-        def aggregate_train(
-            self, server_round: int, replies: Iterable[Message]
-        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-            received = list(replies)
-            ok = valid(received)
-            if len(ok) < settings.min_sites:
-                raise FederationError(
-                    f"round {server_round}: only {len(ok)} sites replied; {settings.min_sites} required"
-                    f"{site_errors(received)}"
-                )
-            # The replies evaluated the global model of the previous round.
-            tracker.log(server_round - 1, ok, VAL_METRICS, RECORD_VAL_EXAMPLES)
-            tracker.log(server_round, ok, (METRIC_TRAIN_LOSS,), RECORD_NUM_EXAMPLES)
-            return super().aggregate_train(server_round, ok)
-
-        def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-            if server_round < settings.num_server_rounds:
-                return None  # nothing was sent this round
-            received = list(replies)
-            ok = valid(received)
-            if len(ok) < settings.min_sites:
-                raise FederationError(
-                    f"final evaluation: only {len(ok)} sites replied{site_errors(received)}"
-                )
-            tracker.final = tracker.log(server_round, ok, VAL_METRICS, RECORD_VAL_EXAMPLES)
-            return super().aggregate_evaluate(server_round, ok)
-
+def make_strategy(settings: RunConfig, tracker: RoundTracker, sites: int) -> OneExchange:
     kwargs: dict[str, Any] = {
         "fraction_train": 1.0,
         "fraction_evaluate": 1.0,
-        "min_train_nodes": settings.min_sites,
-        "min_evaluate_nodes": settings.min_sites,
-        "min_available_nodes": settings.min_sites,
+        "min_train_nodes": sites,
+        "min_evaluate_nodes": sites,
+        "min_available_nodes": sites,
+        # The DP accountant needs every site weighted the same.
+        "weighted_by_key": RECORD_UNIFORM_WEIGHT if settings.differential_privacy else RECORD_NUM_EXAMPLES,
     }
-    if base is FedProx:
-        kwargs["proximal_mu"] = settings.proximal_mu
-    return OneExchangeStrategy(**kwargs)
+    base: FedAvg = (
+        FedProx(proximal_mu=settings.proximal_mu, **kwargs)
+        if settings.strategy == "FedProx"
+        else FedAvg(**kwargs)
+    )
+    inner = private_strategy(base, settings, sites) if settings.differential_privacy else base
+    return OneExchange(inner, settings, tracker)
+
+
+def train_plain(
+    grid: QuickPollGrid, settings: RunConfig, tracker: RoundTracker
+) -> tuple[Trained, Budget | None]:
+    stats = federated_standardisation(grid, settings, tracker)
+    mean, scale = stats.mean_and_scale()
+    strategy = make_strategy(settings, tracker, len(grid.get_node_ids()))
+    standardisation = {"mean": mean.tolist(), "scale": scale.tolist()}
+    result = strategy.start(
+        grid=grid,  # type: ignore[arg-type]
+        initial_arrays=ArrayRecord(Params.zeros(N_FEATURES).to_arrays()),
+        num_rounds=settings.num_server_rounds,
+        timeout=settings.round_timeout_seconds,
+        train_config=ConfigRecord(standardisation),
+        evaluate_config=ConfigRecord(standardisation),
+    )
+    if not result.arrays:
+        raise FederationError("no round produced a model (every aggregation was skipped)")
+    return Trained(stats, Params.from_arrays(result.arrays.to_numpy_ndarrays())), strategy.budget
+
+
+# ---- secure aggregation ---------------------------------------------------------------
+
+
+def train_secure(
+    grid: QuickPollGrid, context: Context, settings: RunConfig, tracker: RoundTracker
+) -> Trained:
+    aggregation = secure.SecureAggregation(grid, context, settings)  # type: ignore[arg-type]
+    summed_stats = aggregation.sum(secure.Phase.STATS, 0, [np.zeros(1)], {})
+    grid.participants = summed_stats.nodes
+    stats = secure.stats_from_sum(summed_stats.total)
+    mean, scale = stats.mean_and_scale()
+    instruction: dict[str, Any] = {"mean": mean.tobytes(), "scale": scale.tobytes()}
+    if settings.strategy == "FedProx":
+        instruction["proximal-mu"] = settings.proximal_mu
+    params = Params.zeros(N_FEATURES)
+    for server_round in range(1, settings.num_server_rounds + 1):
+        summed = aggregation.sum(secure.Phase.TRAIN, server_round, params.to_arrays(), instruction)
+        round_sum = secure.round_from_sum(summed.total)
+        tracker.sites.update(summed.sites)
+        tracker.log(server_round - 1, round_sum.validation)
+        tracker.log(server_round, {METRIC_TRAIN_LOSS: round_sum.train_loss})
+        params = round_sum.params
+    final = aggregation.sum(
+        secure.Phase.EVALUATE, settings.num_server_rounds, params.to_arrays(), instruction
+    )
+    tracker.final = secure.metrics_from_sums(final.total * secure.MAX_ROWS)
+    tracker.log(settings.num_server_rounds, tracker.final)
+    return Trained(stats, params)
+
+
+# ---- the run --------------------------------------------------------------------------
 
 
 def provenance_tags(settings: RunConfig, sites: Iterable[str]) -> dict[str, str]:
@@ -282,6 +428,17 @@ def provenance_tags(settings: RunConfig, sites: Iterable[str]) -> dict[str, str]
     return tags
 
 
+def privacy_tags(settings: RunConfig, budget: Budget | None) -> dict[str, str]:
+    tags = {}
+    if settings.secure_aggregation:
+        tags[TAG_SECURE_AGGREGATION] = "true"
+    if budget is not None:
+        tags[TAG_DP_EPSILON] = f"{budget.epsilon:.6g}"
+        tags[TAG_DP_DELTA] = f"{budget.delta:g}"
+        tags[TAG_DP_MECHANISM] = budget.mechanism(settings)
+    return tags
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     import mlflow
@@ -293,31 +450,23 @@ def main(grid: Grid, context: Context) -> None:
         mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_experiment(TRAINING_EXPERIMENT)
     audit: list[dict[str, Any]] = []
-    quick_grid = QuickPollGrid(grid, audit)
     tracker = RoundTracker(settings)
-    early_tags = provenance_tags(settings, [])
-    with mlflow.start_run(run_name=f"run-{settings.run_number}", tags=early_tags):
+    quick_grid = QuickPollGrid(grid, audit, tracker)
+    with mlflow.start_run(run_name=f"run-{settings.run_number}", tags=provenance_tags(settings, [])):
         mlflow.log_params({k: v for k, v in settings.to_flower().items() if k != "tracking-uri"})
-        nodes = wait_for_sites(grid, settings)
-        mean, scale, counts = federated_standardisation(quick_grid, nodes, settings)
-        mlflow.log_metrics({site_metric(site, METRIC_TRAIN_ROWS): n for site, n in counts.items()})
-        standardisation = ConfigRecord({"mean": mean.tolist(), "scale": scale.tolist()})
-        strategy = make_strategy(settings, tracker)
-        result = strategy.start(
-            grid=quick_grid,  # type: ignore[arg-type]
-            initial_arrays=ArrayRecord(Params.zeros(N_FEATURES).to_arrays()),
-            num_rounds=settings.num_server_rounds,
-            timeout=settings.round_timeout_seconds,
-            train_config=standardisation,
-            evaluate_config=ConfigRecord({"mean": mean.tolist(), "scale": scale.tolist()}),
-        )
-        final = Params.from_arrays(result.arrays.to_numpy_ndarrays())
+        wait_for_sites(grid, settings)
+        budget = None
+        if settings.secure_aggregation:
+            trained = train_secure(quick_grid, context, settings, tracker)
+        else:
+            trained, budget = train_plain(quick_grid, settings, tracker)
         mlflow.log_dict({"replies": audit}, "federation_audit.json")
-        tags = provenance_tags(settings, tracker.sites or counts)
+        tags = provenance_tags(settings, tracker.sites) | privacy_tags(settings, budget)
         mlflow.set_tags(tags)
         tags[TAG_VAL_AUC] = f"{tracker.final[METRIC_VAL_AUC]:.6f}"
+        mean, scale = trained.stats.mean_and_scale()
         version = log_and_register(
-            build_pipeline(mean, scale, final.coef, final.intercept),
+            build_pipeline(mean, scale, trained.params.coef, trained.params.intercept),
             registered_name=settings.registered_model,
             tags=tags,
         )
