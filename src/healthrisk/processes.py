@@ -27,6 +27,10 @@ class ProcessError(RuntimeError):
     pass
 
 
+# How long a SIGKILLed process may take to be gone and reaped.
+KILLED_EXIT_S = 5.0
+
+
 class Child:
     def __init__(self, name: str, popen: subprocess.Popen[bytes], log_path: Path) -> None:
         self.name = name
@@ -47,26 +51,33 @@ class Child:
             return ""
 
     def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM the child and everything it spawned, SIGKILL what is left, reap.
+        """SIGTERM the child and everything it spawned, SIGKILL what is left, reap."""
+        self.finish(self.terminate(), time.monotonic() + grace)
+
+    def terminate(self) -> set[int]:
+        """SIGTERM the child and its descendants; returns the descendants signalled.
 
         Flower detaches some of its processes into new sessions (SuperExec), so the
         process group is not enough: descendants are found through /proc.
         """
         tree = descendants(self.popen.pid)
         _signal_all(self.popen.pid, tree, signal.SIGTERM)
+        return tree
+
+    def finish(self, tree: set[int], deadline: float) -> None:
+        """After `terminate`: wait until `deadline`, SIGKILL what is left, reap."""
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=grace)
+            self.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
         tree |= descendants(self.popen.pid)
-        deadline = time.monotonic() + grace
         while (alive := {pid for pid in tree if _alive(pid)}) and time.monotonic() < deadline:
             time.sleep(0.05)
             _reap(tree)
         _signal_all(self.popen.pid, alive, signal.SIGKILL)
-        self.popen.wait(timeout=grace)
+        self.popen.wait(timeout=KILLED_EXIT_S)
         # Dead descendants are re-parented to us (subreaper) as their own parents exit:
         # reap until none is left in the process table, so no zombie outlives the stop.
-        deadline = time.monotonic() + grace
-        while any(Path(f"/proc/{pid}").exists() for pid in tree) and time.monotonic() < deadline:
+        reaped_by = time.monotonic() + KILLED_EXIT_S
+        while any(Path(f"/proc/{pid}").exists() for pid in tree) and time.monotonic() < reaped_by:
             _reap(tree)
             time.sleep(0.02)
 
@@ -183,9 +194,15 @@ class ProcessGroup:
         self.children.append(child)
         return child
 
-    def stop_all(self) -> None:
-        while self.children:
-            self.children.pop().stop()
+    def stop_all(self, grace: float = 5.0) -> None:
+        """Stop every child at once, newest first: one grace period for all of them, so
+        a Ctrl-C costs the same with 3 sites or 12 (one after the other, each slow child
+        added its own grace, and a loaded machine took over a minute)."""
+        children, self.children = self.children[::-1], []
+        trees = [child.terminate() for child in children]
+        deadline = time.monotonic() + grace
+        for child, tree in zip(children, trees, strict=True):
+            child.finish(tree, deadline)
 
     def check_alive(self) -> None:
         for child in self.children:
