@@ -28,6 +28,7 @@ from healthrisk.contracts import (
     LABEL_MANAGED_BY,
     LABEL_ROLE,
     LABEL_RUN,
+    LABEL_SERVED_VERSION,
     LABEL_SITE,
     LABEL_TRAINING,
     MANAGER,
@@ -525,11 +526,20 @@ def rollout_patch(container: str, version: str, previous: str | None) -> Manifes
     }
 
 
+def served_label_patch(version: str) -> Manifest:
+    """Once the rollout completed: the Deployment answers with `version` (a label, so that
+    `kubectl get deploy -L` shows it). The pod template is untouched: no new rollout."""
+    return {"metadata": {"labels": {LABEL_SERVED_VERSION: version}}}
+
+
 def rollback_patch(container: str, previous: str | None, alias: str) -> Manifest:
     """Back to the version served before; with none recorded, back to serving the alias."""
     target = previous or alias
     return {
-        "metadata": {"annotations": {ANNOTATION_PREVIOUS_MODEL_VERSION: None}},
+        "metadata": {
+            "annotations": {ANNOTATION_PREVIOUS_MODEL_VERSION: None},
+            "labels": {LABEL_SERVED_VERSION: previous if previous and previous.isdigit() else None},
+        },
         "spec": {
             "template": {
                 "metadata": {"annotations": {ANNOTATION_MODEL_VERSION: target}},

@@ -4,7 +4,7 @@ The CRD YAML is the one place the spec's defaults are written: the API server ap
 them to every object, and `with_defaults` applies the same ones here (to objects in unit
 tests and to anything that reaches the operator undefaulted), so spec.py holds no
 default of its own. The file ships inside this package as a symlink to
-charts/health-risk/crds/ (package data resolves it into the wheel).
+charts/health-risk/files/ (package data resolves it into the wheel).
 """
 
 from __future__ import annotations

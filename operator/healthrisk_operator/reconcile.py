@@ -84,6 +84,8 @@ class Reconciler:
     # ---- one reconcile ------------------------------------------------------------
 
     def reconcile(self, namespace: str, name: str, now: dt.datetime | None = None) -> Plan | None:
+        """One level-triggered pass. None: the object is gone or being deleted — for good,
+        as a deletion is never undone — so there is nothing left to do for it."""
         try:
             body: dict[str, Any] = self.custom.get_namespaced_custom_object(  # type: ignore[assignment]
                 GROUP, VERSION, namespace, PLURAL, name

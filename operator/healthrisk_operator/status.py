@@ -4,7 +4,7 @@ The API server holds the status as a plain dict (camelCase keys, RFC 3339 stamps
 `TrainingStatus.from_api` and `TrainingStatus.to_api` are the only conversions between
 the two; everything in between (the decision, the reconciler) reads and writes these
 models. tests/operator/test_status.py checks that field names and types agree with the
-status schema in charts/health-risk/crds/.
+status schema in charts/health-risk/files/.
 
 Objects written by an older operator keep reconciling: keys these models do not know are
 kept and written back as they were (an operator never deletes what it does not

@@ -156,6 +156,7 @@ class DeploymentView:
     served_version: str | None = None  # annotation, else MODEL_VERSION env: what to go back to
     previous: str | None = None  # recorded by our rollout patch
     container: str | None = None
+    desired: int = 1  # spec.replicas
     ready: bool = False
     failure: str | None = None  # ProgressDeadlineExceeded and the like
     error: str | None = None  # we cannot roll it at all (e.g. the named container is missing)
@@ -184,10 +185,14 @@ def deployment_view(name: str, deployment: Mapping[str, Any] | None, container: 
     updated = int(status.get("updatedReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
     total = int(status.get("replicas") or 0)
-    # The same test as `kubectl rollout status`: the controller saw this generation,
-    # every replica runs the new template and is available, no old pods are left.
+    # The test of `kubectl rollout status` (the controller saw this generation, every
+    # replica runs the new template and is available, no old pods are left), except that
+    # zero replicas is not a completed rollout: nothing answers with the new version. An
+    # available pod pinned to a version has loaded it: the service is ready for traffic
+    # with a fixed version only once that version is loaded (healthrisk_inference.manager).
     ready = (
-        int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+        want >= 1
+        and int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
         and updated >= want
         and available >= want
         and total <= updated
@@ -202,6 +207,7 @@ def deployment_view(name: str, deployment: Mapping[str, Any] | None, container: 
         served_version=version or env_version,
         previous=(meta.get("annotations") or {}).get(ANNOTATION_PREVIOUS_MODEL_VERSION),
         container=container_name,
+        desired=want,
         ready=ready,
         failure=failure,
         error=error,

@@ -110,6 +110,9 @@ LABEL_DRIFT_CHECK: Final = f"{GROUP}/drift-check"
 ANNOTATION_RETRAIN: Final = f"{GROUP}/retrain"
 # On the inference Deployment's pod template: the exact model version it serves.
 ANNOTATION_MODEL_VERSION: Final = f"{GROUP}/model-version"
+# On the inference Deployment's own labels: the version it answers with once a rollout
+# completed (`kubectl get deploy -L healthrisk.io/served-version`); absent: none yet.
+LABEL_SERVED_VERSION: Final = f"{GROUP}/served-version"
 # On the inference Deployment's own metadata: the version it served before our rollout,
 # so a rollback after an operator restart still knows where to go back to.
 ANNOTATION_PREVIOUS_MODEL_VERSION: Final = f"{GROUP}/previous-model-version"
@@ -117,6 +120,7 @@ ANNOTATION_PREVIOUS_MODEL_VERSION: Final = f"{GROUP}/previous-model-version"
 # the SuperLink pods of its next runs keep a copy of every message that passes them
 # (healthrisk.federated.capture), until the pod is deleted.
 ANNOTATION_CAPTURE_MESSAGES: Final = f"{GROUP}/capture-superlink-messages"
+# Put on every FederatedTraining by operators before 0.2; today's operator removes it.
 FINALIZER: Final = f"{GROUP}/operator"
 
 # Values of LABEL_ROLE: which pod of a run this is (NetworkPolicies allow flows by role).

@@ -131,9 +131,15 @@ def test_inference_pods_serve_and_are_scraped_on_the_contract_ports(rendered: li
     ports = {p["name"]: p["containerPort"] for p in container(pod)["ports"]}
     assert ports == {"http": INFERENCE_PORT, "metrics": INFERENCE_METRICS_PORT}
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(INFERENCE_METRICS_PORT)
-    env = {e["name"] for e in container(pod)["env"]}
-    assert {ENV_TRACKING_URI, ENV_MODEL_NAME, ENV_MODEL_VERSION} <= env
-    api_key = any(e.get("valueFrom", {}).get("secretKeyRef") for e in container(pod)["env"])
+    env = {e["name"] for e in container(pod).get("env") or []}
+    (settings,) = [
+        d
+        for d in rendered
+        if d["kind"] == "ConfigMap"
+        and d["metadata"]["name"] == container(pod)["envFrom"][0]["configMapRef"]["name"]
+    ]
+    assert {ENV_TRACKING_URI, ENV_MODEL_NAME, ENV_MODEL_VERSION} <= set(settings["data"])
+    api_key = any(e.get("valueFrom", {}).get("secretKeyRef") for e in container(pod).get("env") or [])
     assert (ENV_INFERENCE_API_KEY in env) is api_key
     services = [
         d

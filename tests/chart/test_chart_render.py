@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,15 @@ import pytest
 import yaml
 
 from healthrisk.contracts import (
+    ANNOTATION_MODEL_VERSION,
+    CHAMPION_ALIAS,
     ENV_INFERENCE_API_KEY,
+    ENV_MODEL_VERSION,
     LABEL_APP_NAME,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
     LABEL_ROLE,
+    LABEL_SERVED_VERSION,
     MLFLOW_PORT,
     ROLE_SUBMIT,
     ROLE_SUPERLINK,
@@ -22,6 +27,7 @@ from healthrisk.contracts import (
     TLS_CA_FILE,
     TLS_CERT_FILE,
 )
+from healthrisk_operator.constants import CRD_NAME
 from tests.chart.values import VALUE_SETS, pod_specs, render, with_namespace
 from tests.kit.commands import run
 from tests.kit.tools import CHART, find_tool
@@ -117,8 +123,6 @@ def test_pods_are_locked_down(rendered: list[dict[str, Any]]) -> None:
 
 def test_standard_labels_everywhere(rendered: list[dict[str, Any]]) -> None:
     for doc in rendered:
-        if doc["kind"] == "CustomResourceDefinition":
-            continue
         labels = doc["metadata"].get("labels", {})
         missing = [key for key in STANDARD_LABELS if key not in labels]
         assert not missing, f"{doc['kind']}/{doc['metadata']['name']} lacks {missing}"
@@ -178,6 +182,78 @@ def test_mlflow_allows_its_service_names_and_keeps_its_volume(helm: str, tmp_pat
     assert mlflow["spec"]["strategy"]["type"] == "Recreate"
     pvc = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def kind_of(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
+
+
+def test_the_crd_is_a_kept_template_of_the_one_crd_file(helm: str, tmp_path: Path) -> None:
+    """Helm upgrades a templated CRD (never one under crds/); its spec is the file the
+    operator packages, and a change to that file restarts the operator."""
+    crd_file = CHART / "files" / f"{CRD_NAME}.yaml"
+    docs = render(helm, {}, tmp_path)
+    (crd,) = kind_of(docs, "CustomResourceDefinition")
+    assert crd["spec"] == yaml.safe_load(crd_file.read_text())["spec"]
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert not (CHART / "crds").exists(), "Helm would install it once and never upgrade it"
+    operator = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+    )
+    checksum = operator["spec"]["template"]["metadata"]["annotations"]["checksum/crd"]
+    assert checksum == hashlib.sha256(crd_file.read_bytes()).hexdigest()
+
+    (dropped,) = [
+        d
+        for d in render(helm, {"crds": {"keep": False}}, tmp_path)
+        if d["kind"] == "CustomResourceDefinition"
+    ]
+    assert "helm.sh/resource-policy" not in (dropped["metadata"].get("annotations") or {})
+    assert not [
+        d
+        for d in render(helm, {"crds": {"enabled": False}}, tmp_path)
+        if d["kind"] == "CustomResourceDefinition"
+    ]
+
+
+def test_upgrades_leave_the_operators_version_pin_alone(helm: str, tmp_path: Path) -> None:
+    """The operator pins the served version in fields this chart never renders: an env entry
+    MODEL_VERSION (which wins over the ConfigMap's) and the pod template's annotation. So a
+    `helm upgrade` or `helm rollback` neither resets them nor conflicts over them."""
+    docs = render(helm, {"inference": {"apiKey": {"enabled": True}}}, tmp_path)
+    inference = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-inference")
+    )
+    template = inference["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    assert ENV_MODEL_VERSION not in {e["name"] for e in container.get("env") or []}
+    assert ANNOTATION_MODEL_VERSION not in template["metadata"]["annotations"]
+    assert LABEL_SERVED_VERSION not in inference["metadata"]["labels"]
+    (source,) = container["envFrom"]
+    config = next(
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == source["configMapRef"]["name"]
+    )
+    assert config["data"][ENV_MODEL_VERSION] == CHAMPION_ALIAS
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", "ready before the first promotion"
+    assert template["metadata"]["annotations"]["checksum/config"], "a settings change rolls the pods"
+    assert inference["spec"]["replicas"] == 1
+
+
+def test_helm_test_pods_check_the_api_and_mlflow(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, {"inference": {"apiKey": {"enabled": True}}}, tmp_path)
+    tests = {
+        d["metadata"]["name"]: d
+        for d in docs
+        if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
+    }
+    assert set(tests) == {"health-risk-test-inference", "health-risk-test-mlflow"}
+    script = tests["health-risk-test-inference"]["spec"]["containers"][0]["args"][0]
+    for call in ('"/readyz"', '"/predict"', '"/metrics"'):
+        assert call in script
+    env = tests["health-risk-test-inference"]["spec"]["containers"][0]["env"]
+    assert env[0]["valueFrom"]["secretKeyRef"]["name"] == "health-risk-inference-api-key"
 
 
 def test_external_backends_need_no_volume(helm: str, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from healthrisk.drift.policy import (
     resolve_threshold,
 )
 
-CRD = Path(__file__).resolve().parents[2] / "charts/health-risk/crds/federatedtrainings.healthrisk.io.yaml"
+CRD = Path(__file__).resolve().parents[2] / "charts/health-risk/files/federatedtrainings.healthrisk.io.yaml"
 
 
 def _summary(site: str, n_drifted: int, threshold: float = 0.5) -> SiteDrift:

@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
-CRD = REPO / "charts/health-risk/crds/federatedtrainings.healthrisk.io.yaml"
+CRD = REPO / "charts/health-risk/files/federatedtrainings.healthrisk.io.yaml"
 
 
 def _kubectl(*args: str) -> subprocess.CompletedProcess[str]:

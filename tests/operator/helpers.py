@@ -8,10 +8,11 @@ from typing import Any
 import yaml
 
 from healthrisk.contracts import APP_NAME, MLFLOW_PORT
-from healthrisk_operator.crd import CRD_FILE
+from healthrisk_operator.constants import CRD_NAME
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_PATH = REPO / "charts" / APP_NAME / CRD_FILE
+# The one source: the chart's template renders it, the operator packages it.
+CRD_PATH = REPO / "charts" / APP_NAME / "files" / f"{CRD_NAME}.yaml"
 
 MINIMAL_SPEC: dict[str, Any] = {
     "sites": [

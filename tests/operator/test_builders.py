@@ -22,6 +22,7 @@ from healthrisk.contracts import (
     LABEL_MANAGED_BY,
     LABEL_ROLE,
     LABEL_RUN,
+    LABEL_SERVED_VERSION,
     LABEL_SITE,
     LABEL_TRAINING,
     MANAGER,
@@ -267,7 +268,10 @@ def test_rollout_and_rollback_patches() -> None:
         },
     }
     back = builders.rollback_patch("server", None, "champion")
-    assert back["metadata"]["annotations"] == {ANNOTATION_PREVIOUS_MODEL_VERSION: None}
+    assert back["metadata"] == {
+        "annotations": {ANNOTATION_PREVIOUS_MODEL_VERSION: None},
+        "labels": {LABEL_SERVED_VERSION: None},  # serving the alias again: none pinned
+    }
     assert back["spec"]["template"]["spec"]["containers"][0]["env"] == [
         {"name": ENV_MODEL_VERSION, "value": "champion"}
     ]

@@ -59,6 +59,12 @@ def test_deployment_view_follows_rollout_status() -> None:
     assert view.ready is False  # an old pod is still there
     deployment["status"]["replicas"] = 2
     assert deployment_view("inference", deployment, None).ready is True
+    scaled_down = {
+        **deployment,
+        "spec": {**deployment["spec"], "replicas": 0},
+        "status": {"observedGeneration": 4},
+    }
+    assert deployment_view("inference", scaled_down, None).ready is False, "nothing answers"
     deployment["status"]["conditions"] = [{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}]
     assert "progress deadline" in str(deployment_view("inference", deployment, None).failure)
     assert deployment_view("inference", deployment, "missing").error is not None
@@ -89,12 +95,13 @@ def test_last_json_line_of_a_drift_log() -> None:
     assert last_json_line("{broken") is None
 
 
-def test_watch_timeouts_and_finalizer_are_set() -> None:
+def test_watch_timeouts_and_the_legacy_finalizer_are_set() -> None:
     settings = kopf.OperatorSettings()
     apply_settings(settings, OperatorConfig(watch_server_timeout_s=120, watch_client_timeout_s=150))
     assert settings.watching.server_timeout == 120
     assert settings.watching.client_timeout == 150
     assert settings.watching.connect_timeout == 30
+    # Named so that kopf removes it from objects an older operator put it on.
     assert settings.persistence.finalizer == FINALIZER
     assert settings.scanning.disabled  # no cluster-wide namespace/CRD permissions needed
 
@@ -186,20 +193,88 @@ def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str, tmp
     assert client.get_model_version_by_alias(name, "champion").version == first
 
 
-def test_own_status_writes_do_not_wake_the_daemon() -> None:
+def test_own_status_writes_do_not_wake_the_loop() -> None:
+    from healthrisk_operator.handlers import Loop, Loops
+
+    loops = Loops()
+    loop = loops.running[("ns", "ft")] = Loop("uid-1")
+    loops.wake_on_change("ns", "ft", (1, ()))
+    assert loop.wakeup.is_set()
+    loop.wakeup.clear()
+    loops.wake_on_change("ns", "ft", (1, ()))  # a status-only change: same generation
+    assert not loop.wakeup.is_set()
+    loops.wake_on_change("ns", "ft", (1, ((ANNOTATION_RETRAIN, "now"),)))
+    assert loop.wakeup.is_set()
+
+
+class _Reconciler:
+    """Stands in for the Kubernetes API here: the loop's own lifecycle needs no cluster
+    (tests/operator/test_cluster.py deletes trainings under a real operator)."""
+
+    def __init__(self, exists: bool) -> None:
+        self.exists = exists
+        self.calls = 0
+
+    def reconcile(self, namespace: str, name: str) -> object | None:
+        self.calls += 1
+        return object() if self.exists else None
+
+
+def _memo(reconciler: _Reconciler) -> Any:
+    from types import SimpleNamespace
+
+    from healthrisk_operator.handlers import Loops
+
+    return SimpleNamespace(
+        reconciler=reconciler, config=OperatorConfig(reconcile_interval_s=0.01), loops=Loops()
+    )
+
+
+def test_a_loop_ends_by_itself_once_its_object_is_gone() -> None:
     import asyncio
 
-    from healthrisk_operator.handlers import Wakers
+    memo = _memo(_Reconciler(exists=False))
 
-    wakers = Wakers()
-    event = wakers.events[("ns", "ft")] = asyncio.Event()
-    wakers.wake_on_change("ns", "ft", (1, ()))
-    assert event.is_set()
-    event.clear()
-    wakers.wake_on_change("ns", "ft", (1, ()))  # a status-only change: same generation
-    assert not event.is_set()
-    wakers.wake_on_change("ns", "ft", (1, ((ANNOTATION_RETRAIN, "now"),)))
-    assert event.is_set()
+    async def scenario() -> None:
+        memo.loops.ensure("ns", "ft", "uid-1", memo)
+        task = memo.loops.running[("ns", "ft")].task
+        await asyncio.wait_for(task, timeout=5)
+        assert ("ns", "ft") not in memo.loops.running
+
+    asyncio.run(scenario())
+    assert memo.reconciler.calls == 1
+
+
+def test_one_loop_per_incarnation_stopped_by_its_own_deletion() -> None:
+    import asyncio
+
+    memo = _memo(_Reconciler(exists=True))
+    loops = memo.loops
+
+    async def scenario() -> None:
+        loops.ensure("ns", "ft", "uid-1", memo)
+        first = loops.running[("ns", "ft")]
+        loops.ensure("ns", "ft", "uid-1", memo)  # any later event of the same object
+        assert loops.running[("ns", "ft")] is first
+        await asyncio.sleep(0.05)
+        assert memo.reconciler.calls >= 2, "it reconciles on the interval"
+
+        loops.ensure("ns", "ft", "uid-2", memo)  # deleted and created again under that name
+        second = loops.running[("ns", "ft")]
+        assert second is not first
+        await asyncio.sleep(0.01)
+        assert first.task is not None and first.task.cancelled()
+        loops.stop("ns", "ft", "uid-1")  # the old incarnation's DELETED event, seen late
+        assert second.alive
+
+        loops.stop("ns", "ft", "uid-2")
+        await asyncio.sleep(0.01)
+        assert not second.alive and ("ns", "ft") not in loops.running
+        loops.ensure("ns", "other", "uid-3", memo)
+        await loops.stop_all()
+        assert not loops.running
+
+    asyncio.run(scenario())
 
 
 def test_registry_errors_read_the_same_every_time() -> None:

@@ -14,6 +14,7 @@ from healthrisk.contracts import (
     LABEL_ATTEMPT,
     LABEL_ROLE,
     LABEL_RUN,
+    LABEL_SERVED_VERSION,
     TRIGGER_SPEC_CHANGE,
 )
 from healthrisk_operator.views import DeploymentView, PodView, RunProgress, VersionView
@@ -490,9 +491,26 @@ def test_promoted_version_is_rolled_out_and_waited_for() -> None:
     world.deployment = DeploymentView("inference", version="7", previous="5", container="server", ready=False)
     assert world.step().rollout is None
     world.deployment = DeploymentView("inference", version="7", previous="5", container="server", ready=True)
-    world.step()
+    plan = world.step()
     assert "RolloutComplete" in world.reasons()
     assert world.status["history"][0]["result"] == "Succeeded" and world.status["promoted"] is True
+    # What `kubectl get deploy -L healthrisk.io/served-version` shows from now on.
+    assert plan.rollout is not None
+    assert plan.rollout.patch == {"metadata": {"labels": {LABEL_SERVED_VERSION: "7"}}}
+
+
+def test_a_deployment_at_zero_replicas_never_completes_a_rollout() -> None:
+    world = rollout_world()
+    world.step()
+    world.deployment = DeploymentView(
+        "inference", version="7", previous="5", container="server", desired=0, ready=False
+    )
+    world.step()
+    assert world.status["phase"] == "Promoting" and world.status.get("history") is None
+    assert "has 0 replicas, so nothing serves version 7" in world.status["message"]
+    world.advance(121)
+    assert world.step().rollback is not None
+    assert world.status["history"][0]["result"] == "RolledBack"
 
 
 def test_rollout_not_ready_in_time_rolls_back_alias_and_deployment() -> None:
@@ -503,8 +521,10 @@ def test_rollout_not_ready_in_time_rolls_back_alias_and_deployment() -> None:
     plan = world.step()
     assert plan.rollback is not None
     assert (plan.rollback.alias, plan.rollback.to_version) == ("champion", "5")
+    assert plan.rollback.version == "7"
     env = plan.rollback.patch["spec"]["template"]["spec"]["containers"][0]["env"]
     assert env == [{"name": ENV_MODEL_VERSION, "value": "5"}]
+    assert plan.rollback.patch["metadata"]["labels"] == {LABEL_SERVED_VERSION: "5"}
     assert world.status["history"][0]["result"] == "RolledBack"
     assert world.status["promoted"] is False
     assert world.condition("Promoted")["reason"] == "RolledBack"

@@ -214,3 +214,15 @@ send the port unless it is the scheme's default; a missing one means 403 on ever
 {{- end }}
 {{- concat $hosts .Values.mlflow.extraAllowedHosts | uniq | join "," }}
 {{- end }}
+
+{{/*
+"<namespace>/<release>" of the Helm release that manages the live CRD `.name`; empty when
+it does not exist or no release manages it (`helm template`: never known).
+*/}}
+{{- define "health-risk.crdOwner" -}}
+{{- $live := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" .name }}
+{{- $annotations := dig "metadata" "annotations" (dict) $live }}
+{{- if and (eq (dig "metadata" "labels" "app.kubernetes.io/managed-by" "" $live) "Helm") (hasKey $annotations "meta.helm.sh/release-name") }}
+{{- printf "%s/%s" (get $annotations "meta.helm.sh/release-namespace") (get $annotations "meta.helm.sh/release-name") }}
+{{- end }}
+{{- end }}

@@ -112,6 +112,7 @@ def _roll(d: Decision, version: str, previous_champion: str | None) -> None:
     if rollout.version != version:
         rollout = status.rollout = Rollout(deployment=name, version=version, started_at=d.now)
     if deployment.ready:
+        d.plan.rollout = RolloutRequest(name, builders.served_label_patch(version))
         d.event("Normal", "RolloutComplete", f"Deployment {name} serves version {version}")
         runs.finish(d, RESULT_SUCCEEDED, f"version {version} promoted and serving in {name}")
         return
@@ -122,6 +123,13 @@ def _roll(d: Decision, version: str, previous_champion: str | None) -> None:
             f" ({deployment.replicas_summary})"
         )
         _rollback(d, version, previous_champion, deployment.container, deployment.previous, problem)
+        return
+    if deployment.desired == 0:
+        d.set_phase(
+            Phase.PROMOTING,
+            f"run {run}: Deployment {name} has 0 replicas, so nothing serves version {version}: "
+            f"scale it up (rolled back after rolloutTimeoutSeconds={promotion.rollout_timeout_seconds})",
+        )
         return
     d.set_phase(Phase.PROMOTING, f"run {run}: waiting for Deployment {name} ({deployment.replicas_summary})")
 

@@ -91,7 +91,7 @@ def decide(verdicts: Sequence[SiteVerdict], policy: RetrainPolicy = RetrainPolic
     return RetrainDecision(retrain, policy, drifted, checked)
 
 
-# The CRD's grammar for retraining.drift.interval (charts/health-risk/crds): one or more
+# The CRD's grammar for retraining.drift.interval (charts/health-risk/files): one or more
 # whole numbers with a unit, e.g. 45s, 30m, 6h, 1d, 1h30m.
 DURATION_PATTERN = r"^([0-9]+(s|m|h|d))+$"
 _DURATION_PART = re.compile(r"([0-9]+)(s|m|h|d)")
