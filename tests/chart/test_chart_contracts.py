@@ -168,8 +168,7 @@ def test_the_operator_signs_with_the_key_the_inference_pods_verify_with(
 ) -> None:
     def key_file(pod: dict[str, Any], variable: str) -> tuple[str, str]:
         """(Secret name, file path) of the key file a container's `variable` names."""
-        env = {e["name"]: e.get("value") for e in container(pod)["env"]}
-        path = env[variable]
+        path = environment(rendered, container(pod))[variable]
         (mount,) = [m for m in container(pod)["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
         (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
         items = {i["path"]: i["key"] for i in volume["secret"]["items"]}
@@ -179,7 +178,7 @@ def test_the_operator_signs_with_the_key_the_inference_pods_verify_with(
         component_pod(rendered, "operator"), f"{ENV_OPERATOR_PREFIX}{ENV_MODEL_SIGNING_KEY_FILE}"
     )
     inference = component_pod(rendered, "inference")
-    env = {e["name"]: e.get("value") for e in container(inference)["env"]}
+    env = environment(rendered, container(inference))
     if env[ENV_MODEL_PROVENANCE] == "required":
         assert key_file(inference, ENV_MODEL_SIGNING_KEY_FILE) == signer
     else:
@@ -194,6 +193,16 @@ def test_the_operator_signs_with_the_key_the_inference_pods_verify_with(
             assert kept == (
                 mlflow_kept[0]["metadata"].get("annotations", {}).get("helm.sh/resource-policy") == "keep"
             )
+
+
+def environment(rendered: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, str | None]:
+    """A container's variables as the kubelet sets them: its ConfigMaps', then its env."""
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in rendered if d["kind"] == "ConfigMap"}
+    found: dict[str, str | None] = {}
+    for source in spec.get("envFrom") or []:
+        found.update(configmaps[source["configMapRef"]["name"]])
+    found.update({e["name"]: e.get("value") for e in spec.get("env") or []})
+    return found
 
 
 def test_mlflow_and_the_operator_listen_on_the_contract_ports(rendered: list[dict[str, Any]]) -> None:
