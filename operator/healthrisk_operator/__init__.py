@@ -11,6 +11,7 @@ Layout — handlers orchestrate, builders are pure, I/O sits at the edge:
                   per concern (triggers, runs, progress, promotion, drift, cleanup, summary)
 * `reconcile.py`  observe → decide → act → write status (kubernetes client)
 * `tracking.py`   MLflow: progress and versions found by tags, promote, roll back
-* `handlers.py`   kopf: one daemon per object plus watch events that wake it
+* `handlers.py`   kopf: one reconcile loop per object, started and woken by watch events
+* `uninstall.py`  `helm uninstall`'s pre-delete hook: the trainings go before the operator
 * `config.py`, `constants.py`, `cli.py` (`healthrisk operator run`)
 """

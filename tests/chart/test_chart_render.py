@@ -241,6 +241,35 @@ def test_upgrades_leave_the_operators_version_pin_alone(helm: str, tmp_path: Pat
     assert inference["spec"]["replicas"] == 1
 
 
+def test_uninstall_deletes_the_trainings_first_with_the_operators_grants(helm: str, tmp_path: Path) -> None:
+    """`helm uninstall` runs the pre-delete Job before anything of the release goes: it
+    deletes the trainings of the operator's namespaces, as the operator's ServiceAccount."""
+    docs = render(helm, {"operator": {"watchNamespaces": ["site-a"]}}, tmp_path)
+    (job,) = kind_of(docs, "Job", "-uninstall")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    spec = job["spec"]["template"]["spec"]
+    (account,) = kind_of(docs, "ServiceAccount", "-operator")
+    assert spec["serviceAccountName"] == account["metadata"]["name"]
+    (container,) = spec["containers"]
+    assert container["command"][-1] == "healthrisk_operator.uninstall"
+    (operator,) = kind_of(docs, "Deployment", "-operator")
+    namespaces = {
+        a for a in operator["spec"]["template"]["spec"]["containers"][0]["args"] if "--namespace=" in a
+    }
+    assert namespaces == {a for a in container["args"] if "--namespace=" in a} == {"--namespace=site-a"}
+    granted = {
+        verb
+        for role in kind_of(docs, "Role")
+        for rule in role["rules"]
+        if "federatedtrainings" in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert "delete" in granted
+
+    kept = render(helm, {"operator": {"deleteTrainingsOnUninstall": False}}, tmp_path)
+    assert not kind_of(kept, "Job")
+
+
 def test_helm_test_pods_check_the_api_and_mlflow(helm: str, tmp_path: Path) -> None:
     docs = render(helm, {"inference": {"apiKey": {"enabled": True}}}, tmp_path)
     tests = {

@@ -6,10 +6,15 @@ the inference Service). kubectl, helm, port-forward and waiting are the kit's.
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
+import tempfile
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from healthrisk.contracts import (
@@ -20,13 +25,16 @@ from healthrisk.contracts import (
     INFERENCE_PORT,
     LABEL_COMPONENT,
     LABEL_RUN,
+    LABEL_SITE,
     LABEL_TRAINING,
     REGISTERED_MODEL,
 )
 from healthrisk.schema import EXAMPLE_RECORD
 from tests.kit.http import http_json
+from tests.kit.images import TAG
 from tests.kit.kube import Kube
 from tests.kit.names import RunPods, run_pods
+from tests.kit.tools import CHART
 from tests.kit.wait import wait_for
 
 # ---- the platform under test ---------------------------------------------------------
@@ -128,6 +136,66 @@ class Platform:
         logs = self.kube.kubectl("logs", name, check=False).stdout
         assert phase == "Succeeded", f"generating site data failed:\n{logs}"
         self.kube.kubectl("delete", "pod", name, "--wait=false")
+
+
+def image_values() -> dict[str, Any]:
+    """The values every install here needs: the kit's images, never pulled (they were
+    imported into the node). Everything else is the chart's default unless a test says."""
+    image = lambda name: {"repository": f"health-risk/{name}", "tag": TAG}  # noqa: E731
+    return {
+        "global": {"imagePullPolicy": "Never"},
+        "operator": {
+            "image": image("operator"),
+            "runPods": {"image": image("flower"), "driftImage": image("flower")},
+        },
+        "mlflow": {"image": image("mlflow")},
+        "inference": {"image": image("inference")},
+    }
+
+
+@contextlib.contextmanager
+def installed(
+    kube: Kube,
+    images: dict[str, str],
+    values: dict[str, Any],
+    *,
+    chart: Path = CHART,
+    wait: bool = True,
+    prefix: str = "hr-e2e",
+) -> Iterator[Platform]:
+    """One Helm release in a namespace of its own, three hospital volumes with generated
+    data; on exit (when a test did not already) the release and the namespace are removed."""
+    namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    kube.create_namespace(namespace)
+    kube = kube.in_namespace(namespace)
+    platform = Platform(kube, namespace, images)
+    try:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
+            json.dump(values, file)
+            file.flush()
+            waiting = ("--wait", "--timeout", "10m") if wait else ()
+            started = time.monotonic()
+            kube.helm("install", RELEASE, str(chart), "-f", file.name, *waiting, timeout=700)
+        step = "helm install" + (" --wait" if wait else "")
+        platform.timings[step] = time.monotonic() - started
+        print(f"{step}: {platform.timings[step]:.0f}s in {namespace}")
+        for site in SITES:
+            kube.apply({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": pvc_name(site), "labels": {LABEL_SITE: site}},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "256Mi"}}},
+            })  # fmt: skip
+        started = time.monotonic()
+        platform.write_site_data(TRAIN_WINDOW)
+        platform.timings["site data"] = time.monotonic() - started
+        yield platform
+    finally:
+        # A test that uninstalls checks all of this itself; this is for one that stopped
+        # half-way. The chart's pre-delete hook deletes the trainings first.
+        if kube.get_or_none("namespace", namespace) is not None:
+            kube.helm("uninstall", RELEASE, "--wait", "--timeout", "3m", timeout=240, check=False)
+            kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        print("timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in platform.timings.items()))
 
 
 # ---- FederatedTrainings and what they produce -----------------------------------------

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from healthrisk.contracts import (
-    FINALIZER,
     INFERENCE_PORT,
     LABEL_COMPONENT,
     LABEL_TRAINING,
@@ -258,19 +257,14 @@ def test_uninstall_and_namespace_deletion_leave_nothing_behind(platform: Platfor
     }
     assert len(volumes) == len(SITES) + 1, volumes  # the sites' and MLflow's
 
-    # Trainings go first, while the operator still runs: they carry its finalizer, which
-    # nothing would remove once the release (the operator) is gone, and the namespace
-    # would then hang in Terminating.
-    finalizers = {t["metadata"]["name"]: t["metadata"].get("finalizers") for t in kube.get("ft")["items"]}
-    assert all(FINALIZER in (f or []) for f in finalizers.values()), finalizers
+    # Nothing holds a training back: no finalizer, so neither the uninstall nor the
+    # namespace deletion waits for an operator. The uninstall deletes them first.
+    trainings = kube.get("ft")["items"]
+    assert not any(t["metadata"].get("finalizers") for t in trainings), trainings
     started = time.monotonic()
-    kube.kubectl("delete", "federatedtrainings", "--all", "--wait=true", timeout=180)
-    wait_for(
-        "the trainings' pods to be garbage-collected",
-        lambda: not kube.get("pods", "-l", LABEL_TRAINING)["items"],
-        timeout=120,
-    )
     kube.helm("uninstall", RELEASE, "--wait", "--timeout", "3m", timeout=240)
+    assert not kube.get("ft")["items"], "the uninstall deleted the trainings"
+    assert not kube.get("pods", "-l", LABEL_TRAINING)["items"], "and their pods with them"
     release = f"app.kubernetes.io/instance={RELEASE}"
     kinds = (
         "deployments,replicasets,pods,services,secrets,configmaps,serviceaccounts,"

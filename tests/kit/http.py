@@ -10,19 +10,33 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def http_json(
+def http_call(
     url: str, body: Any = None, *, headers: Mapping[str, str] | None = None, timeout: float = 10
-) -> Any:
-    """GET (or POST `body` as JSON) and parse the answer; a 4xx/5xx fails with its body."""
+) -> tuple[int, Any]:
+    """(HTTP status, parsed JSON body, else the first 500 bytes) of one call, whatever the status."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
         url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.load(response)
+            return response.status, json.load(response)
     except urllib.error.HTTPError as exc:
-        raise AssertionError(f"{url}: HTTP {exc.code}: {exc.read()[:500]!r}") from exc
+        text = exc.read()
+        try:
+            return exc.code, json.loads(text)
+        except ValueError:
+            return exc.code, text[:500]
+
+
+def http_json(
+    url: str, body: Any = None, *, headers: Mapping[str, str] | None = None, timeout: float = 10
+) -> Any:
+    """GET (or POST `body` as JSON) and parse the answer; a 4xx/5xx fails with its body."""
+    status, answer = http_call(url, body, headers=headers, timeout=timeout)
+    if status >= 400:
+        raise AssertionError(f"{url}: HTTP {status}: {answer!r}")
+    return answer
 
 
 def answers(url: str, timeout: float = 5) -> bool:

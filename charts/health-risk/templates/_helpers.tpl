@@ -167,8 +167,9 @@ which needs no read access by the creator), no Jobs, no deletes of Deployments.
 {{- define "health-risk.operator.rules" -}}
 - apiGroups: ["healthrisk.io"]
   resources: ["federatedtrainings"]
-  # patch: kopf's finalizer and progress annotations, and the retrain annotation.
-  verbs: ["get", "list", "watch", "patch"]
+  # patch: the retrain annotation, and the 0.1 operator's finalizer (kopf removes it).
+  # delete: the uninstall hook (healthrisk_operator.uninstall), with this ServiceAccount.
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: ["healthrisk.io"]
   resources: ["federatedtrainings/status"]
   verbs: ["patch"]

@@ -1,0 +1,356 @@
+"""Install, first model, upgrade and uninstall the way a user does them (issue 12).
+
+Every install here takes the chart's DEFAULT values; the only values set are the images
+(built here, imported into the node, never pulled). In file order:
+
+1. one release: `helm install --wait` and `helm test` before any model exists; the first
+   training is served with no manual step; `helm upgrade` with nothing changed rolls
+   nothing, with a changed value keeps the version served, and `helm rollback` works; two
+   trainings promoting the same registered model at once; `helm uninstall` while a
+   training runs leaves nothing but the MLflow volume it keeps on purpose;
+2. a release whose namespace is deleted first, while a training runs;
+3. a release of the previous chart (a599819, the main before this work: CRD under crds/)
+   serving a model, upgraded to this chart: it keeps serving that model, the CRD is
+   upgraded, the object created under the old CRD keeps reconciling.
+
+Figures (install to ready, first promotion to served, uninstall) are printed with `uptime`.
+Images are the kit's `platform_images` (built and loaded when missing or stale).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from healthrisk.contracts import (
+    ANNOTATION_RETRAIN,
+    APP_NAME,
+    CHAMPION_ALIAS,
+    ENV_MODEL_VERSION,
+    FINALIZER,
+    INFERENCE_PORT,
+    LABEL_SERVED_VERSION,
+    LABEL_TRAINING,
+    MLFLOW_PORT,
+    PROMOTION_PROMOTED,
+    TAG_PREVIOUS_CHAMPION,
+    TAG_PROMOTION,
+    TAG_PROMOTION_REASON,
+    TAG_VAL_AUC,
+)
+from healthrisk.promotion_lock import lock_name
+from healthrisk.schema import EXAMPLE_RECORD
+from healthrisk_operator.constants import CRD_NAME
+from tests.e2e.platform import (
+    RELEASE,
+    MLflowRest,
+    Platform,
+    follow_run,
+    image_values,
+    installed,
+    predict,
+    served_version,
+    tags,
+    training,
+)
+from tests.kit.http import http_call
+from tests.kit.kube import Kube
+from tests.kit.tools import CHART, REPO
+from tests.kit.wait import printed_table, wait_for
+
+# Installs, trainings and upgrades on a shared 2-core machine: minutes each.
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.timeout(1800)]
+
+MAIN = APP_NAME  # the training every act of the story follows
+PREVIOUS_CHART_COMMIT = "a599819"  # main before this work: chart 0.1.0, CRD under crds/
+COMPONENTS = ("operator", "mlflow", "inference")
+
+
+@pytest.fixture(scope="module")
+def story(kube: Kube, platform_images: dict[str, str]) -> Iterator[Platform]:
+    with installed(kube, platform_images, image_values(), prefix="hr-life") as platform:
+        yield platform
+
+
+def uptime() -> str:
+    """The load average, printed beside every figure a test measures (PROTOCOL)."""
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def pinned(platform: Platform) -> str | None:
+    """MODEL_VERSION as the operator pinned it in the container's env (None: not pinned)."""
+    deployment = platform.kube.get("deployment", platform.inference)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return next((e.get("value") for e in container.get("env") or [] if e["name"] == ENV_MODEL_VERSION), None)
+
+
+def served_label(platform: Platform) -> str:
+    table = platform.kube.kubectl("get", "deploy", platform.inference, "-L", LABEL_SERVED_VERSION).stdout
+    print(table)
+    return printed_table(table)[0][LABEL_SERVED_VERSION.split("/")[-1].upper()]
+
+
+def api(platform: Platform, path: str, body: Any = None) -> tuple[int, Any]:
+    with platform.kube.port_forward(f"svc/{platform.inference}", INFERENCE_PORT) as url:
+        return http_call(f"{url}{path}", body, headers=platform.api_headers)
+
+
+def helm_test(platform: Platform) -> str:
+    out = platform.kube.helm("test", RELEASE, "--logs", "--timeout", "5m", timeout=400).stdout
+    print(out)
+    return out
+
+
+def answers_with(platform: Platform, version: str) -> bool:
+    return all(a["model_version"] == version for a in predict(platform))
+
+
+# ---- 1. one release, from install to uninstall -----------------------------------------
+
+
+def test_install_waits_until_ready_and_helm_test_passes_before_any_model(story: Platform) -> None:
+    kube = story.kube
+    print(f"install to ready (helm install --wait): {story.timings['helm install --wait']:.0f}s; {uptime()}")
+    for component in COMPONENTS:
+        deployment = kube.get("deployment", f"{RELEASE}-{component}")
+        assert deployment["status"].get("readyReplicas") == deployment["spec"]["replicas"] == 1, component
+
+    status, readiness = api(story, "/readyz")
+    assert (status, readiness["state"]) == (200, "no-model-yet"), readiness
+    status, refused = api(story, "/predict", dict(EXAMPLE_RECORD))
+    assert status == 503 and refused["error"].startswith(f"no {CHAMPION_ALIAS} yet"), refused
+    assert api(story, "/ready")[0] == 503, "/ready still means a model is loaded"
+    assert served_label(story) == "", "nothing served yet"
+    assert pinned(story) is None
+
+    out = helm_test(story)
+    assert "ok no model yet" in out and "ok registry API" in out
+
+
+def test_the_first_promotion_is_served_with_no_manual_step(story: Platform) -> None:
+    kube = story.kube
+    moments: dict[str, float] = {}
+
+    def watch(status: dict[str, Any]) -> None:
+        version = status.get("modelVersion")
+        if status.get("promoted") and "promoted" not in moments:
+            moments["promoted"] = time.monotonic()
+        if "promoted" in moments and "served" not in moments and version and answers_with(story, version):
+            moments["served"] = time.monotonic()
+
+    kube.apply(training(story, MAIN, serve=True))
+    record = follow_run(kube, MAIN, 1, act=watch)
+    entry = record.entry(1)
+    assert (entry["result"], entry["promoted"]) == ("Succeeded", True), entry
+    version = entry["version"]
+    if "served" not in moments:
+        assert answers_with(story, version)
+        moments["served"] = time.monotonic()
+    print(f"first promotion to served: {moments['served'] - moments['promoted']:.0f}s; {uptime()}")
+
+    assert pinned(story) == version and served_version(story)[0] == version
+    assert served_label(story) == version
+    out = helm_test(story)
+    assert f"ok /predict: version {version}" in out
+
+
+def test_upgrade_keeps_the_served_version_and_rollback_works(story: Platform, tmp_path: Path) -> None:
+    kube = story.kube
+    version, revision = served_version(story)
+    generation = kube.get("deployment", story.inference)["metadata"]["generation"]
+    values = tmp_path / "values.yaml"
+    values.write_text(json.dumps(image_values()))
+
+    kube.helm("upgrade", RELEASE, str(CHART), "-f", str(values), "--wait", "--timeout", "5m", timeout=400)
+    after = kube.get("deployment", story.inference)
+    assert after["metadata"]["generation"] == generation, "nothing changed: no rollout"
+    assert served_version(story) == (version, revision) and pinned(story) == version
+
+    changed = ("--set", "inference.modelPollIntervalSeconds=15")
+    kube.helm(
+        "upgrade", RELEASE, str(CHART), "-f", str(values), *changed, "--wait", "--timeout", "5m", timeout=400
+    )
+    rolled, new_revision = served_version(story)
+    assert new_revision > revision, "a changed setting rolls the pods"
+    assert (rolled, pinned(story)) == (version, version), "with the version the operator pinned"
+    assert answers_with(story, version)
+
+    kube.helm("rollback", RELEASE, "1", "--wait", "--timeout", "5m", timeout=400)
+    settings = kube.get("configmap", story.inference)["data"]
+    assert settings["MODEL_POLL_INTERVAL_SECONDS"] == "30", "revision 1's settings are back"
+    assert (served_version(story)[0], pinned(story)) == (version, version)
+    assert answers_with(story, version)
+    print(kube.helm("history", RELEASE).stdout)
+
+
+def test_two_trainings_promoting_one_model_at_once_keep_the_better_champion(story: Platform) -> None:
+    """Two objects promote the same registered model from the operator's parallel loops:
+    serialised, the second promotion is always compared with the first."""
+    kube, name = story.kube, "race"
+    for training_name in ("race-a", "race-b"):
+        kube.apply(training(story, training_name, registered_name=name))
+    for training_name in ("race-a", "race-b"):
+        entry = follow_run(kube, training_name, 1).entry(1)
+        assert entry["result"] == "Succeeded", entry
+
+    with kube.port_forward(f"svc/{story.mlflow}", MLFLOW_PORT) as url:
+        mlflow = MLflowRest(url, f"{story.mlflow}:{MLFLOW_PORT}")
+        versions = {v["version"]: tags(v) for v in mlflow.versions(name)}
+        champion = mlflow.champion(name)["version"]
+        locks = mlflow.get("registered-models/search", filter=f"name = '{lock_name(name)}'")
+    print(
+        {
+            v: (t.get(TAG_VAL_AUC), t.get(TAG_PROMOTION), t.get(TAG_PREVIOUS_CHAMPION))
+            for v, t in versions.items()
+        }
+    )
+    assert len(versions) == 2, versions
+    (other,) = set(versions) - {champion}
+    if versions[other][TAG_PROMOTION] == PROMOTION_PROMOTED:
+        # promoted first; the champion was then compared with it, not with what it replaced
+        assert versions[champion][TAG_PREVIOUS_CHAMPION] == other, versions
+    else:
+        assert f"v{champion}" in versions[other][TAG_PROMOTION_REASON], versions
+    assert not locks.get("registered_models"), "no promotion lock left behind"
+    kube.kubectl("delete", "ft", "race-a", "race-b", "--wait=true", timeout=120)
+
+
+def test_uninstall_with_a_training_running_leaves_nothing_stuck(story: Platform) -> None:
+    kube, namespace = story.kube, story.namespace
+    kube.kubectl("annotate", "ft", MAIN, f"{ANNOTATION_RETRAIN}=now", "--overwrite")
+    wait_for(
+        "run 2 to be under way (its pods created)",
+        lambda: (
+            kube.get("ft", MAIN)["status"].get("run") == 2
+            and kube.get("pods", "-l", f"{LABEL_TRAINING}={MAIN}")["items"]
+        ),
+        timeout=180,
+    )
+    started = time.monotonic()
+    kube.helm("uninstall", RELEASE, "--wait", "--timeout", "5m", timeout=400)
+    print(f"helm uninstall with a training running: {time.monotonic() - started:.0f}s; {uptime()}")
+
+    assert not kube.get("ft")["items"], "the uninstall removed the trainings"
+    expected = {f"PersistentVolumeClaim/{story.mlflow}"}  # the registry's volume, kept on purpose
+
+    def left() -> set[str]:
+        kinds = "all,configmaps,secrets,serviceaccounts,roles,rolebindings,networkpolicies,pvc"
+        found = {f"{o['kind']}/{o['metadata']['name']}" for o in kube.get(kinds)["items"]}
+        return found - {"ConfigMap/kube-root-ca.crt", "ServiceAccount/default"}
+
+    wait_for("nothing but the kept volume to be left", lambda: left() == expected or None, timeout=120)
+    assert kube.kubectl("get", "crd", CRD_NAME, check=False).returncode == 0, "the CRD is kept (crds.keep)"
+
+    # README: how to remove the kept volume; then the namespace goes at once.
+    kube.kubectl("delete", "pvc", story.mlflow, "--wait=true", timeout=120)
+    kube.kubectl("delete", "namespace", namespace, "--wait=true", timeout=300)
+    assert kube.get_or_none("namespace", namespace) is None
+
+
+# ---- 2. the namespace deleted first -----------------------------------------------------
+
+
+def test_deleting_the_namespace_first_with_a_training_running_completes(
+    kube: Kube, platform_images: dict[str, str]
+) -> None:
+    with installed(kube, platform_images, image_values(), prefix="hr-nsfirst") as platform:
+        kube = platform.kube
+        kube.apply(training(platform, MAIN, serve=True))
+        wait_for(
+            "the run's pods",
+            lambda: len(kube.get("pods", "-l", f"{LABEL_TRAINING}={MAIN}")["items"]) >= 2,
+            timeout=180,
+        )
+        started = time.monotonic()
+        kube.kubectl("delete", "namespace", platform.namespace, "--wait=true", timeout=400)
+        print(f"namespace deleted first, training running: {time.monotonic() - started:.0f}s; {uptime()}")
+        assert kube.get_or_none("namespace", platform.namespace) is None
+
+
+# ---- 3. upgrade from the previous chart ------------------------------------------------
+
+
+@pytest.fixture
+def previous_chart(tmp_path: Path) -> Path:
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", PREVIOUS_CHART_COMMIT, str(CHART.relative_to(REPO))],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive.stdout, check=True)
+    chart = tmp_path / CHART.relative_to(REPO)
+    crd = chart / "crds" / f"{CRD_NAME}.yaml"
+    assert crd.exists(), "the previous chart had its CRD under crds/"
+    # Its schema equals this one; give it the default an earlier release had (localEpochs 1,
+    # chart 19e1e86) so the upgrade has a CRD change to apply and the test can see it applied.
+    old_default = "maximum: 100\n                      default: 1\n"
+    text = crd.read_text().replace("maximum: 100\n                      default: 2\n", old_default)
+    assert old_default in text
+    crd.write_text(text)
+    return chart
+
+
+def test_upgrade_from_the_previous_chart_keeps_serving_its_model(
+    kube: Kube, platform_images: dict[str, str], previous_chart: Path, tmp_path: Path
+) -> None:
+    if kube.get_or_none("crd", CRD_NAME) is not None:
+        left = kube.get("ft", "--all-namespaces")["items"]
+        assert not left, (
+            f"the cluster still has trainings of other tests: {[t['metadata']['name'] for t in left]}"
+        )
+    # Where a 0.1.x user starts: Helm installed the CRD from crds/, outside the release.
+    kube.kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", "--wait=true", timeout=120)
+    # The previous chart's inference pod is not ready without a model: no --wait.
+    previous = installed(
+        kube, platform_images, image_values(), chart=previous_chart, wait=False, prefix="hr-upgrade"
+    )
+    with previous as platform:
+        kube = platform.kube
+        for component in COMPONENTS[:2]:
+            kube.kubectl(
+                "rollout", "status", f"deployment/{RELEASE}-{component}", "--timeout=5m", timeout=360
+            )
+        kube.apply(training(platform, MAIN, serve=True))
+        entry = follow_run(kube, MAIN, 1).entry(1)
+        assert (entry["result"], entry["promoted"]) == ("Succeeded", True), entry
+        version = entry["version"]
+        assert answers_with(platform, version)
+        # What every 0.1.x operator put on its objects (the images here are this tree's, so
+        # it is added by hand): the new operator removes it on sight.
+        kube.patch(f"ft/{MAIN}", {"metadata": {"finalizers": [FINALIZER]}})
+        wait_for(
+            "the 0.1 finalizer to be removed",
+            lambda: not kube.get("ft", MAIN)["metadata"].get("finalizers"),
+            timeout=60,
+        )
+
+        values = tmp_path / "values.yaml"
+        values.write_text(json.dumps(image_values()))
+        upgrade = ("upgrade", RELEASE, str(CHART), "-f", str(values), "--wait", "--timeout", "10m")
+        refused = kube.helm(*upgrade, timeout=700, check=False)
+        assert refused.returncode != 0 and "invalid ownership metadata" in refused.stderr, refused.stderr
+        started = time.monotonic()
+        kube.helm(*upgrade, "--take-ownership", timeout=700)
+        print(f"helm upgrade from {PREVIOUS_CHART_COMMIT}: {time.monotonic() - started:.0f}s; {uptime()}")
+
+        assert pinned(platform) == version and served_version(platform)[0] == version
+        assert answers_with(platform, version)
+        crd = kube.get("crd", CRD_NAME)
+        assert crd["metadata"]["annotations"]["meta.helm.sh/release-namespace"] == platform.namespace
+        strategy = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+            "properties"
+        ]["strategy"]
+        assert strategy["properties"]["localEpochs"]["default"] == 2, "the CRD was upgraded (1 → 2)"
+        # The object created under the old CRD keeps reconciling after the operator restarted.
+        kube.patch(f"ft/{MAIN}", {"spec": {"suspend": True}})
+        wait_for(
+            "the training to be suspended",
+            lambda: kube.get("ft", MAIN)["status"].get("phase") == "Suspended",
+            timeout=120,
+        )
+        assert "ok /predict" in helm_test(platform)
