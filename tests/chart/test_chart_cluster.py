@@ -164,9 +164,7 @@ def test_install_test_upgrade_metrics_uninstall(
             "runPods": {"image": image("flower"), "driftImage": image("flower")},
         },
         "mlflow": {"image": image("mlflow"), "persistence": {"size": "1Gi"}},
-        # No model is registered yet on a fresh install: inference starts at zero replicas
-        # and the upgrade below scales it up once the test has registered a champion.
-        "inference": {"image": image("inference"), "replicaCount": 0},
+        "inference": {"image": image("inference")},
         # Debian's Prometheus (the local image) is built without Kubernetes discovery.
         "metrics": {
             "prometheus": {
@@ -195,20 +193,25 @@ def test_install_test_upgrade_metrics_uninstall(
         "health-risk-inference",
         "health-risk-prometheus",
     } <= set(names)
-    for name in ("health-risk-operator", "health-risk-mlflow", "health-risk-prometheus"):
+    for name in (
+        "health-risk-operator",
+        "health-risk-mlflow",
+        "health-risk-inference",
+        "health-risk-prometheus",
+    ):
         assert names[name]["status"].get("availableReplicas") == 1, name
 
     version = register_champion(kube, release, platform_images["flower"])
 
     started = time.monotonic()
     kube.helm("upgrade", release, str(CHART), "-f", str(values_file), "--wait", "--timeout", "10m",
-              "--set", "inference.replicaCount=1", "--set", "inference.modelPollIntervalSeconds=5",
-              timeout=900)  # fmt: skip
+              "--set", "inference.modelPollIntervalSeconds=5", timeout=900)  # fmt: skip
     print(f"helm upgrade --wait (inference serving v{version}): ready in {time.monotonic() - started:.0f}s")
     inference = kube.get("deployment", "health-risk-inference")
     assert inference["status"].get("readyReplicas") == 1
-    env = {e["name"]: e.get("value") for e in inference["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["MODEL_POLL_INTERVAL_SECONDS"] == "5", "the upgrade's changed value reached the pods"
+    (source,) = inference["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    settings = kube.get("configmap", source["configMapRef"]["name"])["data"]
+    assert settings["MODEL_POLL_INTERVAL_SECONDS"] == "5", "the upgrade's changed value reached the pods"
 
     # Every test hook of the chart ran and succeeded (helm exits 0 also when there is none).
     test = kube.helm("test", release, "--timeout", "5m", timeout=400)
@@ -252,4 +255,4 @@ def test_install_test_upgrade_metrics_uninstall(
     )
     assert left == KEPT, "only the kept PVC, and the key its signed versions need, stay"
     crd = kube.kubectl("get", "crd", "federatedtrainings.healthrisk.io", check=False)
-    assert crd.returncode == 0, "the CRD (from crds/) outlives the release"
+    assert crd.returncode == 0, "the CRD outlives the release (crds.keep)"
