@@ -40,7 +40,7 @@ from healthrisk_operator.constants import CRD_NAME, GROUP, KIND, PLURAL, VERSION
 from healthrisk_operator.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
-CRD_PATH = REPO / "charts" / APP_NAME / "crds" / f"{CRD_NAME}.yaml"
+CRD_PATH = REPO / "charts" / APP_NAME / "files" / f"{CRD_NAME}.yaml"
 SITES = ("hospital_01", "hospital_02")
 # A scheduler name nobody serves: run pods stay unscheduled, so the figure is the
 # operator's (watch → reconcile → create), not image pulls or container starts.

@@ -63,7 +63,7 @@ def render(
     namespace: str = "health-risk-mlops",
     release: str = APP_NAME,
 ) -> list[dict[str, Any]]:
-    """`helm template` with these values, parsed; the CRD from crds/ included."""
+    """`helm template` with these values, parsed (the CRD is one of the templates)."""
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(dict(values)))
     out = run(

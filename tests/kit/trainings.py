@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from tests.kit.kube import Kube
 from tests.kit.tools import CHART, kubeconfig
 from tests.kit.wait import wait_for
 
-CRD_PATH = CHART / "crds" / f"{CRD_NAME}.yaml"
+CRD_PATH = CHART / "files" / f"{CRD_NAME}.yaml"
 MERGE = "application/merge-patch+json"
 # Run pods in cluster tests carry this scheduler name, which no scheduler serves: they
 # stay unscheduled, and a test that says so plays the kubelet by writing pod status.
@@ -129,22 +128,20 @@ class KubeAPI:
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
 
     def delete_trainings(self, namespace: str, timeout: float = 30) -> None:
-        """Delete every training; strip finalizers of those no operator releases in time."""
+        """Delete every training and wait for them to go: nothing may hold one back (the
+        operator puts no finalizer on them)."""
         items = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]  # type: ignore[index]
         for item in items:
             with contextlib.suppress(ApiException):
                 self.custom.delete_namespaced_custom_object(
                     GROUP, VERSION, namespace, PLURAL, item["metadata"]["name"]
                 )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            left = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]  # type: ignore[index]
-            if not left:
-                return
-            time.sleep(0.5)
-        for item in left:
-            with contextlib.suppress(ApiException):
-                self.patch_training(namespace, item["metadata"]["name"], {"metadata": {"finalizers": None}})
+        wait_for(
+            f"the trainings of {namespace} to be deleted",
+            lambda: not self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"],  # type: ignore[index]
+            timeout=timeout,
+            interval=0.5,
+        )
 
     def condition(self, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
         conditions = self.status(namespace, name).get("conditions") or []
@@ -297,7 +294,7 @@ def running_operator(
     try:
         yield operator
     finally:
-        kube.delete_trainings(namespace)  # while the operator runs, so it releases its finalizer
+        kube.delete_trainings(namespace)
         operator.stop()
 
 
