@@ -49,12 +49,14 @@ from healthrisk.schema import EXAMPLE_RECORD
 from healthrisk_operator.constants import CRD_NAME
 from tests.e2e.platform import (
     RELEASE,
+    SITES,
     MLflowRest,
     Platform,
     follow_run,
     image_values,
     installed,
     predict,
+    pvc_name,
     served_version,
     tags,
     training,
@@ -237,18 +239,23 @@ def test_uninstall_with_a_training_running_leaves_nothing_stuck(story: Platform)
     print(f"helm uninstall with a training running: {time.monotonic() - started:.0f}s; {uptime()}")
 
     assert not kube.get("ft")["items"], "the uninstall removed the trainings"
-    expected = {f"PersistentVolumeClaim/{story.mlflow}"}  # the registry's volume, kept on purpose
+    # Kept on purpose: the registry's volume and the key its promoted versions were signed
+    # with; the sites' volumes are this test's own.
+    kept = {f"PersistentVolumeClaim/{story.mlflow}", f"Secret/{RELEASE}-model-signing"}
+    expected = kept | {f"PersistentVolumeClaim/{pvc_name(site)}" for site in SITES}
 
     def left() -> set[str]:
         kinds = "all,configmaps,secrets,serviceaccounts,roles,rolebindings,networkpolicies,pvc"
         found = {f"{o['kind']}/{o['metadata']['name']}" for o in kube.get(kinds)["items"]}
         return found - {"ConfigMap/kube-root-ca.crt", "ServiceAccount/default"}
 
-    wait_for("nothing but the kept volume to be left", lambda: left() == expected or None, timeout=120)
+    wait_for("nothing but the kept objects to be left", lambda: left() == expected or None, timeout=120)
     assert kube.kubectl("get", "crd", CRD_NAME, check=False).returncode == 0, "the CRD is kept (crds.keep)"
 
-    # README: how to remove the kept volume; then the namespace goes at once.
-    kube.kubectl("delete", "pvc", story.mlflow, "--wait=true", timeout=120)
+    # README: how to remove what is kept; then the namespace goes at once.
+    kube.kubectl(
+        "delete", f"pvc/{story.mlflow}", f"secret/{RELEASE}-model-signing", "--wait=true", timeout=120
+    )
     kube.kubectl("delete", "namespace", namespace, "--wait=true", timeout=300)
     assert kube.get_or_none("namespace", namespace) is None
 
