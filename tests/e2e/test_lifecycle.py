@@ -139,11 +139,19 @@ def test_the_first_promotion_is_served_with_no_manual_step(story: Platform) -> N
     kube = story.kube
     moments: dict[str, float] = {}
 
+    def serves(version: str) -> bool:
+        # While the rollout runs, the pod that answers may be the old one (503 until its
+        # next look at the alias) or one going away: not served yet.
+        try:
+            return answers_with(story, version)
+        except (OSError, AssertionError):
+            return False
+
     def watch(status: dict[str, Any]) -> None:
         version = status.get("modelVersion")
         if status.get("promoted") and "promoted" not in moments:
             moments["promoted"] = time.monotonic()
-        if "promoted" in moments and "served" not in moments and version and answers_with(story, version):
+        if "promoted" in moments and "served" not in moments and version and serves(version):
             moments["served"] = time.monotonic()
 
     kube.apply(training(story, MAIN, serve=True))
