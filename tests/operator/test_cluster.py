@@ -98,6 +98,7 @@ class FakeServerApp:
         experiment_id = (
             experiment.experiment_id if experiment else self.client.create_experiment(TRAINING_EXPERIMENT)
         )
+        self.experiment_id = experiment_id
         self.run_id = self.client.create_run(experiment_id, tags=self.tags).info.run_id
 
     def log_round(self, round_number: int, auc: float) -> None:
@@ -120,11 +121,29 @@ class FakeServerApp:
 
         with contextlib.suppress(MlflowException):  # registered already by an earlier run
             self.client.create_registered_model(self.model_name)
+        import tempfile
+
+        import numpy as np
+
+        from healthrisk.model_parameters import PARAMETERS_ARTIFACT, ModelParameters
+        from healthrisk.schema import FEATURE_NAMES
+
+        # A logged model with the parameters document, as the ServerApp's log_model leaves
+        # it: promotion signs that document, and serving reads nothing else.
+        model_id = self.client.create_logged_model(self.experiment_id, source_run_id=self.run_id).model_id
+        n = len(FEATURE_NAMES)
+        document = ModelParameters(np.zeros(n), np.ones(n), np.full(n, auc), 0.0).document()
+        with tempfile.TemporaryDirectory() as files:
+            path = Path(files) / PARAMETERS_ARTIFACT
+            path.parent.mkdir(parents=True)
+            path.write_bytes(document)
+            self.client.log_model_artifacts(model_id, files)
         version = self.client.create_model_version(
             self.model_name,
-            source=f"runs:/{self.run_id}/model",
+            f"models:/{model_id}",
             run_id=self.run_id,
             tags={**self.tags, TAG_VAL_AUC: str(auc)},
+            model_id=model_id,
         )
         return str(version.version)
 
