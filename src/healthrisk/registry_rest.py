@@ -27,6 +27,11 @@ _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
 class RegistryUnreachable(RuntimeError):
     """The registry did not answer (network, timeout, 5xx, credentials refused)."""
 
+    def __init__(self, message: str, *, mlflow_error_code: str | None = None) -> None:
+        super().__init__(message)
+        # Set when MLflow itself answered with its JSON error (not a proxy or the network).
+        self.mlflow_error_code = mlflow_error_code
+
 
 class VersionNotFound(RuntimeError):
     """The registry answered: there is no such model, version or alias (yet)."""
@@ -54,7 +59,8 @@ def get(url: str, *, timeout: float, max_bytes: int | None = None) -> bytes:
         if exc.code in (400, 404) and body.get("error_code") in _NOT_FOUND_CODES:
             raise VersionNotFound(body.get("message", str(exc))) from exc
         raise RegistryUnreachable(
-            f"HTTP {exc.code} from {urllib.parse.urlparse(url).path}: {body.get('message', exc.reason)}"
+            f"HTTP {exc.code} from {urllib.parse.urlparse(url).path}: {body.get('message', exc.reason)}",
+            mlflow_error_code=body.get("error_code"),
         ) from exc
     except OSError as exc:
         raise RegistryUnreachable(f"{type(exc).__name__}: {exc}") from exc
@@ -71,13 +77,28 @@ def parameters_document(tracking_uri: str, name: str, version: str, *, timeout: 
     """A version's parameters document; ModelIntegrityError if the version has none."""
     query = urllib.parse.urlencode({"name": name, "version": version, "path": PARAMETERS_ARTIFACT})
     url = f"{tracking_uri.rstrip('/')}/model-versions/get-artifact?{query}"
+    not_ours = (
+        "it was not registered by the platform's training, and serving reads nothing else "
+        "(it never unpickles a model)"
+    )
     try:
         # One byte more than allowed, so that the parser can say the file is too large.
         return get(url, timeout=timeout, max_bytes=MAX_PARAMETERS_BYTES + 1)
     except VersionNotFound:
+        raise ModelIntegrityError(f"version {version} has no {PARAMETERS_ARTIFACT}: {not_ours}") from None
+    except RegistryUnreachable as exc:
+        # MLflow answers this route with its own INTERNAL_ERROR for a version whose source
+        # it cannot serve artifacts from (e.g. a `runs:/` source with proxied artifacts).
+        # If the version itself reads fine, the registry is up and the version is unusable:
+        # refuse it rather than wait for an outage that is not one.
+        if exc.mlflow_error_code != "INTERNAL_ERROR":
+            raise
+        version_url = f"{tracking_uri.rstrip('/')}{API}/model-versions/get?" + urllib.parse.urlencode(
+            {"name": name, "version": version}
+        )
+        get_json(version_url, timeout=timeout)
         raise ModelIntegrityError(
-            f"version {version} has no {PARAMETERS_ARTIFACT}: it was not registered by the platform's "
-            "training, and serving reads nothing else (it never unpickles a model)"
+            f"the registry cannot serve {PARAMETERS_ARTIFACT} of version {version} ({exc}): {not_ours}"
         ) from None
 
 

@@ -28,7 +28,9 @@ from healthrisk.contracts import (
     PROMOTION_REJECTED,
     TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTION,
+    TAG_VAL_AUC,
 )
+from healthrisk.model_parameters import PARAMETERS_ARTIFACT
 from healthrisk.promotion_lock import (
     TAG_HOLDER,
     TAG_LEASE_ENDS,
@@ -152,3 +154,31 @@ def test_a_lock_left_by_a_dead_holder_is_broken_once_its_lease_ended(
     assert not _lock_exists(client, name)
     broken = client.search_registered_models(f"name = '{lock_name(name)}.expired-{dead}'")
     assert len(broken) == 1, "kept under its holder's name, so no lock can be renamed onto it"
+
+
+def test_a_version_registered_outside_training_is_refused_by_name_not_retried_as_an_outage(
+    mlflow_uri: str, model: Callable[[str, list[float]], list[str]], key: bytes, tmp_path: Path
+) -> None:
+    """A version whose source MLflow cannot serve artifacts from (`runs:/...`, registered by
+    hand, with no parameters document): MLflow answers the artifact route with a 500, which
+    must not read as "registry down" (the operator would wait for it forever)."""
+    import mlflow
+
+    client = MlflowClient(mlflow_uri)
+    name = "promotion-foreign"
+    (champion,) = model(name, [0.70])
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, champion)
+    (tmp_path / "model.txt").write_text("not a platform model")
+    mlflow.set_tracking_uri(mlflow_uri)
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(tmp_path / "model.txt"), "model")
+    foreign = client.create_model_version(
+        name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id, tags={TAG_VAL_AUC: "0.99"}
+    ).version
+
+    decision = registry.promote(client, name, foreign, signing_key=key)
+
+    assert not decision.promoted
+    assert "cannot be served" in decision.reason and PARAMETERS_ARTIFACT in decision.reason, decision
+    assert client.get_model_version(name, foreign).tags[TAG_PROMOTION] == PROMOTION_REJECTED
+    assert client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == champion
