@@ -201,7 +201,7 @@ def train_submit(
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 3600.0,
 ) -> None:
     """Submit one run to a running SuperLink and wait for it (what the operator's submit pod runs)."""
-    from healthrisk.federated.control import SuperLinkAddress
+    from healthrisk.federated.control import ControlError, SuperLinkAddress
     from healthrisk.workflows import submit_and_wait
 
     if insecure == (root_certificates is not None):
@@ -209,7 +209,13 @@ def train_submit(
     if (client_certificate is None) != (client_key is None):
         raise typer.BadParameter("--client-certificate and --client-key go together")
     client = (client_certificate, client_key) if client_certificate and client_key else None
-    status = submit_and_wait(SuperLinkAddress(superlink, root_certificates, client), run_config_json, timeout)
+    try:
+        status = submit_and_wait(
+            SuperLinkAddress(superlink, root_certificates, client), run_config_json, timeout
+        )
+    except ControlError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
     print(json.dumps({"status": str(status), "succeeded": status.succeeded}))
     if not status.succeeded:
         raise typer.Exit(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from healthrisk.contracts import CHAMPION_ALIAS, METRIC_VAL_AUC, TRIGGER_MANUAL
 from healthrisk.data.window import DateWindow
-from healthrisk.federated.control import ControlClient, RunStatus, SuperLinkAddress
+from healthrisk.federated.control import ControlClient, ControlError, RunStatus, SuperLinkAddress
 from healthrisk.federated.run_config import RunConfig
 from healthrisk.federated.runner import RoundProgress, TrainingRequest, TrainingResult, train_federated
 from healthrisk.provenance import ensure_signing_key, signing_key_file
@@ -122,18 +123,48 @@ def run_training(
     return TrainingOutcome(result, decision)
 
 
-def submit_and_wait(superlink: SuperLinkAddress, run_config_json: str, timeout: float) -> RunStatus:
-    """Submit one run to a remote SuperLink and block until it finishes (a pod's job)."""
+def submit_and_wait(
+    superlink: SuperLinkAddress, run_config_json: str, timeout: float, *, outage_grace: float = 120.0
+) -> RunStatus:
+    """Submit one run to a remote SuperLink and block until it finishes (a pod's job).
+
+    The SuperLink serves one training run, so a Flower run it already holds that is still
+    going or completed was sent by an earlier attempt of this job: follow it rather than
+    train twice. A SuperLink that stops answering for `outage_grace` seconds fails the job;
+    shorter gaps (a connection reset, a slow answer) are ridden out.
+    """
+    import httpx
+
     try:
         config = RunConfig.from_flower(json.loads(run_config_json))
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"invalid run config: {exc}") from exc
     with ControlClient(superlink) as control:
-        run_id = control.submit(config)
+        earlier = {i: s for i, s in control.runs().items() if not s.finished or s.succeeded}
+        if earlier:
+            run_id = max(earlier)
+            print(f"following Flower run {run_id}, submitted by an earlier attempt", file=sys.stderr)
+        else:
+            run_id = control.submit(config)
         deadline = time.monotonic() + timeout
-        while not (status := control.status(run_id)).finished:
+        silent_since: float | None = None
+        while True:
+            try:
+                status = control.status(run_id)
+                silent_since = None
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500:
+                    raise
+                silent_since = silent_since or time.monotonic()
+                if time.monotonic() - silent_since > outage_grace:
+                    raise ControlError(
+                        f"the SuperLink did not answer for {outage_grace:.0f} s: {exc}"
+                    ) from exc
+                print(f"the SuperLink did not answer ({type(exc).__name__}); retrying", file=sys.stderr)
+            else:
+                if status.finished:
+                    return status
             if time.monotonic() > deadline:
                 control.stop(run_id)
                 return RunStatus("finished", "stopped", f"no result within {timeout:.0f} s")
             time.sleep(1.0)
-        return status

@@ -38,7 +38,8 @@ from healthrisk.contracts import (
     site_metric,
 )
 from healthrisk.data.generator import DriftSpec, generate
-from healthrisk.federated.runner import TrainingRequest, train_federated
+from healthrisk.federated.control import ControlClient
+from healthrisk.federated.runner import TrainingRequest, local_federation, next_run_number, train_federated
 from healthrisk.processes import descendants
 from healthrisk.registry import promote
 from tests.conftest import TRAIN_WINDOW
@@ -227,3 +228,31 @@ def test_ctrl_c_stops_every_process_the_cli_started(data_root: Path, tmp_path: P
     time.sleep(0.5)
     survivors = {pid for pid in tree if Path(f"/proc/{pid}").exists()}
     assert survivors == set(), f"processes left behind: {survivors}"
+
+
+def test_a_retried_submit_follows_the_run_already_sent_instead_of_training_twice(
+    data_root: Path, tmp_path: Path, mlflow_uri: str
+) -> None:
+    """`healthrisk train submit` is the operator's submit pod. A retried pod (the first one
+    failed after it had sent its run) finds that run on the run's SuperLink and follows it."""
+    request = _request(data_root, tmp_path, mlflow_uri, "fed-it-resubmit", rounds=1)
+    with local_federation(request) as federation:
+        address = federation.address
+        config = request.run_config(next_run_number(mlflow_uri, request.registered_name))
+        with ControlClient(address) as control:
+            first = control.submit(config)
+        tls = ["--root-certificates", str(address.root_certificates)]
+        if address.client_certificate is not None:
+            cert, key = address.client_certificate
+            tls += ["--client-certificate", str(cert), "--client-key", str(key)]
+        retried = subprocess.run(
+            [sys.executable, "-m", "healthrisk", "train", "submit", "--superlink", address.address, *tls,
+             "--run-config-json", json.dumps(config.to_flower())],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        with ControlClient(address) as control:
+            runs = control.runs()
+    assert retried.returncode == 0, retried.stderr
+    assert f"following Flower run {first}" in retried.stderr
+    assert list(runs) == [first] and runs[first].succeeded, runs
+    assert json.loads(retried.stdout.strip().splitlines()[-1])["succeeded"] is True

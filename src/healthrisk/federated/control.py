@@ -151,6 +151,17 @@ class ControlClient:
         run = run_from_proto(response.run_dict[run_id])
         return RunStatus(run.status.status, run.status.sub_status, run.status.details)
 
+    def runs(self) -> dict[int, RunStatus]:
+        """Every run the SuperLink holds, by Flower run id."""
+        from flwr.common.serde import run_from_proto
+        from flwr.proto.control_pb2 import ListRunsRequest
+
+        response = self._client.ListRuns(ListRunsRequest())
+        return {
+            int(run_id): RunStatus(run.status.status, run.status.sub_status, run.status.details)
+            for run_id, run in ((i, run_from_proto(r)) for i, r in response.run_dict.items())
+        }
+
     def stop(self, run_id: int) -> None:
         from flwr.proto.control_pb2 import StopRunRequest
 
