@@ -89,7 +89,12 @@ def test_operator_pod_deleted_mid_run_completes_the_run_once(platform: Platform)
     assert [h["number"] for h in record.status["history"]] == [1] and record.status["run"] == 1
     pods = pods_of_run(name, 1)
     placed = scheduled_pods(kube, builders.run_prefix(name, 1) + "-")
-    assert set(placed) == {*pods.servers, pods.submit(0)}, placed
+    story = [
+        f"{e['involvedObject']['name']} {e['reason']}: {e.get('message', '')}"
+        for e in kube.events()
+        if e["involvedObject"]["name"].startswith(name)
+    ]
+    assert set(placed) == {*pods.servers, pods.submit(0)}, (placed, record.pod_phases, story)
     assert all(len(uids) == 1 for uids in placed.values()), f"pods created twice: {placed}"
     with kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
         versions = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}").versions(REGISTERED_MODEL)
