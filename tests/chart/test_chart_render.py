@@ -256,7 +256,9 @@ def test_uninstall_deletes_the_trainings_first_with_the_operators_grants(helm: s
     namespaces = {
         a for a in operator["spec"]["template"]["spec"]["containers"][0]["args"] if "--namespace=" in a
     }
-    assert namespaces == {a for a in container["args"] if "--namespace=" in a} == {"--namespace=site-a"}
+    # the release namespace is always served, watchNamespaces come on top of it
+    served = {"--namespace=site-a", "--namespace=health-risk-mlops"}
+    assert namespaces == {a for a in container["args"] if "--namespace=" in a} == served
     granted = {
         verb
         for role in kind_of(docs, "Role")

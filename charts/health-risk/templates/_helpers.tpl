@@ -113,7 +113,7 @@ capabilities:
 {{- if .Values.operator.clusterWide -}}
 {{- list | toJson -}}
 {{- else -}}
-{{- default (list .Release.Namespace) .Values.operator.watchNamespaces | uniq | toJson -}}
+{{- concat (list .Release.Namespace) .Values.operator.watchNamespaces | uniq | toJson -}}
 {{- end -}}
 {{- end }}
 
