@@ -83,6 +83,7 @@ TAG_DP_DELTA: Final = TAG_PREFIX + "dp_delta"
 TAG_DP_MECHANISM: Final = TAG_PREFIX + "dp_mechanism"  # what the (ε, δ) covers, in words
 TAG_SECURE_AGGREGATION: Final = TAG_PREFIX + "secure_aggregation"  # "true": the server saw sums only
 TAG_DECLINED_SITES: Final = TAG_PREFIX + "declined_sites"  # JSON {site: why it declined}
+TAG_LOST_SITES: Final = TAG_PREFIX + "lost_sites"  # JSON {site: where the run lost it and how}
 
 # Values of TAG_PROMOTION: the gate's verdict, and the operator's rollback.
 PROMOTION_PROMOTED: Final = "promoted"

@@ -55,13 +55,17 @@ class Child:
         self.finish(self.terminate(), time.monotonic() + grace)
 
     def terminate(self) -> set[int]:
-        """SIGTERM the child and its descendants; returns the descendants signalled.
+        """SIGTERM the child and its descendants; returns the descendants signalled."""
+        return self.signal(signal.SIGTERM)
+
+    def signal(self, sig: signal.Signals) -> set[int]:
+        """Send `sig` to the child and its descendants; returns the descendants signalled.
 
         Flower detaches some of its processes into new sessions (SuperExec), so the
         process group is not enough: descendants are found through /proc.
         """
         tree = descendants(self.popen.pid)
-        _signal_all(self.popen.pid, tree, signal.SIGTERM)
+        _signal_all(self.popen.pid, tree, sig)
         return tree
 
     def finish(self, tree: set[int], deadline: float) -> None:

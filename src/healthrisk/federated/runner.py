@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import signal
 import sys
 import time
 import uuid
@@ -39,7 +41,15 @@ from healthrisk.federated import capture
 from healthrisk.federated.control import ControlClient, RunStatus, SuperLinkAddress, register_sites
 from healthrisk.federated.pki import server_certificate, site_key_pair
 from healthrisk.federated.run_config import RunConfig
-from healthrisk.processes import Child, ProcessError, ProcessGroup, free_port, venv_bin, wait_for_port
+from healthrisk.processes import (
+    KILLED_EXIT_S,
+    Child,
+    ProcessError,
+    ProcessGroup,
+    free_port,
+    venv_bin,
+    wait_for_port,
+)
 
 # Flower finds its helper executables (flower-superexec, flwr-serverapp, flwr-clientapp)
 # on PATH: put the interpreter's own bin directory first.
@@ -57,6 +67,10 @@ FLOWER_ENV = {
     "PYTHONUNBUFFERED": "1",
     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
 }
+
+
+# Between two starts of a restarted SuperNode (`LocalFederation.restart_site`).
+SUPERNODE_RESTART_SECONDS = 2
 
 
 class TrainingError(RuntimeError):
@@ -279,6 +293,33 @@ class LocalFederation:
                 stock=self.request.stock_supernode,
             ),
             env=FLOWER_ENV | {"FLWR_HOME": str(self.work / name)},
+        )
+
+    def kill_site(self, site: str, sig: signal.Signals) -> None:
+        """Kill the site's SuperNode and all it started, and stop watching it (a run
+        fails when one of its processes dies): the fault of SPEC §10 that a run survives
+        with `min-sites` left (tests/integration/test_site_loss.py, benchmarks/site_loss.py)."""
+        child = next(c for c in self.group.children if c.name == f"supernode-{site}")
+        self.group.children.remove(child)
+        child.finish(child.signal(sig), time.monotonic() + KILLED_EXIT_S)
+
+    def restart_site(self, site: str) -> None:
+        """Start the site's SuperNode again with its key, and again each time it exits, as
+        Kubernetes restarts the operator's recreated pod: the SuperLink refuses the key
+        while it still counts the killed SuperNode connected (two heartbeats, 60 s)."""
+        argv = supernode_argv(
+            self.address.address,
+            free_port(),
+            site,
+            self.request.data_root,
+            root_certificates=self.address.root_certificates,
+            private_key=None if self.pki is None else self.pki / f"{site}.key",
+            stock=self.request.stock_supernode,
+        )
+        self.group.start(
+            f"supernode-{site}",
+            ["bash", "-c", f"until {shlex.join(argv)}; do sleep {SUPERNODE_RESTART_SECONDS}; done"],
+            env=FLOWER_ENV | {"FLWR_HOME": str(self.work / f"supernode-{site}-restarted")},
         )
 
     def train(

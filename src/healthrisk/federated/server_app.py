@@ -11,6 +11,11 @@ Flow of one run:
    the run asks for them (`per-site-metrics`);
 4. the final sklearn pipeline is logged and registered with the run's provenance tags.
 
+A site that misses an exchange (its SuperNode killed, an error, no reply within the
+round timeout) is lost for the rest of the run, which goes on with the others while
+`min-sites` remain; the run and the version say which site, where and how
+(`healthrisk.lost_sites`).
+
 Options: differential privacy wraps the strategy in Flower's fixed-clipping DP strategy
 and reports the (ε, δ) spent; secure aggregation runs steps 1-2 and the final evaluation
 as SecAgg+ sums (secure.py), so the server never holds one site's numbers.
@@ -31,6 +36,7 @@ from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 
@@ -52,6 +58,7 @@ from healthrisk.contracts import (
     TAG_DP_EPSILON,
     TAG_DP_MECHANISM,
     TAG_LOCAL_RUN,
+    TAG_LOST_SITES,
     TAG_MODEL_VERSION,
     TAG_ROUNDS,
     TAG_RUN_NUMBER,
@@ -76,6 +83,11 @@ from healthrisk.schema import N_FEATURES
 logger = logging.getLogger("healthrisk.federated")
 
 POLL_INTERVAL_SECONDS = 0.05
+# Flower's error codes by name ("node unavailable"): what a lost site's record says, rather
+# than an error's free text, which a ClientApp writes.
+ERROR_NAMES = {
+    code: name.lower().replace("_", " ") for name, code in vars(ErrorCode).items() if name.isupper()
+}
 
 app = ServerApp()
 
@@ -86,13 +98,23 @@ class FederationError(RuntimeError):
 
 class RoundTracker:
     """What the run reports to MLflow as it goes: federated metrics by round, per-site
-    metrics when allowed, which sites declined and why, the privacy spent."""
+    metrics when allowed, which sites declined and why, which were lost and where, the
+    privacy spent."""
 
     def __init__(self, settings: RunConfig) -> None:
         self.settings = settings
         self.sites: set[str] = set()
         self.final: dict[str, float] = {}
         self.declined: dict[str, str] = {}
+        self.lost: dict[str, str] = {}
+        self.stage = "statistics"  # the exchange under way, as a lost site's record names it
+
+    def lose(self, site: str, how: str) -> None:
+        import mlflow
+
+        self.lost[site] = f"{self.stage}: {how}"
+        logger.warning("%s lost in %s (%s); it takes no further part in the run", site, self.stage, how)
+        mlflow.set_tag(TAG_LOST_SITES, json.dumps(self.lost, sort_keys=True))
 
     def decline(self, site: str, reason: str) -> None:
         import mlflow
@@ -138,7 +160,10 @@ class QuickPollGrid:
     every reply (the audit). Once the statistics are in, it offers strategies only the
     sites that sent them (`participants`): a site that declined is not asked again, and
     one that connects late does not join a model it has no part in the standardisation
-    of. Everything else is delegated to the Grid Flower handed us.
+    of. A site that misses an exchange — an error reply, no reply in time, or gone when
+    an exchange starts — is lost: it takes no further part, even if a replacement
+    SuperNode comes back with its key (and so its node id), and the tracker records
+    where. Everything else is delegated to the Grid Flower handed us.
     """
 
     def __init__(self, grid: Grid, audit: list[dict[str, Any]], tracker: RoundTracker) -> None:
@@ -146,34 +171,64 @@ class QuickPollGrid:
         self._audit = audit
         self._tracker = tracker
         self.declined_nodes: set[int] = set()
+        self.lost_nodes: set[int] = set()
+        self.site_names: dict[int, str] = {}
         self.participants: set[int] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
 
     def get_node_ids(self) -> list[int]:
+        excluded = self.declined_nodes | self.lost_nodes
         return [
             n
             for n in self._grid.get_node_ids()
-            if n not in self.declined_nodes and (self.participants is None or n in self.participants)
+            if n not in excluded and (self.participants is None or n in self.participants)
         ]
 
+    def drop_disconnected(self) -> int:
+        """Lose the participants that are not connected as an exchange starts (Flower's
+        strategies would wait for them without end); the number of sites that remain."""
+        online = set(self._grid.get_node_ids())
+        for node in (self.participants or set()) - self.declined_nodes - self.lost_nodes - online:
+            self._lose(node, "not connected")
+        return len(self.get_node_ids())
+
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        pending = set(self._grid.push_messages(messages))
+        messages = list(messages)
+        ids = self._grid.push_messages(messages)
+        pending = {id_: m.metadata.dst_node_id for id_, m in zip(ids, messages, strict=True)}
+        destination = dict(pending)
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
+        # A node that went away is answered for by Flower with a NODE_UNAVAILABLE error:
+        # at once when it said goodbye, else once it has missed two heartbeats (60 s).
         while pending and (deadline is None or time.monotonic() < deadline):
-            received = list(self._grid.pull_messages(pending))
+            received = list(self._grid.pull_messages(set(pending)))
             replies.extend(received)
-            pending -= {m.metadata.reply_to_message_id for m in received}
+            for reply in received:
+                pending.pop(reply.metadata.reply_to_message_id, None)
             if pending:
                 time.sleep(POLL_INTERVAL_SECONDS)
         for reply in replies:
             self._audit.append(describe(reply))
-            if reply.has_error() and (declined := declined_site(reply.error)) is not None:
-                self.declined_nodes.add(reply.metadata.src_node_id)
+            # An error Flower makes for a lost node comes from the SuperLink, not the node.
+            node = destination[reply.metadata.reply_to_message_id]
+            if not reply.has_error():
+                if SITE_RECORD in reply.content.config_records:
+                    self.site_names[node] = site_of(reply)
+            elif (declined := declined_site(reply.error)) is not None:
+                self.declined_nodes.add(node)
                 self._tracker.decline(*declined)
+            else:
+                self._lose(node, ERROR_NAMES.get(reply.error.code, f"error {reply.error.code}"))
+        for node in pending.values():
+            self._lose(node, f"no reply within {timeout:.0f} s")
         return replies
+
+    def _lose(self, node: int, how: str) -> None:
+        self.lost_nodes.add(node)
+        self._tracker.lose(self.site_names.get(node, f"node {node}"), how)
 
 
 def describe(message: Message) -> dict[str, Any]:
@@ -239,10 +294,19 @@ def wait_for_sites(grid: Grid, settings: RunConfig) -> list[int]:
     return nodes
 
 
-def enough_sites(settings: RunConfig, taking_part: int, what: str, received: Iterable[Message] = ()) -> None:
-    if taking_part < settings.min_sites:
-        required = f"{settings.min_sites} required{site_errors(received)}"
-        raise FederationError(f"{what}: only {taking_part} sites took part; {required}")
+def enough_sites(
+    settings: RunConfig,
+    taking_part: int,
+    what: str,
+    received: Iterable[Message] = (),
+    *,
+    required: int | None = None,
+) -> None:
+    required = settings.min_sites if required is None else required
+    if taking_part < required:
+        raise FederationError(
+            f"{what}: only {taking_part} sites took part; {required} required{site_errors(received)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -285,12 +349,22 @@ class OneExchange(Strategy):
     carry the validation metrics of the incoming model, the evaluate exchange happens
     once, after the last round, and the metrics go to the tracker."""
 
-    def __init__(self, inner: Strategy, settings: RunConfig, tracker: RoundTracker) -> None:
+    def __init__(
+        self, inner: Strategy, settings: RunConfig, tracker: RoundTracker, grid: QuickPollGrid, sites: int
+    ) -> None:
         super().__init__()
         self.inner = inner
         self.settings = settings
         self.tracker = tracker
+        self.grid = grid
+        # The DP accountant and noise are set for every site of the run: with one lost,
+        # the (ε, δ) reported would no longer hold, so the run stops instead.
+        self.required = sites if settings.differential_privacy else settings.min_sites
         self.budget: Budget | None = None
+
+    def _start_exchange(self, stage: str) -> None:
+        self.tracker.stage = stage
+        enough_sites(self.settings, self.grid.drop_disconnected(), stage, required=self.required)
 
     def summary(self) -> None:
         self.inner.summary()
@@ -298,6 +372,7 @@ class OneExchange(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        self._start_exchange(f"round {server_round}")
         return self.inner.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
@@ -305,7 +380,7 @@ class OneExchange(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         received = list(replies)
         ok = valid(received)
-        enough_sites(self.settings, len(ok), f"round {server_round}", received)
+        enough_sites(self.settings, len(ok), f"round {server_round}", received, required=self.required)
         # The replies evaluated the global model of the previous round.
         self.tracker.log_replies(server_round - 1, ok, VAL_METRICS, RECORD_VAL_EXAMPLES)
         self.tracker.log_replies(server_round, ok, (METRIC_TRAIN_LOSS,), RECORD_NUM_EXAMPLES)
@@ -325,6 +400,7 @@ class OneExchange(Strategy):
     ) -> Iterable[Message]:
         if server_round < self.settings.num_server_rounds:
             return []
+        self._start_exchange("final evaluation")
         return self.inner.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -332,18 +408,21 @@ class OneExchange(Strategy):
             return None  # nothing was sent this round
         received = list(replies)
         ok = valid(received)
-        enough_sites(self.settings, len(ok), "final evaluation", received)
+        enough_sites(self.settings, len(ok), "final evaluation", received, required=self.required)
         self.tracker.final = self.tracker.log_replies(server_round, ok, VAL_METRICS, RECORD_VAL_EXAMPLES)
         return MetricRecord({k: v for k, v in self.tracker.final.items() if np.isfinite(v)})
 
 
-def make_strategy(settings: RunConfig, tracker: RoundTracker, sites: int) -> OneExchange:
+def make_strategy(settings: RunConfig, tracker: RoundTracker, grid: QuickPollGrid) -> OneExchange:
+    sites = len(grid.get_node_ids())
     kwargs: dict[str, Any] = {
+        # Every remaining site, every round. Flower's strategies wait without end for
+        # their minimum of connected nodes: OneExchange checks it before they sample.
         "fraction_train": 1.0,
         "fraction_evaluate": 1.0,
-        "min_train_nodes": sites,
-        "min_evaluate_nodes": sites,
-        "min_available_nodes": sites,
+        "min_train_nodes": settings.min_sites,
+        "min_evaluate_nodes": settings.min_sites,
+        "min_available_nodes": settings.min_sites,
         # The DP accountant needs every site weighted the same.
         "weighted_by_key": RECORD_UNIFORM_WEIGHT if settings.differential_privacy else RECORD_NUM_EXAMPLES,
     }
@@ -353,7 +432,7 @@ def make_strategy(settings: RunConfig, tracker: RoundTracker, sites: int) -> One
         else FedAvg(**kwargs)
     )
     inner = private_strategy(base, settings, sites) if settings.differential_privacy else base
-    return OneExchange(inner, settings, tracker)
+    return OneExchange(inner, settings, tracker, grid, sites)
 
 
 def train_plain(
@@ -361,7 +440,7 @@ def train_plain(
 ) -> tuple[Trained, Budget | None]:
     stats = federated_standardisation(grid, settings, tracker)
     mean, scale = stats.mean_and_scale()
-    strategy = make_strategy(settings, tracker, len(grid.get_node_ids()))
+    strategy = make_strategy(settings, tracker, grid)
     standardisation = {"mean": mean.tolist(), "scale": scale.tolist()}
     result = strategy.start(
         grid=grid,  # type: ignore[arg-type]
@@ -383,6 +462,11 @@ def train_secure(
     grid: QuickPollGrid, context: Context, settings: RunConfig, tracker: RoundTracker
 ) -> Trained:
     aggregation = secure.SecureAggregation(grid, context, settings)  # type: ignore[arg-type]
+
+    def start(stage: str) -> None:
+        tracker.stage = stage
+        enough_sites(settings, grid.drop_disconnected(), stage)
+
     summed_stats = aggregation.sum(secure.Phase.STATS, 0, [np.zeros(1)], {})
     grid.participants = summed_stats.nodes
     stats = secure.stats_from_sum(summed_stats.total)
@@ -392,12 +476,14 @@ def train_secure(
         instruction["proximal-mu"] = settings.proximal_mu
     params = Params.zeros(N_FEATURES)
     for server_round in range(1, settings.num_server_rounds + 1):
+        start(f"round {server_round}")
         summed = aggregation.sum(secure.Phase.TRAIN, server_round, params.to_arrays(), instruction)
         round_sum = secure.round_from_sum(summed.total)
         tracker.sites.update(summed.sites)
         tracker.log(server_round - 1, round_sum.validation)
         tracker.log(server_round, {METRIC_TRAIN_LOSS: round_sum.train_loss})
         params = round_sum.params
+    start("final evaluation")
     final = aggregation.sum(
         secure.Phase.EVALUATE, settings.num_server_rounds, params.to_arrays(), instruction
     )
@@ -462,6 +548,8 @@ def main(grid: Grid, context: Context) -> None:
             trained, budget = train_plain(quick_grid, settings, tracker)
         mlflow.log_dict({"replies": audit}, "federation_audit.json")
         tags = provenance_tags(settings, tracker.sites) | privacy_tags(settings, budget)
+        if tracker.lost:  # the version says it too: its later rounds are without these sites
+            tags[TAG_LOST_SITES] = json.dumps(tracker.lost, sort_keys=True)
         mlflow.set_tags(tags)
         tags[TAG_VAL_AUC] = f"{tracker.final[METRIC_VAL_AUC]:.6f}"
         mean, scale = trained.stats.mean_and_scale()
