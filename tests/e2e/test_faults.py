@@ -20,6 +20,7 @@ from healthrisk.contracts import (
     LABEL_TRAINING,
     MLFLOW_PORT,
     REGISTERED_MODEL,
+    TAG_LOST_SITES,
 )
 from healthrisk.schema import EXAMPLE_RECORD
 from healthrisk_operator import builders
@@ -31,6 +32,7 @@ from tests.e2e.platform import (
     follow_run,
     pods_of_run,
     served_version,
+    tags,
     training,
 )
 from tests.kit.http import http_json
@@ -102,17 +104,6 @@ def test_operator_pod_deleted_mid_run_completes_the_run_once(platform: Platform)
     assert served_version(platform)[0] == entry["version"], "the rollout survived the restart too"
 
 
-# A known product gap, kept visible: the assertions below are what SPEC §10 asks, and
-# today the run does not finish within RUN_TIMEOUT after a SuperNode is lost mid-round
-# (CI 2026-11-29: still at round 3/5 eleven minutes in). The likely cause: the ServerApp
-# fixes its participants at the statistics step (server_app.py), the lost node's id stays
-# among them, and each later round waits out the 300 s round timeout for it. strict: the
-# day it passes, this marker fails the suite and must go.
-@pytest.mark.xfail(
-    strict=True,
-    reason="a SuperNode deleted mid-round stalls every later round for the 300 s round timeout; "
-    "SPEC §10 wants the run to complete with the remaining sites",
-)
 def test_supernode_deleted_mid_round(platform: Platform) -> None:
     """Three sites, minSites 2: losing one SuperNode mid-round leaves enough sites, so the
     run completes all its rounds and registers a version (SPEC §10, a site pod killed
@@ -140,6 +131,8 @@ def test_supernode_deleted_mid_round(platform: Platform) -> None:
     with kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
         versions = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}").versions(model)
     assert [v["version"] for v in versions] == [entry["version"]], "the run registered its version"
+    # The version names the site the run went on without, and where it lost it.
+    assert list(json.loads(tags(versions[0])[TAG_LOST_SITES])) == ["hospital_03"], tags(versions[0])
     replaced = scheduled_pods(kube, victim).get(victim, set())
     assert len(replaced) == 2, f"the operator recreated the deleted SuperNode: {replaced}"
     # cleanPodPolicy Running: once the run ends, no pod of it keeps running.
