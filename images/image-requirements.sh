@@ -6,7 +6,8 @@ set -euo pipefail
 pip=$1 wheelhouse=$2 python_version=$3
 declare -A spec=(
   [operator]="health-risk[operator,cli]"
-  [flower]="health-risk[federated,drift,cli]"
+  [flower]="health-risk[federated,cli]"
+  [drift]="health-risk[drift,cli]"
   [inference]="health-risk[inference,cli]"
   [mlflow]="-r $wheelhouse/mlflow.in"
 )

@@ -19,7 +19,7 @@ IMAGE_PYTHON   ?= 3.11
 DEBIAN_BASE_IMAGE ?= debian:bookworm-slim
 DOCKER         ?= docker
 DOCKER_BUILD_FLAGS ?= --network host
-IMAGES         := operator flower inference mlflow
+IMAGES         := operator flower drift inference mlflow
 IMAGE_REFS      = $(foreach i,$(IMAGES),$(IMAGE_PREFIX)/$(i):$(IMAGE_TAG))
 PROMETHEUS_IMAGE ?= $(IMAGE_PREFIX)/prometheus:$(IMAGE_TAG)
 

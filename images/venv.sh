@@ -28,9 +28,12 @@ case $image in
     # copy of the client, is never imported
     rm -rf "$site/kubernetes/aio" ;;
   flower)
+    # pyarrow's Flight RPC is never loaded (parquet, csv, compute and datasets are).
+    rm -rf "$site"/pyarrow/libarrow_flight.so* "$site"/pyarrow/_flight.*.so ;;
+  drift)
     # Evidently declares its UI (uvicorn's uvloop), demo data (Faker), statsmodels and
-    # plotly's JupyterLab extension; a drift check imports none of them. pyarrow's Flight
-    # RPC is never loaded (parquet, csv, compute and datasets are).
+    # plotly's JupyterLab extension; a drift check imports none of them. Nor pyarrow's
+    # Flight RPC, as in Flower's image.
     uninstall Faker statsmodels uvloop
     rm -rf "$site/jupyterlab_plotly" "$home/share/jupyter" \
       "$site"/pyarrow/libarrow_flight.so* "$site"/pyarrow/_flight.*.so ;;

@@ -23,7 +23,7 @@ class OperatorConfig(BaseSettings):
     # Images of the pods a run is made of. Local tags with IfNotPresent: clusters here
     # have no registry, images are imported into the node's runtime (CLUSTER.md).
     flower_image: str = "health-risk/flower:dev"
-    drift_image: str = "health-risk/flower:dev"
+    drift_image: str = "health-risk/drift:dev"
     image_pull_policy: str = "IfNotPresent"
 
     # Where the operator itself reads progress and versions, and the URI the pods get

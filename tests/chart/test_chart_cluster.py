@@ -161,7 +161,7 @@ def test_install_test_upgrade_metrics_uninstall(
         "global": {"imagePullPolicy": "Never"},
         "operator": {
             "image": image("operator"),
-            "runPods": {"image": image("flower"), "driftImage": image("flower")},
+            "runPods": {"image": image("flower"), "driftImage": image("drift")},
         },
         "mlflow": {"image": image("mlflow"), "persistence": {"size": "1Gi"}},
         "inference": {"image": image("inference")},

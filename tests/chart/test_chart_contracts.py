@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 import healthrisk.contracts as contracts
 from healthrisk.contracts import (
@@ -36,7 +38,7 @@ from healthrisk.contracts import (
     SUPERLINK_PORT,
 )
 from tests.chart.values import VALUE_SETS, pod_specs, render, with_namespace
-from tests.kit.tools import REPO, find_tool
+from tests.kit.tools import CHART, REPO, find_tool
 
 ROLES = {ROLE_SUPERLINK, ROLE_SUPERNODE, ROLE_SUBMIT, ROLE_DRIFT}
 CONTRACT_KEYS = {
@@ -59,6 +61,7 @@ ADDRESSES = {
 IMAGE_PORTS = {
     "inference": {INFERENCE_PORT, INFERENCE_METRICS_PORT},
     "flower": {SUPERLINK_PORT},
+    "drift": set(),  # a run-to-completion pod
     "mlflow": {MLFLOW_PORT},
     "operator": {OPERATOR_HEALTH_PORT},
 }
@@ -242,6 +245,45 @@ def test_no_image_lets_mlflow_unpickle_a_model(target: str) -> None:
         inherited += text
         stage = base
     assert re.search(r"^ENV .*\bMLFLOW_ALLOW_PICKLE_DESERIALIZATION=false\b", inherited, flags=re.M), target
+
+
+def image_targets() -> set[str]:
+    """The images images/Dockerfile builds: its stages but the shared ones."""
+    return set(dockerfile_stages()) - {"deps", "app", "runtime"}
+
+
+def test_every_image_is_built_released_and_named_alike() -> None:
+    """One list of images: the Dockerfile's targets, what `make images` builds, what each
+    image's requirements are resolved for, what a release pushes and the ports above."""
+    targets = image_targets()
+    (built,) = re.findall(r"^IMAGES\s*:=(.*)$", (REPO / "images" / "images.mk").read_text(), flags=re.M)
+    resolved = re.findall(r"^\s*\[(\w+)\]=", (REPO / "images" / "image-requirements.sh").read_text(), re.M)
+    released = yaml.safe_load((REPO / ".github" / "workflows" / "release.yaml").read_text())
+    matrix = released["jobs"]["images"]["strategy"]["matrix"]["image"]
+    assert set(built.split()) == set(resolved) == set(matrix) == set(IMAGE_PORTS) == targets
+
+
+def test_the_chart_and_the_operator_name_the_same_images() -> None:
+    """Each of the chart's own image repositories is a Dockerfile target, and the operator's
+    defaults (used without the chart) are the chart's run-pod images."""
+    from healthrisk_operator.config import OperatorConfig
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def repositories(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            if isinstance(node.get("repository"), str):
+                yield node["repository"]
+            for child in node.values():
+                yield from repositories(child)
+
+    ours = {r.removeprefix("health-risk/") for r in repositories(values) if r.startswith("health-risk/")}
+    assert ours == image_targets()
+    run_pods = values["operator"]["runPods"]
+    config = OperatorConfig()
+    assert config.flower_image.rsplit(":", 1)[0] == run_pods["image"]["repository"]
+    assert config.drift_image.rsplit(":", 1)[0] == run_pods["driftImage"]["repository"]
+    assert run_pods["image"]["repository"] != run_pods["driftImage"]["repository"]
 
 
 @pytest.mark.parametrize("path", ["compose.yaml", "images/prometheus.yml"])

@@ -67,7 +67,7 @@ def _platform_inputs() -> tuple[Path, ...]:
 PYTHON_BASE_IMAGE = os.environ.get("TEST_BASE_IMAGE", "local/python:3.11-slim")
 DEBIAN_BASE_IMAGE = os.environ.get("TEST_DEBIAN_BASE_IMAGE", "local/debian:bookworm")
 PLATFORM = ImageSet(
-    names=("operator", "flower", "inference", "mlflow"),
+    names=("operator", "flower", "drift", "inference", "mlflow"),
     base=PYTHON_BASE_IMAGE,
     make_args=("wheels", "images", f"BASE_IMAGE={PYTHON_BASE_IMAGE}"),
     inputs=_platform_inputs(),
