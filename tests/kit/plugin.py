@@ -114,7 +114,7 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def platform_images(kube: Kube, pytestconfig: pytest.Config) -> dict[str, str]:
-    """operator, flower, inference and mlflow images, current and loaded into the cluster."""
+    """operator, flower, drift, inference and mlflow images, current and loaded into the cluster."""
     return pytestconfig.stash[_SESSION_KEY].get(images.PLATFORM)
 
 
