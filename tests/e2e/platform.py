@@ -146,7 +146,7 @@ def image_values() -> dict[str, Any]:
         "global": {"imagePullPolicy": "Never"},
         "operator": {
             "image": image("operator"),
-            "runPods": {"image": image("flower"), "driftImage": image("flower")},
+            "runPods": {"image": image("flower"), "driftImage": image("drift")},
         },
         "mlflow": {"image": image("mlflow")},
         "inference": {"image": image("inference")},
