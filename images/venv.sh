@@ -28,7 +28,10 @@ case $image in
     # copy of the client, is never imported
     rm -rf "$site/kubernetes/aio" ;;
   flower)
+    # uv (37 MB) installs a Flower App's own dependencies at run time, which every
+    # SuperLink and SuperNode here runs with --disable-runtime-dependency-installation.
     # pyarrow's Flight RPC is never loaded (parquet, csv, compute and datasets are).
+    uninstall uv
     rm -rf "$site"/pyarrow/libarrow_flight.so* "$site"/pyarrow/_flight.*.so ;;
   drift)
     # Evidently declares its UI (uvicorn's uvloop), demo data (Faker), statsmodels and
