@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -130,41 +131,51 @@ def submit_and_wait(
 
     The SuperLink serves one training run, so a Flower run it already holds that is still
     going or completed was sent by an earlier attempt of this job: follow it rather than
-    train twice. A SuperLink that stops answering for `outage_grace` seconds fails the job;
-    shorter gaps (a connection reset, a slow answer) are ridden out.
+    train twice. Every call rides out a SuperLink that does not answer yet or for a moment
+    (its Control API listening after its health check passes, a Service not routing to a
+    new pod yet, a connection reset) for up to `outage_grace` seconds.
     """
-    import httpx
-
     try:
         config = RunConfig.from_flower(json.loads(run_config_json))
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"invalid run config: {exc}") from exc
     with ControlClient(superlink) as control:
-        earlier = {i: s for i, s in control.runs().items() if not s.finished or s.succeeded}
-        if earlier:
-            run_id = max(earlier)
-            print(f"following Flower run {run_id}, submitted by an earlier attempt", file=sys.stderr)
-        else:
-            run_id = control.submit(config)
+        run_id = _patiently(lambda: _send_or_adopt(control, config), outage_grace)
         deadline = time.monotonic() + timeout
-        silent_since: float | None = None
-        while True:
-            try:
-                status = control.status(run_id)
-                silent_since = None
-            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-                if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500:
-                    raise
-                silent_since = silent_since or time.monotonic()
-                if time.monotonic() - silent_since > outage_grace:
-                    raise ControlError(
-                        f"the SuperLink did not answer for {outage_grace:.0f} s: {exc}"
-                    ) from exc
-                print(f"the SuperLink did not answer ({type(exc).__name__}); retrying", file=sys.stderr)
-            else:
-                if status.finished:
-                    return status
+        while not (status := _patiently(lambda: control.status(run_id), outage_grace)).finished:
             if time.monotonic() > deadline:
                 control.stop(run_id)
                 return RunStatus("finished", "stopped", f"no result within {timeout:.0f} s")
+            time.sleep(1.0)
+        return status
+
+
+def _send_or_adopt(control: ControlClient, config: RunConfig) -> int:
+    # Asked again after a failed send: a run that did reach the SuperLink is found here.
+    earlier = {i: s for i, s in control.runs().items() if not s.finished or s.succeeded}
+    if earlier:
+        run_id = max(earlier)
+        print(f"following Flower run {run_id}, submitted by an earlier attempt", file=sys.stderr)
+        return run_id
+    return control.submit(config)
+
+
+T = TypeVar("T")
+
+
+def _patiently(call: Callable[[], T], grace: float) -> T:
+    """`call()`, again each second while the SuperLink does not answer (no connection,
+    transport errors, 5xx), for up to `grace` seconds; what it refuses (4xx) fails at once."""
+    import httpx
+
+    silent_since = time.monotonic()
+    while True:
+        try:
+            return call()
+        except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+            if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500:
+                raise
+            if time.monotonic() - silent_since > grace:
+                raise ControlError(f"the SuperLink did not answer for {grace:.0f} s: {exc}") from exc
+            print(f"the SuperLink did not answer ({type(exc).__name__}); retrying", file=sys.stderr)
             time.sleep(1.0)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,9 +42,10 @@ from healthrisk.contracts import (
     site_metric,
 )
 from healthrisk.data.generator import DriftSpec, generate
-from healthrisk.federated.control import ControlClient
+from healthrisk.federated.control import ControlClient, SuperLinkAddress
+from healthrisk.federated.run_config import RunConfig
 from healthrisk.federated.runner import TrainingRequest, local_federation, next_run_number, train_federated
-from healthrisk.processes import descendants
+from healthrisk.processes import descendants, free_port
 from healthrisk.registry import promote
 from tests.conftest import TRAIN_WINDOW
 
@@ -230,6 +235,68 @@ def test_ctrl_c_stops_every_process_the_cli_started(data_root: Path, tmp_path: P
     assert survivors == set(), f"processes left behind: {survivors}"
 
 
+@contextlib.contextmanager
+def forwarding(port: int, target: str) -> Iterator[None]:
+    """Listen on 127.0.0.1:`port` from now on and pass each connection to `target` (host:port)
+    byte for byte: a SuperLink that starts answering on that port only now."""
+    host, target_port = target.rsplit(":", 1)
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                upstream = socket.create_connection((host, int(target_port)))
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield
+    finally:
+        listener.close()
+
+
+def _submit_argv(address: SuperLinkAddress, superlink: str, config: RunConfig) -> list[str]:
+    """`healthrisk train submit` as the operator's submit pod runs it."""
+    tls = ["--root-certificates", str(address.root_certificates)]
+    if address.client_certificate is not None:
+        cert, key = address.client_certificate
+        tls += ["--client-certificate", str(cert), "--client-key", str(key)]
+    return [sys.executable, "-m", "healthrisk", "train", "submit", "--superlink", superlink, *tls,
+            "--run-config-json", json.dumps(config.to_flower())]  # fmt: skip
+
+
+def test_a_submit_started_before_the_superlink_answers_waits_for_it(
+    data_root: Path, tmp_path: Path, mlflow_uri: str
+) -> None:
+    """The operator submits once the SuperLink pod is Ready, when its Control API, or the
+    Service in front of it, may still refuse connections for a moment."""
+    request = _request(data_root, tmp_path, mlflow_uri, "fed-it-late-superlink", rounds=1)
+    with local_federation(request) as federation:
+        config = request.run_config(next_run_number(mlflow_uri, request.registered_name))
+        late = free_port()
+        submit = subprocess.Popen(
+            _submit_argv(federation.address, f"127.0.0.1:{late}", config),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(3)  # nothing listens on `late` yet: connections are refused
+        with forwarding(late, federation.address.address):
+            out, err = submit.communicate(timeout=300)
+        with ControlClient(federation.address) as control:
+            runs = control.runs()
+    assert submit.returncode == 0, err
+    assert "the SuperLink did not answer (ConnectError); retrying" in err
+    assert len(runs) == 1 and json.loads(out.strip().splitlines()[-1])["succeeded"] is True, (runs, out)
+
+
 def test_a_retried_submit_follows_the_run_already_sent_instead_of_training_twice(
     data_root: Path, tmp_path: Path, mlflow_uri: str
 ) -> None:
@@ -241,13 +308,8 @@ def test_a_retried_submit_follows_the_run_already_sent_instead_of_training_twice
         config = request.run_config(next_run_number(mlflow_uri, request.registered_name))
         with ControlClient(address) as control:
             first = control.submit(config)
-        tls = ["--root-certificates", str(address.root_certificates)]
-        if address.client_certificate is not None:
-            cert, key = address.client_certificate
-            tls += ["--client-certificate", str(cert), "--client-key", str(key)]
         retried = subprocess.run(
-            [sys.executable, "-m", "healthrisk", "train", "submit", "--superlink", address.address, *tls,
-             "--run-config-json", json.dumps(config.to_flower())],
+            _submit_argv(address, address.address, config),
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
         with ControlClient(address) as control:
