@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -20,6 +21,7 @@ import pytest
 from healthrisk.contracts import METRIC_TRAIN_LOSS, TAG_LOST_SITES, TAG_SITES, site_metric
 from healthrisk.federated.control import ControlClient
 from healthrisk.federated.runner import (
+    LocalFederation,
     RoundProgress,
     TrainingError,
     TrainingRequest,
@@ -54,6 +56,22 @@ def _round_steps(run_id: str, site: str) -> list[int]:
     return sorted(m.step for m in history)
 
 
+def kill_after_round_one(
+    federation: LocalFederation, sig: signal.Signals, killed_after: list[int], *, restart: bool
+) -> Callable[[RoundProgress], None]:
+    """The run's progress callback that kills VICTIM's SuperNode once, when round 1 is
+    logged (and restarts it with its key, as Kubernetes restarts a recreated pod)."""
+
+    def on_progress(progress: RoundProgress) -> None:
+        if progress.round >= 1 and not killed_after:
+            federation.kill_site(VICTIM, sig)
+            killed_after.append(progress.round)
+            if restart:
+                federation.restart_site(VICTIM)
+
+    return on_progress
+
+
 def test_a_site_lost_mid_round_is_dropped_and_the_run_completes(
     data_root: Path, tmp_path: Path, mlflow_uri: str
 ) -> None:
@@ -61,15 +79,10 @@ def test_a_site_lost_mid_round_is_dropped_and_the_run_completes(
     killed_after: list[int] = []
 
     with local_federation(request) as federation:
-
-        def kill_after_round_one(progress: RoundProgress) -> None:
-            if progress.round >= 1 and not killed_after:
-                federation.kill_site(VICTIM, signal.SIGKILL)
-                killed_after.append(progress.round)
-                federation.restart_site(VICTIM)
-
         config = request.run_config(next_run_number(mlflow_uri, request.registered_name))
-        result = federation.train(config, kill_after_round_one)
+        result = federation.train(
+            config, kill_after_round_one(federation, signal.SIGKILL, killed_after, restart=True)
+        )
         with ControlClient(federation.address) as control:
             nodes = {n.name: n.status for n in control.nodes()}
 
@@ -104,16 +117,12 @@ def test_a_site_lost_below_min_sites_fails_the_run_with_the_reason(
     killed_after: list[int] = []
 
     with local_federation(request) as federation:
-
-        def kill_after_round_one(progress: RoundProgress) -> None:
-            if progress.round >= 1 and not killed_after:
-                # As Kubernetes deletes a pod: SIGTERM, the SuperNode says goodbye.
-                federation.kill_site(VICTIM, signal.SIGTERM)
-                killed_after.append(progress.round)
-
         config = request.run_config(next_run_number(mlflow_uri, request.registered_name))
+        # As Kubernetes deletes a pod: SIGTERM, the SuperNode says goodbye.
         with pytest.raises(TrainingError) as failure:
-            federation.train(config, kill_after_round_one)
+            federation.train(
+                config, kill_after_round_one(federation, signal.SIGTERM, killed_after, restart=False)
+            )
 
     assert killed_after and killed_after[0] < ROUNDS
     message = str(failure.value)

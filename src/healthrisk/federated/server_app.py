@@ -294,6 +294,15 @@ def wait_for_sites(grid: Grid, settings: RunConfig) -> list[int]:
     return nodes
 
 
+def start_exchange(
+    grid: QuickPollGrid, tracker: RoundTracker, settings: RunConfig, stage: str, required: int | None = None
+) -> None:
+    """Before an exchange: name it for the sites lost in it, lose the participants no longer
+    connected, and stop the run if too few remain."""
+    tracker.stage = stage
+    enough_sites(settings, grid.drop_disconnected(), stage, required=required)
+
+
 def enough_sites(
     settings: RunConfig,
     taking_part: int,
@@ -362,17 +371,13 @@ class OneExchange(Strategy):
         self.required = sites if settings.differential_privacy else settings.min_sites
         self.budget: Budget | None = None
 
-    def _start_exchange(self, stage: str) -> None:
-        self.tracker.stage = stage
-        enough_sites(self.settings, self.grid.drop_disconnected(), stage, required=self.required)
-
     def summary(self) -> None:
         self.inner.summary()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self._start_exchange(f"round {server_round}")
+        start_exchange(self.grid, self.tracker, self.settings, f"round {server_round}", self.required)
         return self.inner.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
@@ -400,7 +405,7 @@ class OneExchange(Strategy):
     ) -> Iterable[Message]:
         if server_round < self.settings.num_server_rounds:
             return []
-        self._start_exchange("final evaluation")
+        start_exchange(self.grid, self.tracker, self.settings, "final evaluation", self.required)
         return self.inner.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -462,11 +467,6 @@ def train_secure(
     grid: QuickPollGrid, context: Context, settings: RunConfig, tracker: RoundTracker
 ) -> Trained:
     aggregation = secure.SecureAggregation(grid, context, settings)  # type: ignore[arg-type]
-
-    def start(stage: str) -> None:
-        tracker.stage = stage
-        enough_sites(settings, grid.drop_disconnected(), stage)
-
     summed_stats = aggregation.sum(secure.Phase.STATS, 0, [np.zeros(1)], {})
     grid.participants = summed_stats.nodes
     stats = secure.stats_from_sum(summed_stats.total)
@@ -476,14 +476,14 @@ def train_secure(
         instruction["proximal-mu"] = settings.proximal_mu
     params = Params.zeros(N_FEATURES)
     for server_round in range(1, settings.num_server_rounds + 1):
-        start(f"round {server_round}")
+        start_exchange(grid, tracker, settings, f"round {server_round}")
         summed = aggregation.sum(secure.Phase.TRAIN, server_round, params.to_arrays(), instruction)
         round_sum = secure.round_from_sum(summed.total)
         tracker.sites.update(summed.sites)
         tracker.log(server_round - 1, round_sum.validation)
         tracker.log(server_round, {METRIC_TRAIN_LOSS: round_sum.train_loss})
         params = round_sum.params
-    start("final evaluation")
+    start_exchange(grid, tracker, settings, "final evaluation")
     final = aggregation.sum(
         secure.Phase.EVALUATE, settings.num_server_rounds, params.to_arrays(), instruction
     )
