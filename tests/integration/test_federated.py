@@ -215,19 +215,23 @@ def test_cli_refuses_a_malformed_file_before_starting_anything(
 
 
 def test_ctrl_c_stops_every_process_the_cli_started(data_root: Path, tmp_path: Path, mlflow_uri: str) -> None:
+    # More rounds than any machine finishes before the interrupt: resident SuperNodes take
+    # well under a second a round, and 50 rounds once ended before it on a quiet machine.
     cli = subprocess.Popen(
         [sys.executable, "-m", "healthrisk", "train", "--data-root", str(data_root),
-         "--window", str(TRAIN_WINDOW), "--rounds", "50", "--tracking-uri", mlflow_uri,
+         "--window", str(TRAIN_WINDOW), "--rounds", "1000", "--tracking-uri", mlflow_uri,
          "--superlink-port", "0", "--work-dir", str(tmp_path / "w"), "--model-name", "interrupted"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     tree: set[int] = set()
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(tree) < 6:  # superlink + 3 supernodes + their helpers
+    # the SuperLink, its SuperExec, 3 SuperNodes and, once the run is sent, the ServerApp
+    while time.monotonic() < deadline and len(tree) < 6:
         tree |= descendants(cli.pid)
         time.sleep(0.5)
-    assert len(tree) >= 4, "the CLI did not start the SuperLink and SuperNodes"
+    assert len(tree) >= 6, "the CLI did not start the SuperLink, SuperNodes and ServerApp"
     tree |= descendants(cli.pid)
+    assert cli.poll() is None, "the run ended before the interrupt"
     cli.send_signal(signal.SIGINT)
     assert cli.wait(timeout=60) != 0
     time.sleep(0.5)

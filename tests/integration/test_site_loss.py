@@ -94,7 +94,11 @@ def test_a_site_lost_mid_round_is_dropped_and_the_run_completes(
     stage, how = lost[VICTIM].split(": ", 1)
     lost_round = int(stage.removeprefix("round "))
     assert killed_after[0] < lost_round <= ROUNDS, lost
-    assert how == "node unavailable", lost
+    # Flower's own answer for the lost message: "node unavailable" once the killed node has
+    # missed its heartbeats, "message unavailable" when its replacement (same node id) came
+    # back first and the message addressed to the dead one was dropped. Never a ClientApp
+    # error or a timeout of ours.
+    assert how in {"node unavailable", "message unavailable"}, lost
     version = mlflow.MlflowClient().get_model_version(request.registered_name, result.version)
     assert version.tags[TAG_LOST_SITES] == run.data.tags[TAG_LOST_SITES]
     # Every round ran; the lost site's updates stop before the round it was lost in,

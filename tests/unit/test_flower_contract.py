@@ -4,9 +4,13 @@ federated run. And the idle wait it puts in place of Flower's 3 s sleep."""
 
 from __future__ import annotations
 
+import http.server
 import inspect
 import re
+import signal
 import subprocess
+import threading
+import time
 
 import pytest
 from flwr.supernode.runtime import run_clientapp
@@ -86,3 +90,37 @@ def test_the_idle_wait_backs_off_and_starts_over_when_a_message_arrives(
     polling.sleep(0.5)  # a local wait (the ClientApp's reply): short, not the idle one
     assert slept == [1.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 0.01]
     assert polling.monotonic() > 0  # everything else is time's
+
+
+def test_a_refused_heartbeat_does_not_stop_the_supernode() -> None:
+    """A task finished in milliseconds can see its first heartbeat arrive after its token
+    is revoked: the SuperNode's Runtime API answers 401. Flower's retry policy answers that
+    with SIGINT to the whole process (in `flwr-clientapp`, the task's own process); the
+    resident worker's process is the SuperNode, so its heartbeat must only log it.
+    A real HTTP server stands in for the Runtime API's refusal."""
+    interrupted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = b'{"code": 1008, "message": "Runtime task-token authentication failed."}'
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = supernode.RuntimeEndpoint(f"127.0.0.1:{server.server_port}", None)
+        worker = supernode.ResidentClientApp(endpoint)
+        beat = supernode._heartbeat(worker._client("revoked", retry=False))
+        assert beat() is True  # answered, nothing to retry
+        time.sleep(0.2)  # a SIGINT raised by the client would have arrived by now
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        server.shutdown()
+    assert interrupted == []

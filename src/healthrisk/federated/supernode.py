@@ -108,7 +108,11 @@ class ResidentClientApp:
     def wake(self) -> None:
         self._wake.set()
 
-    def _client(self, token: str | None) -> Any:
+    def _client(self, token: str | None, *, retry: bool = True) -> Any:
+        """A Runtime API client as `flwr-clientapp` makes it. Its retry policy answers a 401
+        (a task token no longer valid) with SIGINT to the whole process: right for a
+        process per task, fatal here (the process is the SuperNode), so the heartbeat's
+        client has none (`retry=False`)."""
         from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
         from flwr.supercore.retry import make_simple_http_retry_invoker
         from flwr.supercore.runtime import RuntimeHttpClient
@@ -121,7 +125,7 @@ class ResidentClientApp:
             insecure=self.endpoint.root_certificates is None,
             root_certificates=self.endpoint.root_certificates,
             interceptors=interceptors,
-            retry_invoker=make_simple_http_retry_invoker(),
+            retry_invoker=make_simple_http_retry_invoker() if retry else None,
         )
 
     def _serve(self) -> None:
@@ -150,7 +154,8 @@ class ResidentClientApp:
 
         started = time.monotonic()
         client = self._client(token)
-        heartbeat = HeartbeatSender(_heartbeat(client))
+        beating = self._client(token, retry=False)
+        heartbeat = HeartbeatSender(_heartbeat(beating))
         heartbeat.start()
         message = reply = context = None
         sub_status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
@@ -171,13 +176,16 @@ class ResidentClientApp:
             if message is not None:
                 reply = Message(Error(code=code, reason=reason), reply_to=message)
         finally:
+            # Stopped (and its last beat answered) before the task's output revokes the
+            # token: a beat after that would be refused.
+            if heartbeat.is_running:
+                heartbeat.stop()
+            beating.close()
             try:
                 if reply is not None and context is not None:
                     push_message(client, reply, context)
                 push_task_output(client=client, context=context, sub_status=sub_status, details=details)
             finally:
-                if heartbeat.is_running:
-                    heartbeat.stop()
                 client.close()
         kind = message.metadata.message_type if message is not None else "?"
         log(
@@ -210,6 +218,12 @@ def _heartbeat(client: Any) -> Callable[[], bool]:
             answer = client.SendTaskHeartbeat(SendTaskHeartbeatRequest())
         except httpx.TransportError:
             return False
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in (httpx.codes.SERVICE_UNAVAILABLE, httpx.codes.GATEWAY_TIMEOUT):
+                return False
+            status = exc.response.status_code
+            log(WARNING, "healthrisk: the SuperNode refused this task's heartbeat (%s)", status)
+            return True
         if not answer.success:
             log(WARNING, "healthrisk: the SuperNode no longer expects this task (run stopped?)")
         return True
