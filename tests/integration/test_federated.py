@@ -217,12 +217,14 @@ def test_cli_refuses_a_malformed_file_before_starting_anything(
 def test_ctrl_c_stops_every_process_the_cli_started(data_root: Path, tmp_path: Path, mlflow_uri: str) -> None:
     # More rounds than any machine finishes before the interrupt: resident SuperNodes take
     # well under a second a round, and 50 rounds once ended before it on a quiet machine.
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "healthrisk", "train", "--data-root", str(data_root),
-         "--window", str(TRAIN_WINDOW), "--rounds", "1000", "--tracking-uri", mlflow_uri,
-         "--superlink-port", "0", "--work-dir", str(tmp_path / "w"), "--model-name", "interrupted"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    stderr = tmp_path / "cli.err"
+    with stderr.open("w") as sink:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "healthrisk", "train", "--data-root", str(data_root),
+             "--window", str(TRAIN_WINDOW), "--rounds", "1000", "--tracking-uri", mlflow_uri,
+             "--superlink-port", "0", "--work-dir", str(tmp_path / "w"), "--model-name", "interrupted"],
+            stdout=subprocess.DEVNULL, stderr=sink,
+        )  # fmt: skip
     tree: set[int] = set()
     deadline = time.monotonic() + 120
     # the SuperLink, its SuperExec, 3 SuperNodes and, once the run is sent, the ServerApp
@@ -233,7 +235,14 @@ def test_ctrl_c_stops_every_process_the_cli_started(data_root: Path, tmp_path: P
     tree |= descendants(cli.pid)
     assert cli.poll() is None, "the run ended before the interrupt"
     cli.send_signal(signal.SIGINT)
-    assert cli.wait(timeout=60) != 0
+    try:
+        assert cli.wait(timeout=60) != 0
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the CLI still runs 60 s after SIGINT; its stderr ends:\n{stderr.read_text()[-3000:]}")
+    finally:  # a CLI that ignored the interrupt must not train on into the next tests
+        for pid in {cli.pid} | descendants(cli.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)
     survivors = {pid for pid in tree if Path(f"/proc/{pid}").exists()}
     assert survivors == set(), f"processes left behind: {survivors}"
@@ -287,17 +296,24 @@ def test_a_submit_started_before_the_superlink_answers_waits_for_it(
     with local_federation(request) as federation:
         config = request.run_config(next_run_number(mlflow_uri, request.registered_name))
         late = free_port()
-        submit = subprocess.Popen(
-            _submit_argv(federation.address, f"127.0.0.1:{late}", config),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        time.sleep(3)  # nothing listens on `late` yet: connections are refused
+        stderr = tmp_path / "submit.err"
+        with stderr.open("w") as sink:
+            submit = subprocess.Popen(
+                _submit_argv(federation.address, f"127.0.0.1:{late}", config),
+                stdout=subprocess.PIPE, stderr=sink, text=True,
+            )  # fmt: skip
+        refused = "the SuperLink did not answer (ConnectError); retrying"
+        # nothing listens on `late` until the submit has been refused at least once
+        deadline = time.monotonic() + 120
+        while refused not in stderr.read_text() and submit.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
         with forwarding(late, federation.address.address):
-            out, err = submit.communicate(timeout=300)
+            out, _ = submit.communicate(timeout=300)
         with ControlClient(federation.address) as control:
             runs = control.runs()
+    err = stderr.read_text()
     assert submit.returncode == 0, err
-    assert "the SuperLink did not answer (ConnectError); retrying" in err
+    assert refused in err
     assert len(runs) == 1 and json.loads(out.strip().splitlines()[-1])["succeeded"] is True, (runs, out)
 
 
