@@ -31,10 +31,11 @@ if [[ $what == cluster ]]; then
   [[ $EUID -eq 0 ]] || missing+=("root: the local Kubernetes runs containerd, kubelet and network namespaces (run as root, e.g. sudo -E make ...)")
   command -v apt-get >/dev/null && [[ -f /etc/debian_version ]] ||
     missing+=("Debian (bookworm) or a derivative with apt: the cluster's packages come from Debian (cluster/install-deps.sh); elsewhere point KUBECONFIG at another cluster and run make cluster-test-only")
-  # Measured on a cold `.ci/run` (df sampled every 5 s): the Kubernetes build peaks at
-  # ~10 GB and gives it back; then the venv and wheelhouse (~3 GB), docker's images (~10 GB
-  # while building, ~3 GB after with IMAGE_BUILD_CACHE=drop) and the node's copy (~5 GB):
-  # ~14 GB at the peak. Short of it, builds die mid-way with ENOSPC.
+  # A cold `.ci/run` (df sampled every 5 s) peaked at ~19 GB before the Go builds dropped
+  # their caches and CI dropped the images' build cache: what stays is the venv and
+  # wheelhouse (~2 GB), Kubernetes and add-ons (~1 GB), docker's images (~10 GB while
+  # building, ~3 GB after) and the node's copy of them (~5 GB): ~14 GB at the peak.
+  # Short of it, builds die mid-way with ENOSPC.
   while read -r mount free_kb; do
     free_gb=$((free_kb / 1024 / 1024))
     ((free_gb >= DISK_MIN_GB)) ||
