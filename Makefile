@@ -28,8 +28,11 @@ $(STAMP): pyproject.toml constraints.txt | prereqs
 demo: install
 	$(BIN)/healthrisk demo
 
-## Everything CI runs: lint and types, the local suite, then everything on a real Kubernetes.
-test: prereqs-cluster lint typecheck test-local test-cluster
+## Everything CI runs: lint and types, then the local suite beside everything on a real
+## Kubernetes (two jobs: the cluster suite mostly waits on pods; each suite's output is
+## printed whole when it ends).
+test: prereqs-cluster lint typecheck
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-local test-cluster
 
 ## Unit and integration tests (real MLflow, Flower and uvicorn processes on 127.0.0.1).
 test-local: install
