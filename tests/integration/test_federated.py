@@ -224,6 +224,9 @@ def test_ctrl_c_stops_every_process_the_cli_started(data_root: Path, tmp_path: P
              "--window", str(TRAIN_WINDOW), "--rounds", "1000", "--tracking-uri", mlflow_uri,
              "--superlink-port", "0", "--work-dir", str(tmp_path / "w"), "--model-name", "interrupted"],
             stdout=subprocess.DEVNULL, stderr=sink,
+            # as from a terminal: a suite started in the background by a non-interactive
+            # shell (CI may be) inherits SIGINT ignored, and Python then keeps ignoring it
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
     tree: set[int] = set()
     deadline = time.monotonic() + 120
