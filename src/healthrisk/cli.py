@@ -34,7 +34,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-data_app = typer.Typer(help="Site data: generate synthetic sites.", no_args_is_help=True)
+data_app = typer.Typer(help="Site data: generate synthetic sites, list a site's days.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
@@ -68,7 +68,8 @@ def data_generate(
     drift: Annotated[
         list[str] | None,
         typer.Option(
-            help="KIND:SITE:FROM..TO with KIND in smoke, firmware, heatwave, label-noise; repeatable"
+            help="KIND:SITE:FROM..TO with KIND in smoke, firmware, heatwave, label-noise, concept, sensor; "
+            "repeatable"
         ),
     ] = None,
     file_format: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
@@ -95,6 +96,26 @@ def data_generate(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     console.print(f"wrote {len(written)} files for {sites} sites under {root}")
+
+
+@data_app.command("days")
+def data_days(
+    site: Annotated[str, typer.Option("--site", help="the site whose days to list")],
+    root: Annotated[Path, typer.Option("--data-root", help="one folder per site")] = Path("data"),
+) -> None:
+    """Print one JSON line {"site", "days"}: the dates the site has a file for, as FROM..TO runs.
+
+    File names only, nothing is read: what the operator resolves a rolling window from.
+    """
+    from healthrisk.data.loader import DataError, site_days
+    from healthrisk.data.window import day_runs
+
+    try:
+        days = site_days(root, site)
+    except DataError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps({"site": site, "days": [str(run) for run in day_runs(days)]}))
 
 
 @app.command("mlflow")

@@ -8,20 +8,35 @@ Generative model (documented here because tests and benchmarks rely on it):
   (intercept of the risk model, which sets label prevalence) and a daily volume.
   Sites therefore differ in feature distributions and in prevalence (non-IID).
 * Per person-day the features are drawn from those profiles, clipped to the schema's
-  hard limits.
-* Risk: `logit p = b_site + Σ_k w_k (x_k - c_k) / s_k`, with the weights `RISK_WEIGHTS`
-  below on standardised deviations from healthy centres; `high_risk ~ Bernoulli(p)`.
-  The same weights hold at every site, so a pooled logistic regression is well-specified
-  up to the site intercepts.
+  hard limits. Everyone at a site shares that day's air (a daily pollution factor).
+* Risk: `logit p = b_site + Σ_k term_k`, with `RISK_WEIGHTS` (centre c, scale s, weight w)
+  per feature. Most terms are linear, `w (x - c) / s`. Particulate matter (PM2.5, PM10)
+  enters log-linearly, `w (c / s) ln(x / c)`: the same slope as a linear term at the
+  healthy centre, flattening at high exposure, the shape of the concentration–response
+  functions epidemiology fits to particulate matter (e.g. the Global Burden of Disease's
+  integrated exposure–response curves). On ordinary days a logistic regression linear in
+  µg/m³ fits it well; extrapolated to a wildfire smoke day it over-predicts that day's
+  risk and ranks its patients mostly by the smoke, so a retrain that saw smoke is better.
+  `high_risk ~ Bernoulli(p)`. The same law holds at every site, so a pooled model is
+  well-specified up to the site intercepts and the curvature of the PM terms.
 * Every (seed, site, date) triple has its own random stream, so any date range of a site
-  is generated identically whatever else is generated with it.
+  is generated identically whatever else is generated with it, and a drift kind other
+  than smoke leaves every value it does not change equal to the quiet day's.
 
-Drift injection (`DriftSpec`), applied to the features before the label is drawn, so
-labels follow the shifted world:
-* `smoke`     — wildfire smoke: PM2.5 ×4 + 60, PM10 ×3 + 80 (µg/m³)
-* `firmware`  — wearable firmware change: heart_rate +12 beats/min
-* `heatwave`  — temperature +25 °F, humidity −20 %
-* `label-noise` — 45 % of labels flipped (a corrupted site: a model trained on it is worse)
+Drift injection (`DriftSpec`):
+* `smoke`     — wildfire smoke: PM2.5 ×4 + 60, PM10 ×3 + 80 (µg/m³), and a surge of patients:
+  the site records three times its usual rows that day (more than the 10–90 % rise in
+  respiratory emergency visits reported for heavy smoke, so that one smoke day weighs
+  enough for a retrain that saw it to rank patients measurably better than the champion:
+  benchmarks/promotion_gate.py). Labels follow the air through the log-linear PM terms
+* `firmware`  — wearable firmware change: heart_rate +12 beats/min, and the labels follow
+  it (the population's heart rate really rose: the risk law still holds)
+* `heatwave`  — temperature +25 °F, humidity −20 %: a shift the risk law barely weighs
+* `label-noise` — 45 % of labels flipped (a corrupted site: labels no longer follow the features)
+* `concept`   — the risk law changes, the features do not: body_temp's weight 0.8 → 0,
+  steps' −0.6 → −1.8 (an illness whose risk tracks inactivity, not fever)
+* `sensor`    — a heart-rate *reading* +12 beats/min with labels from the true rate (a
+  firmware bug, where `firmware` is a real change of the population)
 """
 
 from __future__ import annotations
@@ -34,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from healthrisk.data.loader import write_day
+from healthrisk.data.loader import SiteData, write_day
 from healthrisk.data.window import DateWindow
 from healthrisk.schema import DATE_COLUMN, FEATURE_NAMES, FEATURES, LABEL, SITE_COLUMN
 
@@ -83,7 +98,21 @@ RISK_WEIGHTS: dict[str, tuple[float, float, float]] = {
     "humidity": (50, 20, 0.1),
 }
 
-DRIFT_KINDS = ("smoke", "firmware", "heatwave", "label-noise")
+# Particulate matter's terms are log-linear in concentration (module doc).
+LOG_LINEAR = frozenset({"pm25", "pm10"})
+# Concentrations below this (µg/m³) count as this in the log-linear terms: the log of 0 is not a risk.
+MIN_CONCENTRATION = 1.0
+
+# The `concept` world: the same features, a different law.
+CONCEPT_WEIGHTS: dict[str, tuple[float, float, float]] = {
+    **RISK_WEIGHTS,
+    "body_temp": (98.6, 0.9, 0.0),
+    "steps": (8000, 3500, -1.8),
+}
+
+FEATURE_KINDS = ("smoke", "firmware", "heatwave")  # shift features before the labels are drawn
+SMOKE_SURGE = 3  # a smoke day's rows, in multiples of the site's usual day (module doc)
+DRIFT_KINDS = (*FEATURE_KINDS, "label-noise", "concept", "sensor")
 
 
 @dataclass(frozen=True)
@@ -138,11 +167,23 @@ def _inject(kind: str, columns: dict[str, np.ndarray]) -> None:
         columns["humidity"] = columns["humidity"] - 20
 
 
-def risk_logit(columns: dict[str, np.ndarray], baseline: float) -> np.ndarray:
+def risk_logit(
+    columns: dict[str, np.ndarray],
+    baseline: float,
+    weights: dict[str, tuple[float, float, float]] = RISK_WEIGHTS,
+) -> np.ndarray:
     logit = np.full(len(columns["heart_rate"]), baseline)
-    for name, (centre, scale, weight) in RISK_WEIGHTS.items():
-        logit += weight * (columns[name] - centre) / scale
+    for name, (centre, scale, weight) in weights.items():
+        if name in LOG_LINEAR:
+            logit += weight * (centre / scale) * np.log(np.maximum(columns[name], MIN_CONCENTRATION) / centre)
+        else:
+            logit += weight * (columns[name] - centre) / scale
     return logit
+
+
+def _clip(columns: dict[str, np.ndarray]) -> None:
+    for feature in FEATURES:
+        columns[feature.name] = np.clip(columns[feature.name], feature.minimum, feature.maximum)
 
 
 def generate_day(
@@ -158,16 +199,24 @@ def generate_day(
     rng = np.random.default_rng(np.random.SeedSequence([seed, site_index, day.toordinal()]))
     volume = rows_per_day or profile.rows_per_day
     n = int(rng.normal(volume, volume * 0.05))
+    if "smoke" in drift_kinds:
+        n *= SMOKE_SURGE
     columns = _features(rng, profile, n)
     for kind in drift_kinds:
-        _inject(kind, columns)
-    for feature in FEATURES:
-        columns[feature.name] = np.clip(columns[feature.name], feature.minimum, feature.maximum)
+        if kind in FEATURE_KINDS:
+            _inject(kind, columns)
+    _clip(columns)
     columns["steps"] = np.round(columns["steps"])
-    labels = (rng.random(n) < 1 / (1 + np.exp(-risk_logit(columns, profile.baseline_risk)))).astype(np.int8)
+    weights = CONCEPT_WEIGHTS if "concept" in drift_kinds else RISK_WEIGHTS
+    labels = (rng.random(n) < 1 / (1 + np.exp(-risk_logit(columns, profile.baseline_risk, weights)))).astype(
+        np.int8
+    )
     if "label-noise" in drift_kinds:
         flip = rng.random(n) < 0.45
         labels = np.where(flip, 1 - labels, labels).astype(np.int8)
+    if "sensor" in drift_kinds:
+        columns["heart_rate"] = columns["heart_rate"] + 12  # the reading, after the true rate set the label
+        _clip(columns)
     return pa.table(
         {
             SITE_COLUMN: pa.repeat(site_name(site_index), n),
@@ -201,3 +250,25 @@ def generate(
             write_day(path, generate_day(seed, index, day, kinds, rows_per_day=rows_per_day))
             written.append(path)
     return written
+
+
+def site_rows(seed: int, site_index: int, window: DateWindow, drift_kinds: Sequence[str] = ()) -> SiteData:
+    """The rows `generate` would write for one site over `window`, as the loader reads
+    them back, without files: for benchmarks and tests that need thousands of windows."""
+    days = list(window.days())
+    tables = [generate_day(seed, site_index, day, drift_kinds) for day in days]
+    return SiteData(
+        site=site_name(site_index),
+        window=window,
+        files=(),
+        features=np.vstack(
+            [np.column_stack([t.column(n).to_numpy() for n in FEATURE_NAMES]) for t in tables]
+        ),
+        labels=np.concatenate([t.column(LABEL).to_numpy() for t in tables]),
+        days=np.concatenate(
+            [
+                np.full(t.num_rows, day.toordinal(), dtype=np.int32)
+                for t, day in zip(tables, days, strict=True)
+            ]
+        ),
+    )

@@ -39,7 +39,9 @@ class SchemaError(DataError):
 
 @dataclass(frozen=True)
 class SiteData:
-    """Validated rows of one site as float arrays (X in schema order, y as 0/1).
+    """Validated rows of one site as float arrays (X in schema order, y as 0/1), with the
+    day of each row (its file's date, as a proleptic ordinal): rows of a day share its
+    weather and air, so drift checks count days, and the validation split is kept per day.
 
     Loaded with a hold-out rule, the held-out rows are the last `n_held_out` rows:
     `training_part`/`held_out_part` are views of the one array, not copies.
@@ -50,6 +52,7 @@ class SiteData:
     files: tuple[Path, ...]
     features: np.ndarray
     labels: np.ndarray | None
+    days: np.ndarray
     n_held_out: int = 0
 
     @property
@@ -71,6 +74,14 @@ def day_file(root: Path, site: str, day: dt.date) -> Path | None:
         if path.exists():
             return path
     return None
+
+
+def site_days(root: Path, site: str) -> list[dt.date]:
+    """The dates that have a data file at `site`, ascending (file names only; nothing is read)."""
+    site_dir = root / site
+    if not site_dir.is_dir():
+        raise DataError(f"site {site!r} has no data directory {site_dir}")
+    return sorted({day for path in site_dir.iterdir() if (day := file_day(path)) is not None})
 
 
 def list_sites(root: Path) -> list[str]:
@@ -105,26 +116,29 @@ def _read_error(path: Path, exc: Exception) -> DataError:
 
 
 class _DayFile:
-    """One daily file: its row count first (parquet: from the footer), then the schema's
-    columns only. A CSV has no footer: it is read whole at once and kept until read()."""
+    """One daily file: its day (its name) and row count first (parquet: from the footer),
+    then the schema's columns only. A CSV has no footer: it is read whole at once and kept
+    until read()."""
 
     def __init__(self, path: Path, require_label: bool) -> None:
-        self.path = path
-        self.require_label = require_label
+        day = file_day(path)
+        if day is None:
+            raise DataError(f"{path}: not a daily file (YYYY-MM-DD{'/'.join(SUFFIXES)})")
+        self.path, self.day = path, day
         self._csv: pa.Table | None = None
         try:
             if path.suffix == ".csv":
                 self._csv = pacsv.read_csv(path)
-                names, self.num_rows = self._csv.column_names, self._csv.num_rows
+                self.names, self.num_rows = self._csv.column_names, self._csv.num_rows
             else:
                 metadata = pq.read_metadata(path)
-                names, self.num_rows = metadata.schema.to_arrow_schema().names, metadata.num_rows
+                self.names, self.num_rows = metadata.schema.to_arrow_schema().names, metadata.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise _read_error(path, exc) from exc
-        _refuse_missing(path, names, require_label)
+        _refuse_missing(path, self.names, require_label)
 
-    def read(self) -> pa.Table:
-        columns = _columns(self.require_label)
+    def read(self, with_label: bool) -> pa.Table:
+        columns = _columns(with_label)
         if self._csv is not None:
             table, self._csv = self._csv.select(columns), None
             return table
@@ -173,33 +187,48 @@ def validate_table(path: Path, table: pa.Table, *, require_label: bool) -> None:
         _label_values(path, table)
 
 
+def file_day(path: Path) -> dt.date | None:
+    """The date a daily file holds (its name), or None for a file that is not a daily file."""
+    if path.suffix not in SUFFIXES:
+        return None
+    try:
+        return dt.date.fromisoformat(path.stem)
+    except ValueError:
+        return None
+
+
 def load_site(
     root: Path | str,
     site: str,
     window: DateWindow,
     *,
     require_label: bool = True,
-    hold_out: Callable[[int], np.ndarray] | None = None,
+    hold_out: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> SiteData:
     """Load and validate every daily file of `site` in `window`.
 
     Reads the window's files and only the schema's columns, straight into one float64
     array allocated for the row count in the files' footers: the peak is that array plus
-    one day's columns. `hold_out(n)` (a boolean mask over the n rows in file order) puts
-    the masked rows last, each part keeping the files' row order.
+    one day's columns. `hold_out(days)` (a boolean mask over the rows in file order, given
+    each row's day) puts the masked rows last, each part keeping the files' row order.
+    Without `require_label` the labels are kept when every file has them (a drift check
+    uses them when they are there), else `labels` is None.
     """
     root = Path(root)
     files = [_DayFile(path, require_label) for path in window_files(root, site, window)]
+    labelled = all(LABEL in f.names for f in files)
     n = sum(f.num_rows for f in files)
+    file_days = np.concatenate([np.full(f.num_rows, f.day.toordinal(), dtype=np.int32) for f in files])
     features = np.empty((n, N_FEATURES), dtype=np.float64)
-    labels = np.empty(n, dtype=np.int8) if require_label else None
-    held_out = np.zeros(n, dtype=bool) if hold_out is None else np.asarray(hold_out(n), dtype=bool)
+    labels = np.empty(n, dtype=np.int8) if labelled else None
+    days = np.empty(n, dtype=np.int32)
+    held_out = np.zeros(n, dtype=bool) if hold_out is None else np.asarray(hold_out(file_days), dtype=bool)
     if held_out.shape != (n,):
         raise ValueError(f"hold_out gave a mask of shape {held_out.shape} for {n} rows")
     n_held_out = int(held_out.sum())
     offset, kept, out = 0, 0, n - n_held_out  # next row in the files, in each part
     for day in files:
-        table = day.read()
+        table = day.read(labelled)
         if table.num_rows != day.num_rows:
             raise DataError(f"{day.path}: has {table.num_rows} rows, its footer says {day.num_rows}")
         mask = held_out[offset : offset + day.num_rows]
@@ -212,6 +241,8 @@ def load_site(
         if labels is not None:
             values = _label_values(day.path, table)
             labels[keep_rows], labels[out_rows] = values[keep], values[mask]
+        values = file_days[offset : offset + day.num_rows]
+        days[keep_rows], days[out_rows] = values[keep], values[mask]
         offset, kept, out = offset + day.num_rows, keep_rows.stop, out_rows.stop
     return SiteData(
         site=site,
@@ -219,6 +250,7 @@ def load_site(
         files=tuple(f.path for f in files),
         features=features,
         labels=labels,
+        days=days,
         n_held_out=n_held_out,
     )
 
@@ -228,7 +260,7 @@ def check_site(root: Path | str, site: str, window: DateWindow, *, require_label
     rows = 0
     for path in window_files(Path(root), site, window):
         day = _DayFile(path, require_label)
-        validate_table(path, day.read(), require_label=require_label)
+        validate_table(path, day.read(require_label), require_label=require_label)
         rows += day.num_rows
     return rows
 
