@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 import typer
-from drift_cases import NEW_DAYS, SITES, SMOKE
+from drift_cases import NEW_DAYS, REFERENCE, SITES, SMOKE
 
 from healthrisk.data.generator import generate
+from healthrisk.data.loader import load_site
+from healthrisk.federated.inprocess import train_in_process
+from healthrisk.federated.model import ServedModel
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +22,12 @@ def drift_root(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     shutil.copytree(data_root, root)
     generate(root, n_sites=len(SITES), window=NEW_DAYS, seed=42, drifts=[SMOKE])
     return root
+
+
+@pytest.fixture(scope="session")
+def champion_model(data_root: Path) -> ServedModel:
+    """The model `healthrisk train` would register for the shared training data."""
+    return train_in_process({site: load_site(data_root, site, REFERENCE) for site in SITES})
 
 
 @pytest.fixture

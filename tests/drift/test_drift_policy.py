@@ -10,29 +10,30 @@ import pytest
 import yaml
 
 from healthrisk.contracts import DEFAULT_DRIFT_THRESHOLD, ENV_DRIFT_THRESHOLD
-from healthrisk.drift.check import ColumnDrift, SiteDrift
 from healthrisk.drift.policy import (
     DURATION_PATTERN,
+    MIN_CHECK_INTERVAL,
     PrintedVerdict,
     RetrainPolicy,
     decide,
+    parse_check_interval,
     parse_duration,
+    performance_decay,
     resolve_threshold,
 )
 
 CRD = Path(__file__).resolve().parents[2] / "charts/health-risk/files/federatedtrainings.healthrisk.io.yaml"
 
 
-def _summary(site: str, n_drifted: int, threshold: float = 0.5) -> SiteDrift:
-    columns = tuple(
-        ColumnDrift(f"c{i}", "psi", 1.0 if i < n_drifted else 0.0, 0.5, i < n_drifted) for i in range(4)
-    )
-    return SiteDrift(site, "a..b", "c..d", 100, 10, threshold, n_drifted / 4, columns)
+def _summary(site: str, score: float, threshold: float = DEFAULT_DRIFT_THRESHOLD) -> PrintedVerdict:
+    return PrintedVerdict(site, score, score >= threshold)
 
 
-def test_share_at_the_threshold_is_drift() -> None:
-    assert _summary("s", 2).detected  # 2/4 = 0.5 ≥ 0.5
-    assert not _summary("s", 1).detected
+def test_score_at_the_threshold_is_drift() -> None:
+    from healthrisk.drift.policy import site_drifts
+
+    assert site_drifts(0.5, DEFAULT_DRIFT_THRESHOLD)
+    assert not site_drifts(0.4999, DEFAULT_DRIFT_THRESHOLD)
 
 
 @pytest.mark.parametrize(
@@ -45,14 +46,14 @@ def test_share_at_the_threshold_is_drift() -> None:
     ],
 )
 def test_policy(drifting: int, policy: RetrainPolicy, retrain: bool) -> None:
-    summaries = [_summary(f"site{i}", 4 if i < drifting else 0) for i in range(3)]
+    summaries = [_summary(f"site{i}", 0.9 if i < drifting else 0.0) for i in range(3)]
     decision = decide(summaries, policy)
     assert decision.retrain is retrain
     assert len(decision.drifted_sites) == drifting and len(decision.checked_sites) == 3
 
 
 def test_majority_of_an_even_number_needs_more_than_half() -> None:
-    summaries = [_summary("a", 4), _summary("b", 4), _summary("c", 0), _summary("d", 0)]
+    summaries = [_summary("a", 0.9), _summary("b", 0.9), _summary("c", 0.0), _summary("d", 0.0)]
     assert not decide(summaries, RetrainPolicy.MAJORITY).retrain
 
 
@@ -88,26 +89,64 @@ def test_parse_duration_refuses_zero() -> None:
         parse_duration("0s0m")
 
 
-def test_duration_grammar_is_the_crds() -> None:
+def _drift_schema() -> dict[str, object]:
     crd = yaml.safe_load(CRD.read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    drift = schema["properties"]["spec"]["properties"]["retraining"]["properties"]["drift"]
-    assert drift["properties"]["interval"]["pattern"] == DURATION_PATTERN
+    drift: dict[str, object] = schema["properties"]["spec"]["properties"]["retraining"]["properties"]["drift"]
+    return drift
 
 
-def test_a_printed_summary_gives_the_sites_verdict() -> None:
-    drifting, quiet = _summary("a", 3), _summary("b", 0)
-    printed = [PrintedVerdict.from_summary(json.loads(json.dumps(s.as_dict()))) for s in (drifting, quiet)]
-    assert printed == [PrintedVerdict("a", 0.75, True), PrintedVerdict("b", 0.0, False)]
-    assert decide(printed, RetrainPolicy.ANY) == decide([drifting, quiet], RetrainPolicy.ANY)
-    assert not decide(printed, RetrainPolicy.MAJORITY).retrain
+def test_duration_grammar_is_the_crds() -> None:
+    interval = _drift_schema()["properties"]["interval"]  # type: ignore[index]
+    assert interval["pattern"] == DURATION_PATTERN
+
+
+def test_the_interval_floor_is_the_crds() -> None:
+    """The CRD states the floor in its CEL rule's message; the rulebook enforces the same."""
+    interval = _drift_schema()["properties"]["interval"]  # type: ignore[index]
+    (rule,) = interval["x-kubernetes-validations"]
+    assert f">= {int(MIN_CHECK_INTERVAL.total_seconds())}" in rule["rule"]
+    assert parse_check_interval("1m") == MIN_CHECK_INTERVAL
+    assert parse_check_interval("6h") == dt.timedelta(hours=6)
+    with pytest.raises(ValueError, match="shorter than the floor of 60 s"):
+        parse_check_interval("59s")
+
+
+def test_a_printed_summary_gives_the_sites_verdict_and_performance() -> None:
+    summary = {
+        "site": "a",
+        "score": 0.91,
+        "detected": True,
+        "performance": {"auc": 0.81, "loss": 0.44, "rows": 480},
+        "columns": [],
+    }
+    printed = PrintedVerdict.from_summary(json.loads(json.dumps(summary)))
+    assert printed == PrintedVerdict("a", 0.91, True, 0.81, 0.44, 480)
+    nothing_new = PrintedVerdict.from_summary(
+        {"site": "b", "score": 0.0, "detected": False, "performance": None}
+    )
+    assert nothing_new == PrintedVerdict("b", 0.0, False)
+    assert decide([printed, nothing_new], RetrainPolicy.ANY).retrain
+    assert not decide([printed, nothing_new], RetrainPolicy.MAJORITY).retrain
+
+
+def test_performance_decay_is_the_row_weighted_auc_below_the_validation_auc() -> None:
+    sites = [PrintedVerdict("a", 0.0, False, 0.84, 0.4, 300), PrintedVerdict("b", 0.0, False, 0.54, 0.7, 100)]
+    decision = performance_decay(sites, baseline=0.84, max_auc_drop=0.02)
+    assert decision.auc == pytest.approx((0.84 * 300 + 0.54 * 100) / 400)
+    assert decision.decayed and decision.rows == 400 and "retrain" in decision.reason
+    assert not performance_decay(sites, baseline=0.84, max_auc_drop=0.1).decayed
+    # a site without an AUC (no labels, one class) does not count; no baseline, no decision
+    assert not performance_decay([PrintedVerdict("c", 0.0, False)], baseline=0.84, max_auc_drop=0.0).decayed
+    assert not performance_decay(sites, baseline=None, max_auc_drop=0.0).decayed
 
 
 @pytest.mark.parametrize(
     ("summary", "problem"),
     [
-        ({"drift_share": 0.2, "detected": False}, "no 'site'"),
-        ({"site": "a", "drift_share": "lots", "detected": True}, "not a number"),
+        ({"score": 0.2, "detected": False}, "no 'site'"),
+        ({"site": "a", "score": "lots", "detected": True}, "not a number"),
+        ({"site": "a", "score": 0.1, "detected": False, "performance": {"auc": "x"}}, "not a number"),
     ],
 )
 def test_a_summary_that_is_not_one_is_refused(summary: dict[str, object], problem: str) -> None:

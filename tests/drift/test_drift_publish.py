@@ -5,22 +5,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from drift_cases import REFERENCE, SMOKE_SHARE_THRESHOLD, SMOKE_WINDOW
+from drift_cases import REFERENCE, SMOKE_WINDOW
 
 from healthrisk.contracts import (
+    DEFAULT_DRIFT_THRESHOLD,
     DRIFT_EXPERIMENT,
     TAG_CURRENT_WINDOW,
     TAG_DRIFT_DETECTED,
+    TAG_DRIFT_DRIVER,
     TAG_REFERENCE_WINDOW,
     TAG_SITE,
 )
 from healthrisk.drift.check import check_site
 from healthrisk.drift.publish import SUMMARY_ARTIFACT, publish_summary
+from healthrisk.federated.model import ServedModel
 from healthrisk.schema import FEATURE_NAMES
 
 
 def test_summary_run_has_site_windows_metrics_and_only_the_summary(
-    mlflow_uri: str, drift_root: Path, tmp_path: Path
+    mlflow_uri: str, drift_root: Path, champion_model: ServedModel, tmp_path: Path
 ) -> None:
     from mlflow import MlflowClient
 
@@ -30,7 +33,8 @@ def test_summary_run_has_site_windows_metrics_and_only_the_summary(
         "hospital_01",
         reference=REFERENCE,
         current=SMOKE_WINDOW,
-        threshold=SMOKE_SHARE_THRESHOLD,
+        threshold=DEFAULT_DRIFT_THRESHOLD,
+        champion=champion_model,
         report_dir=tmp_path,
     )
     run_id = publish_summary(client, summary)
@@ -42,8 +46,16 @@ def test_summary_run_has_site_windows_metrics_and_only_the_summary(
     assert run.data.tags[TAG_REFERENCE_WINDOW] == str(REFERENCE)
     assert run.data.tags[TAG_CURRENT_WINDOW] == str(SMOKE_WINDOW)
     assert run.data.tags[TAG_DRIFT_DETECTED] == "true"
-    assert run.data.metrics["drift_share"] == summary.drift_share
-    assert run.data.metrics["n_drifted"] == 2
+    assert run.data.tags[TAG_DRIFT_DRIVER] == summary.driver
+    metrics = run.data.metrics
+    assert metrics["drift_score"] == summary.score >= DEFAULT_DRIFT_THRESHOLD
+    assert metrics["drift_threshold"] == DEFAULT_DRIFT_THRESHOLD
+    assert summary.performance is not None and summary.performance.auc is not None
+    assert (metrics["champion_auc"], metrics["rows"]) == (summary.performance.auc, summary.performance.rows)
+    assert {f"shift.{c}" for c in FEATURE_NAMES} <= set(metrics)
+    assert {"drift_score.prediction", "drift_score.refit", "calibration_slope"} <= set(metrics)
+    assert metrics["drift_share"] == summary.drift_share
+    assert metrics["n_drifted"] == 2
     # The HTML stays at the site: it carries individual values (see drift/publish.py).
     assert [a.path for a in client.list_artifacts(run_id)] == [SUMMARY_ARTIFACT]
     published = json.loads(
@@ -54,7 +66,9 @@ def test_summary_run_has_site_windows_metrics_and_only_the_summary(
     assert set(published["columns"][0]) == {"column", "method", "score", "threshold", "drifted"}
 
 
-def test_html_report_holds_individual_values(site_copy: Path, tmp_path: Path) -> None:
+def test_html_report_holds_individual_values(
+    site_copy: Path, champion_model: ServedModel, tmp_path: Path
+) -> None:
     """The reason the HTML is not published: one patient's reading shows up in it."""
     import pyarrow as pa
 
@@ -72,7 +86,8 @@ def test_html_report_holds_individual_values(site_copy: Path, tmp_path: Path) ->
         "hospital_02",
         reference=REFERENCE,
         current=SMOKE_WINDOW.__class__.parse("2024-01-13"),
-        threshold=SMOKE_SHARE_THRESHOLD,
+        threshold=DEFAULT_DRIFT_THRESHOLD,
+        champion=champion_model,
         report_dir=tmp_path,
     )
     assert summary.html_report is not None

@@ -1,4 +1,5 @@
-"""Retraining with the real federated runner (Flower SuperLink/SuperNodes) and real MLflow."""
+"""Retraining with the real federated runner (Flower SuperLink/SuperNodes) and real MLflow:
+the rolling window, the like-with-like decision, RetrainSkipped and the monitor."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from drift_cases import QUIET_WINDOW, REFERENCE, SITES, SMOKE_SHARE_THRESHOLD, SMOKE_WINDOW
+from drift_cases import QUIET_WINDOW, REFERENCE, SITES
 from typer.testing import CliRunner
 
 from healthrisk.contracts import (
@@ -17,6 +18,9 @@ from healthrisk.contracts import (
     DRIFT_EXPERIMENT,
     PROMOTION_PROMOTED,
     PROMOTION_REJECTED,
+    TAG_CHAMPION_VAL_AUC,
+    TAG_CHAMPION_VERSION,
+    TAG_DATA_FINGERPRINT,
     TAG_DATA_WINDOWS,
     TAG_DRIFT_RUNS,
     TAG_PROMOTION,
@@ -27,7 +31,10 @@ from healthrisk.contracts import (
     TAG_TRIGGER,
     TAG_VAL_AUC,
     TRIGGER_DRIFT,
+    TRIGGER_MANUAL,
 )
+from healthrisk.data.generator import generate
+from healthrisk.data.window import DateWindow
 from healthrisk.drift.retrain import RETRAIN_ARTIFACT
 from healthrisk.federated.runner import TrainingRequest, train_federated
 from healthrisk.provenance import ensure_signing_key, signing_key_file
@@ -36,11 +43,11 @@ from healthrisk.registry import promote
 pytestmark = pytest.mark.integration
 
 
-def _champion(mlflow_uri: str, register_version: Callable[..., str], data_root: Path, val_auc: float) -> str:
+def _champion(mlflow_uri: str, register_version: Callable[..., str], data_root: Path) -> str:
     from mlflow import MlflowClient
 
     name = f"drift-retrain-{uuid.uuid4().hex[:8]}"
-    version = register_version(name, data_root=data_root, val_auc=val_auc)
+    version = register_version(name, data_root=data_root)
     key = ensure_signing_key(signing_key_file())
     assert promote(MlflowClient(mlflow_uri), name, version, signing_key=key).promoted
     return name
@@ -79,7 +86,16 @@ def _versions(mlflow_uri: str, name: str) -> dict[str, dict[str, str]]:
     return {v.version: v.tags for v in MlflowClient(mlflow_uri).search_model_versions(f"name='{name}'")}
 
 
-def test_retrain_if_drift_makes_a_version_and_records_the_decision(
+def _decided_like_with_like(tags: dict[str, str], champion: str) -> None:
+    """Both numbers on the version, from the same validation rows, and the verdict they give."""
+    assert tags[TAG_CHAMPION_VERSION] == champion
+    auc, champion_auc = float(tags[TAG_VAL_AUC]), float(tags[TAG_CHAMPION_VAL_AUC])
+    expected = PROMOTION_PROMOTED if auc >= champion_auc else PROMOTION_REJECTED
+    assert tags[TAG_PROMOTION] == expected, tags
+    assert "on the same validation rows" in tags[TAG_PROMOTION_REASON]
+
+
+def test_retrain_if_drift_trains_through_the_drifted_days_and_records_the_decision(
     commands: typer.Typer,
     mlflow_uri: str,
     register_version: Callable[..., str],
@@ -89,26 +105,19 @@ def test_retrain_if_drift_makes_a_version_and_records_the_decision(
 ) -> None:
     from mlflow import MlflowClient
 
-    # A champion no real model beats: the candidate must be kept out, with the reason.
-    name = _champion(mlflow_uri, register_version, data_root, val_auc=0.999)
+    name = _champion(mlflow_uri, register_version, data_root)
     code, stderr = _invoke(
         commands,
         "retrain",
         "--if-drift",
-        "--site",
-        "hospital_01",
-        "--from",
-        str(SMOKE_WINDOW.start),
-        "--to",
-        str(SMOKE_WINDOW.end),
         "--data-root",
         str(drift_root),
         "--tracking-uri",
         mlflow_uri,
         "--model-name",
         name,
-        "--threshold",
-        str(SMOKE_SHARE_THRESHOLD),
+        "--window",
+        "28d",
         "--rounds",
         "2",
         "--report-dir",
@@ -117,19 +126,16 @@ def test_retrain_if_drift_makes_a_version_and_records_the_decision(
         str(tmp_path / "work"),
     )
     assert code == 0, stderr
+    assert "drift at 1 of 3 sites (hospital_01); policy any: retrain" in stderr
     versions = _versions(mlflow_uri, name)
     assert sorted(versions) == ["1", "2"]
     new = versions["2"]
-    assert new[TAG_TRIGGER] == "drift"
-    assert new[TAG_PROMOTION] == PROMOTION_REJECTED
-    assert "< champion v1 AUC 0.9990" in new[TAG_PROMOTION_REASON]
-    # Trained on every site, from the champion's start through the drifted days.
-    assert json.loads(new[TAG_DATA_WINDOWS]) == dict.fromkeys(
-        ("hospital_01", "hospital_02", "hospital_03"), "2024-01-01..2024-01-15"
-    )
-    client = MlflowClient(mlflow_uri)
-    assert client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == "1"
+    assert new[TAG_TRIGGER] == TRIGGER_DRIFT and new[TAG_DATA_FINGERPRINT]
+    # every site, the last 28 days up to the newest day they all have: the smoke is in it
+    assert json.loads(new[TAG_DATA_WINDOWS]) == dict.fromkeys(SITES, "2023-12-20..2024-01-16")
+    _decided_like_with_like(new, champion="1")
 
+    client = MlflowClient(mlflow_uri)
     experiment = client.get_experiment_by_name(DRIFT_EXPERIMENT)
     assert experiment is not None
     (record,) = client.search_runs(
@@ -137,12 +143,39 @@ def test_retrain_if_drift_makes_a_version_and_records_the_decision(
         filter_string=f"tags.`{TAG_RETRAIN_MODEL}` = '{name}' and tags.`{TAG_RETRAIN_VERSION}` = '2'",
     )
     assert record.data.tags[TAG_TRIGGER] == "drift"
-    (drift_run_id,) = record.data.tags[TAG_DRIFT_RUNS].split(",")
-    assert client.get_run(drift_run_id).data.tags[TAG_SITE] == "hospital_01"
+    drift_run_ids = record.data.tags[TAG_DRIFT_RUNS].split(",")
+    assert sorted(client.get_run(r).data.tags[TAG_SITE] for r in drift_run_ids) == list(SITES)
     retrain_json = Path(client.download_artifacts(record.info.run_id, RETRAIN_ARTIFACT, str(tmp_path)))
     decision = json.loads(retrain_json.read_text())["decision"]
-    assert decision["promoted"] is False and decision["champion_version"] == "1"
-    assert "not promoted" in stderr
+    assert decision["champion_version"] == "1" and decision["champion_auc"] is not None
+
+
+def test_the_same_data_is_not_retrained_until_a_new_day_arrives(
+    commands: typer.Typer,
+    mlflow_uri: str,
+    register_version: Callable[..., str],
+    data_root: Path,
+    site_copy: Path,
+    tmp_path: Path,
+) -> None:
+    name = _champion(mlflow_uri, register_version, data_root)
+    retrain = [
+        "retrain", "--data-root", str(site_copy), "--tracking-uri", mlflow_uri, "--model-name", name,
+        "--window", "28d", "--rounds", "1", "--work-dir", str(tmp_path / "work"),
+    ]  # fmt: skip
+    code, stderr = _invoke(commands, *retrain)
+    assert code == 0, stderr
+    assert sorted(_versions(mlflow_uri, name)) == ["1", "2"]
+    code, stderr = _invoke(commands, *retrain)
+    assert code == 0, stderr
+    assert "RetrainSkipped: no new data since version 2" in stderr
+    assert sorted(_versions(mlflow_uri, name)) == ["1", "2"]
+    generate(site_copy, n_sites=len(SITES), window=DateWindow.parse("2024-01-17..2024-01-17"), seed=42)
+    code, stderr = _invoke(commands, *retrain)
+    assert code == 0, stderr
+    versions = _versions(mlflow_uri, name)
+    assert sorted(versions) == ["1", "2", "3"] and versions["3"][TAG_TRIGGER] == TRIGGER_MANUAL
+    assert json.loads(versions["3"][TAG_DATA_WINDOWS])["hospital_01"] == "2023-12-21..2024-01-17"
 
 
 def test_retrain_if_drift_without_drift_trains_nothing(
@@ -153,7 +186,7 @@ def test_retrain_if_drift_without_drift_trains_nothing(
     drift_root: Path,
     tmp_path: Path,
 ) -> None:
-    name = _champion(mlflow_uri, register_version, data_root, val_auc=0.5)
+    name = _champion(mlflow_uri, register_version, data_root)
     code, stderr = _invoke(
         commands,
         "retrain",
@@ -168,8 +201,6 @@ def test_retrain_if_drift_without_drift_trains_nothing(
         mlflow_uri,
         "--model-name",
         name,
-        "--threshold",
-        str(SMOKE_SHARE_THRESHOLD),
         "--report-dir",
         str(tmp_path),
     )
@@ -178,7 +209,7 @@ def test_retrain_if_drift_without_drift_trains_nothing(
     assert sorted(_versions(mlflow_uri, name)) == ["1"]
 
 
-def test_monitor_retrains_on_drift_and_promotes(
+def test_monitor_retrains_on_drift_at_the_default_threshold(
     commands: typer.Typer,
     mlflow_uri: str,
     data_root: Path,
@@ -188,7 +219,6 @@ def test_monitor_retrains_on_drift_and_promotes(
     from mlflow import MlflowClient
 
     name = _trained_champion(mlflow_uri, data_root, tmp_path / "champion")
-    champion_auc = float(_versions(mlflow_uri, name)["1"][TAG_VAL_AUC])
     code, stderr = _invoke(
         commands,
         "monitor",
@@ -196,8 +226,6 @@ def test_monitor_retrains_on_drift_and_promotes(
         "6h",
         "--schedule",
         "0 3 * * 0",
-        "--current-days",
-        "2",
         "--max-iterations",
         "1",
         "--data-root",
@@ -206,8 +234,6 @@ def test_monitor_retrains_on_drift_and_promotes(
         mlflow_uri,
         "--model-name",
         name,
-        "--threshold",
-        str(SMOKE_SHARE_THRESHOLD),
         "--rounds",
         "2",
         "--report-dir",
@@ -218,9 +244,9 @@ def test_monitor_retrains_on_drift_and_promotes(
     assert code == 0, stderr
     assert "drift at 1 of 3 sites (hospital_01); policy any: retrain" in stderr
     versions = _versions(mlflow_uri, name)
-    assert sorted(versions) == ["1", "2"]
-    assert versions["2"][TAG_TRIGGER] == TRIGGER_DRIFT
-    # The gate compared the retrain with the real champion's AUC and let it through.
-    assert versions["2"][TAG_PROMOTION] == PROMOTION_PROMOTED, versions["2"]
-    assert f"champion v1 AUC {champion_auc:.4f}" in versions["2"][TAG_PROMOTION_REASON]
-    assert MlflowClient(mlflow_uri).get_model_version_by_alias(name, CHAMPION_ALIAS).version == "2"
+    assert sorted(versions) == ["1", "2"] and versions["2"][TAG_TRIGGER] == TRIGGER_DRIFT
+    _decided_like_with_like(versions["2"], champion="1")
+    promoted = versions["2"][TAG_PROMOTION] == PROMOTION_PROMOTED
+    assert MlflowClient(mlflow_uri).get_model_version_by_alias(name, CHAMPION_ALIAS).version == (
+        "2" if promoted else "1"
+    )

@@ -28,9 +28,11 @@ def test_demo_trains_promotes_serves_and_hot_swaps_after_drift(tmp_path: Path) -
     # act 1: a champion serves predictions that name their model version
     assert re.search(r"version 1 promoted to champion", output), output[-4000:]
     assert re.search(r"typical adult\s+│\s+0\.\d+\s+│\s+(low|moderate|high)\s+│\s+1", output), output[-4000:]
-    # act 2: drift at the smoke site only, a retrain, a decision, and the API follows the champion
-    assert re.search(r"hospital_01.*\n(.*\n)*?\s+DRIFT", output)
-    assert "drift at 1 of 3 sites" in output
+    # act 2, at the default threshold: drift at the smoke site only, a retrain, a decision,
+    # and the API follows the champion
+    assert "at the default threshold 0.5" in output
+    assert re.search(r"hospital_01.*\n(.*\n)*?\s+DRIFT: drift score (0\.[5-9]\d|1\.00)", output)
+    assert "drift at 1 of 3 sites (hospital_01)" in output
     # the retrain on the smoky days is promoted and the running API swaps to it
     assert re.search(r"version 2, AUC 0\.\d+ → promoted", output), output[-4000:]
     assert re.search(r"switched from v1 to v2 .* without a restart", output), output[-4000:]

@@ -1,8 +1,11 @@
-"""One site's drift check: Evidently `Report` + `DataDriftPreset` on that site's rows.
+"""One site's drift check: the drift score (healthrisk.drift.score) that decides, the
+serving champion's performance on the new labelled days, and Evidently's `Report` +
+`DataDriftPreset` per-column detail beside them.
 
-Runs where the data is. What it returns (`SiteDrift`) holds only per-column scores and
-verdicts, so it is what may leave the site; the Evidently HTML it writes stays there
-(it embeds histogram edges and per-row points that can reveal single patients' values).
+Runs where the data is. What it returns (`SiteDrift`) holds only aggregates (scores,
+per-column results, the champion's AUC and loss, row counts), so it is what may leave the
+site; the Evidently HTML it writes stays there (it embeds histogram edges and per-row
+points that can reveal single patients' values).
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from healthrisk.data.loader import load_site
+import numpy as np
+
+from healthrisk.data.loader import SiteData, load_site
 from healthrisk.data.window import DateWindow
 from healthrisk.drift.policy import site_drifts
+from healthrisk.drift.score import DriftScore, Window, drift_score
+from healthrisk.federated.model import ServedModel
 from healthrisk.schema import FEATURE_NAMES, FEATURES, FeatureGroup
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 # PSI thresholds per feature group. Personal features (wearable and bedside measurements)
@@ -69,8 +75,30 @@ class ColumnDrift:
 
 
 @dataclass(frozen=True)
+class Performance:
+    """The serving champion on the site's newest labelled rows: what federated performance
+    monitoring reports (SPEC §6), and nothing more."""
+
+    auc: float | None  # None when the rows hold one class only
+    loss: float
+    rows: int
+
+    @classmethod
+    def of(cls, champion: ServedModel, rows: SiteData) -> Performance | None:
+        if rows.labels is None:
+            return None
+        result = champion.evaluate(rows.features, rows.labels.astype(np.float64))
+        return cls(None if np.isnan(result.auc) else result.auc, result.loss, result.n)
+
+
+@dataclass(frozen=True)
 class SiteDrift:
-    """The summary of one site's check: aggregate scores only, never rows or values."""
+    """The summary of one site's check: aggregates only, never rows or values.
+
+    `score` decides (`detected` = score ≥ threshold); `drift` holds its components, the
+    per-column moves of the champion's log-odds and the calibrations; `drift_share` and
+    `columns` are Evidently's per-column detail, kept for people, no longer the verdict.
+    """
 
     site: str
     reference: str
@@ -78,11 +106,25 @@ class SiteDrift:
     n_reference: int
     n_current: int
     threshold: float
+    drift: DriftScore
+    performance: Performance | None
     drift_share: float
     columns: tuple[ColumnDrift, ...]
     reference_source: str = "explicit"  # or "champion vN"
     html_report: str | None = None  # a path at the site; the file itself is not published
     checked_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+    @property
+    def score(self) -> float:
+        return self.drift.score
+
+    @property
+    def driver(self) -> str:
+        """What moved the score: a column, "total" (the champion's log-odds), "refit", or ""."""
+        refit = self.drift.refit
+        if refit is not None and refit.score > self.drift.prediction.score:
+            return "refit"
+        return self.drift.prediction.driver
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -94,11 +136,17 @@ class SiteDrift:
 
     @property
     def detected(self) -> bool:
-        return site_drifts(self.drift_share, self.threshold)
+        return site_drifts(self.score, self.threshold)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(drifted_columns=self.drifted_columns, n_drifted=self.n_drifted, detected=self.detected)
+        data.update(
+            score=self.score,
+            driver=self.driver,
+            drifted_columns=self.drifted_columns,
+            n_drifted=self.n_drifted,
+            detected=self.detected,
+        )
         return data
 
 
@@ -115,9 +163,13 @@ def _sample(data: pd.DataFrame, options: DriftOptions) -> pd.DataFrame:
 
 
 def run_report(
-    reference: pd.DataFrame, current: pd.DataFrame, *, threshold: float, options: DriftOptions
+    reference: pd.DataFrame, current: pd.DataFrame, *, options: DriftOptions
 ) -> tuple[float, tuple[ColumnDrift, ...], Any]:
-    """Evidently's DataDriftPreset on two frames → (drift share, per-column results, snapshot)."""
+    """Evidently's DataDriftPreset on two frames → (drift share, per-column results, snapshot).
+
+    The share is Evidently's own dataset-drift figure (its default share of 0.5), reported
+    as detail: the product's threshold applies to the drift score.
+    """
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -126,7 +178,6 @@ def run_report(
     definition = DataDefinition(numerical_columns=list(FEATURE_NAMES))
     preset = DataDriftPreset(
         columns=list(FEATURE_NAMES),
-        drift_share=threshold,
         per_column_method=dict(options.per_column_method) if options.per_column_method else None,
         per_column_threshold=dict(options.per_column_threshold) if options.per_column_threshold else None,
     )
@@ -169,6 +220,11 @@ def summarise(snapshot: Mapping[str, Any]) -> tuple[float, tuple[ColumnDrift, ..
     return share, columns
 
 
+def _window(rows: SiteData) -> Window:
+    labels = rows.labels.astype(np.float64) if rows.labels is not None else None
+    return Window(rows.features, rows.days, labels)
+
+
 def check_site(
     data_root: Path,
     site: str,
@@ -176,19 +232,23 @@ def check_site(
     reference: DateWindow,
     current: DateWindow,
     threshold: float,
+    champion: ServedModel,
     options: DriftOptions | None = None,
     report_dir: Path | None = None,
     reference_source: str = "explicit",
 ) -> SiteDrift:
-    """Compare `current` with `reference` at one site; write the HTML under `report_dir`.
+    """Score `current` against `reference` at one site for the serving `champion`, with
+    Evidently's per-column detail; write the HTML under `report_dir`.
 
-    Raises `DataError`/`SchemaError` (naming the file, column and rule) for unusable data.
+    Raises `DataError`/`SchemaError` (naming the file, column and rule) for unusable data,
+    ValueError for windows too small to score.
     """
     options = options or DriftOptions.calibrated()
     reference_rows = load_site(data_root, site, reference, require_label=False)
     current_rows = load_site(data_root, site, current, require_label=False)
+    score = drift_score(champion, _window(reference_rows), _window(current_rows))
     share, columns, snapshot = run_report(
-        frame(reference_rows.features), frame(current_rows.features), threshold=threshold, options=options
+        frame(reference_rows.features), frame(current_rows.features), options=options
     )
     html: Path | None = None
     if report_dir is not None:
@@ -202,8 +262,26 @@ def check_site(
         n_reference=reference_rows.n_rows,
         n_current=current_rows.n_rows,
         threshold=threshold,
+        drift=score,
+        performance=Performance.of(champion, current_rows),
         drift_share=share,
         columns=columns,
         reference_source=reference_source,
         html_report=str(html.resolve()) if html is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class NothingNew:
+    """A site with no day after the champion's training window: nothing to score, no drift."""
+
+    site: str
+    reference: str
+    threshold: float
+    reference_source: str = "explicit"
+    score: float = 0.0
+    detected: bool = False
+    performance: Performance | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"current": None, "n_current": 0}

@@ -21,33 +21,53 @@ from healthrisk.contracts import (
     ENV_DATA_ROOT,
     ENV_DRIFT_THRESHOLD,
     ENV_TRACKING_URI,
+    METRIC_CHAMPION_VAL_AUC,
     REGISTERED_MODEL,
 )
 from healthrisk.data.loader import DataError, list_sites
-from healthrisk.data.window import DateWindow
+from healthrisk.data.window import DateWindow, WindowRule
 from healthrisk.drift import render
 from healthrisk.drift.check import DriftOptions
 from healthrisk.drift.monitor import DriftRound
-from healthrisk.drift.policy import RetrainPolicy, parse_duration, resolve_threshold
-from healthrisk.drift.reference import (
-    ChampionWindows,
-    NoReferenceWindow,
-    champion_windows,
-    optional_champion_windows,
+from healthrisk.drift.policy import RetrainPolicy, parse_check_interval, resolve_threshold
+from healthrisk.drift.reference import Champion, NoReferenceWindow, serving_champion
+from healthrisk.drift.retrain import RetrainSkipped, Trigger
+from healthrisk.drift.workflows import (
+    DEFAULT_CURRENT_DAYS,
+    build_monitor,
+    check_round,
+    new_days_of,
+    retrain_all_sites,
 )
-from healthrisk.drift.retrain import Trigger
-from healthrisk.drift.workflows import build_monitor, check_round, retrain_all_sites
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-app = typer.Typer(help="Check each site's data for drift against its reference window.", no_args_is_help=True)
+SCORE_HELP = (
+    "A site drifts when its drift score is at least this (default 0.5: retraining is worth it). "
+    "The score in [0, 1] is the larger of two, each 0.5 when its effect is material beyond "
+    "chance (99 %): prediction — the serving champion's log-odds for the site's patients moved "
+    "by at least 0.25 (odds ×1.28), in total or through one column (its shift times its weight "
+    "in the champion), beyond the site's day-to-day spread and beyond every day the champion "
+    "was trained on; refit — on new labelled days a refit would re-weight the features (re-rank "
+    "patients), saving at least 0.0078 nats of log loss per row. A column the model barely uses "
+    "scores low however far it moves; corrupted labels score low (retraining cannot fix them) "
+    "and show as a collapsed calibration slope and a low champion AUC."
+)
+
+app = typer.Typer(
+    help="Check each site's new days against the serving champion: a drift score per site "
+    "(0.5 = retraining is worth it), the champion's AUC on new labelled days, and Evidently's "
+    "per-column detail.",
+    no_args_is_help=True,
+)
 console = Console(stderr=True)
 
 # 1 is an error and 2 a usage error (typer); drift gets its own code for scripts and CI.
 DRIFT_EXIT_CODE = 3
 DEFAULT_REPORT_DIR = Path(".state/drift")
 DEFAULT_WORK_DIR = Path(".state/retrain")
+DEFAULT_WINDOW = "28d"
 
 DataRoot = Annotated[Path, typer.Option("--data-root", envvar=ENV_DATA_ROOT, help="One folder per site.")]
 TrackingUri = Annotated[
@@ -57,18 +77,25 @@ ModelName = Annotated[
     str, typer.Option("--model-name", help="Registered model (its champion is the reference).")
 ]
 Alias = Annotated[str, typer.Option("--alias", help="Serving alias of the registered model.")]
-Threshold = Annotated[
-    float | None,
-    typer.Option(
-        "--threshold",
-        envvar=ENV_DRIFT_THRESHOLD,
-        help="A site drifts when its share of drifted columns is at least this (default 0.5).",
-    ),
-]
+Threshold = Annotated[float | None, typer.Option("--threshold", envvar=ENV_DRIFT_THRESHOLD, help=SCORE_HELP)]
 Policy = Annotated[
     RetrainPolicy, typer.Option("--policy", help="Retrain on `any` drifting site or a `majority`.")
 ]
 Sites = Annotated[list[str] | None, typer.Option("--site", help="Site to check (repeatable).")]
+CurrentDays = Annotated[
+    int,
+    typer.Option(
+        "--current-days",
+        min=1,
+        help="A check looks at the site's days after the champion's training window, at most the newest N.",
+    ),
+]
+Until = Annotated[
+    str | None,
+    typer.Option(
+        "--until", help="Last day a check looks at (default: the newest day every checked site has)."
+    ),
+]
 ReportDir = Annotated[
     Path, typer.Option("--report-dir", help="Where the Evidently HTML reports are kept (at the site).")
 ]
@@ -76,12 +103,29 @@ Rounds = Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds."
 MaxAucDrop = Annotated[
     float, typer.Option("--max-auc-drop", min=0.0, help="Promotion tolerance on the AUC (SPEC §4).")
 ]
+PerformanceDrop = Annotated[
+    float | None,
+    typer.Option(
+        "--performance-max-auc-drop",
+        min=0.0,
+        help="Also retrain when the champion's AUC on the sites' new labelled days (row-weighted) "
+        "is below its validation AUC by more than this (off by default; e.g. 0.02).",
+    ),
+]
+Window = Annotated[
+    str,
+    typer.Option(
+        "--window",
+        help="Training window: the last N days up to the newest day every site has (e.g. 28d), "
+        "resolved at every retrain, or a fixed FROM..TO.",
+    ),
+]
 WorkDir = Annotated[Path, typer.Option("--work-dir", help="Scratch space of federated runs.")]
 EvidentlyDefaults = Annotated[
     bool,
     typer.Option(
         "--evidently-defaults",
-        help="Use Evidently's default tests and thresholds instead of the calibrated per-column PSI.",
+        help="Evidently's per-column detail with its default tests instead of the calibrated per-column PSI.",
     ),
 ]
 
@@ -96,6 +140,22 @@ def _window(text: str, what: str) -> DateWindow:
         return DateWindow.parse(text)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=what) from exc
+
+
+def _rule(text: str) -> WindowRule:
+    try:
+        return WindowRule.parse(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--window") from exc
+
+
+def _day(text: str | None, what: str) -> dt.date | None:
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not a date (YYYY-MM-DD)", param_hint=what) from exc
 
 
 def _client(tracking_uri: str) -> MlflowClient:
@@ -117,27 +177,19 @@ def _choose_sites(data_root: Path, sites: Sequence[str] | None, all_sites: bool)
     return list(sites)
 
 
-def _reference(
-    reference: str | None, tracking_uri: str | None, model_name: str, alias: str
-) -> DateWindow | ChampionWindows:
-    if reference is not None:
-        return _window(reference, "--reference")
-    if tracking_uri is None:
-        _fail("no --reference given and no --tracking-uri to read the champion's training window from")
-    return champion_windows(_client(tracking_uri), model_name, alias)
-
-
 def _check_round(
     data_root: Path,
     sites: Sequence[str],
     *,
-    current: Callable[[str], DateWindow],
-    reference: DateWindow | ChampionWindows,
+    current: Callable[[str], DateWindow | None],
+    champion: Champion,
+    reference: DateWindow | None,
     threshold: float,
     policy: RetrainPolicy,
     evidently_defaults: bool,
     report_dir: Path,
-    tracking_uri: str | None,
+    client: MlflowClient | None,
+    max_auc_drop: float | None = None,
 ) -> DriftRound:
     options = DriftOptions.evidently_defaults() if evidently_defaults else DriftOptions.calibrated()
     with render.checking(console) as on_site:
@@ -145,25 +197,36 @@ def _check_round(
             data_root,
             sites,
             current=current,
+            champion=champion,
             reference=reference,
             threshold=threshold,
             policy=policy,
+            max_auc_drop=max_auc_drop,
             options=options,
             report_dir=report_dir,
-            client=_client(tracking_uri) if tracking_uri else None,
+            client=client,
             on_site=on_site,
         )
 
 
 @app.command("check")
 def check_command(
-    current: Annotated[str, typer.Option("--current", help="Window to check, FROM..TO (inclusive).")],
+    current: Annotated[
+        str | None,
+        typer.Option(
+            "--current",
+            help="Window to check, FROM..TO (inclusive); default: each site's new days since the "
+            "champion's training window there.",
+        ),
+    ] = None,
     site: Sites = None,
     all_sites: Annotated[bool, typer.Option("--all-sites", help="Every site under --data-root.")] = False,
     reference: Annotated[
         str | None,
         typer.Option("--reference", help="FROM..TO; default: the champion's training window per site."),
     ] = None,
+    current_days: CurrentDays = DEFAULT_CURRENT_DAYS,
+    until: Until = None,
     data_root: DataRoot = Path("data"),
     tracking_uri: TrackingUri = None,
     publish: Annotated[
@@ -180,38 +243,59 @@ def check_command(
     evidently_defaults: EvidentlyDefaults = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summaries as JSON on stdout.")] = False,
 ) -> None:
-    """Compare a site's current window with its reference (Evidently DataDriftPreset)."""
+    """Score each site's new days for the serving champion (drift score, champion AUC),
+    with Evidently's per-column detail."""
+    if tracking_uri is None:
+        _fail(
+            f"no MLflow tracking server (--tracking-uri or {ENV_TRACKING_URI}): the check scores the champion"
+        )
     try:
         chosen = _choose_sites(data_root, site, all_sites)
-        window = _window(current, "--current")
+        client = _client(tracking_uri)
+        champion = serving_champion(client, model_name, alias)
+        if current is not None:
+            window = _window(current, "--current")
+            current_of: Callable[[str], DateWindow | None] = lambda _site: window  # noqa: E731
+        else:
+            current_of = new_days_of(
+                data_root, chosen, champion, until=_day(until, "--until"), most=current_days
+            )
         drift = _check_round(
             data_root,
             chosen,
-            current=lambda _site: window,
-            reference=_reference(reference, tracking_uri, model_name, alias),
+            current=current_of,
+            champion=champion,
+            reference=_window(reference, "--reference") if reference else None,
             threshold=resolve_threshold(threshold),
             policy=policy,
             evidently_defaults=evidently_defaults,
             report_dir=report_dir,
-            tracking_uri=tracking_uri if publish else None,
+            client=client if publish else None,
         )
     except (DataError, NoReferenceWindow, ValueError) as exc:
         _fail(str(exc))
     for result in drift.results:
         render.print_summary(console, result)
-    if publish and tracking_uri is None:
-        console.print(f"summaries not published: no --tracking-uri or {ENV_TRACKING_URI}", highlight=False)
-    console.print(drift.decision.reason, highlight=False, soft_wrap=True)
+    console.print(drift.reason, highlight=False, soft_wrap=True)
     if as_json:
-        # One line: the operator reads a drift pod's verdict from the last line of its log.
-        typer.echo(json.dumps([r.summary.as_dict() | {"mlflow_run_id": r.run_id} for r in drift.results]))
+        # One line: the operator reads a drift pod's verdict from the last line of its log,
+        # with the champion's validation AUC that a fall in performance is measured from.
+        champion_fields = {"champion_version": champion.version, METRIC_CHAMPION_VAL_AUC: champion.val_auc}
+        typer.echo(
+            json.dumps(
+                [r.summary.as_dict() | {"mlflow_run_id": r.run_id} | champion_fields for r in drift.results]
+            )
+        )
     if fail_on_drift and drift.decision.drifted_sites:
         raise typer.Exit(DRIFT_EXIT_CODE)
 
 
 def retrain_command(
     if_drift: Annotated[
-        bool, typer.Option("--if-drift", help="Retrain only if the policy finds drift in --from..--to.")
+        bool,
+        typer.Option(
+            "--if-drift", help="Retrain only if the sites' new days drift (or --from/--to, if given)."
+        ),
     ] = False,
     scheduled: Annotated[
         bool, typer.Option("--scheduled", help="Scheduled retrain (no drift check).")
@@ -219,12 +303,8 @@ def retrain_command(
     site: Sites = None,
     date_from: Annotated[str | None, typer.Option("--from", help="First day checked for drift.")] = None,
     date_to: Annotated[str | None, typer.Option("--to", help="Last day checked for drift.")] = None,
-    train_window: Annotated[
-        str | None,
-        typer.Option(
-            "--train-window", help="Training window FROM..TO; default: champion's start to the newest data."
-        ),
-    ] = None,
+    window: Window = DEFAULT_WINDOW,
+    current_days: CurrentDays = DEFAULT_CURRENT_DAYS,
     data_root: DataRoot = Path("data"),
     tracking_uri: TrackingUri = None,
     rounds: Rounds = 5,
@@ -236,51 +316,52 @@ def retrain_command(
     report_dir: ReportDir = DEFAULT_REPORT_DIR,
     work_dir: WorkDir = DEFAULT_WORK_DIR,
 ) -> None:
-    """Retrain federatedly now (manual), on a schedule, or only if the sites have drifted."""
+    """Retrain federatedly now (manual), on a schedule, or only if the sites have drifted;
+    data a version was already trained on is not trained again (RetrainSkipped)."""
     if if_drift and scheduled:
         raise typer.BadParameter("give --if-drift or --scheduled, not both", param_hint="--if-drift")
     if not if_drift and (date_from or date_to):
         raise typer.BadParameter("--from/--to only go with --if-drift", param_hint="--from")
+    if bool(date_from) != bool(date_to):
+        raise typer.BadParameter("give both --from and --to", param_hint="--from")
     if tracking_uri is None:
         _fail(f"no MLflow tracking server: pass --tracking-uri or set {ENV_TRACKING_URI}")
+    rule = _rule(window)
     try:
-        sites = list(site) if site else list_sites(data_root)
         client = _client(tracking_uri)
-        champion = optional_champion_windows(client, model_name, alias)
         drift: DriftRound | None = None
-        until: dt.date | None = None
         if if_drift:
-            if not (date_from and date_to):
-                raise typer.BadParameter("--if-drift needs --from and --to", param_hint="--from")
-            if champion is None:
-                _fail(f"--if-drift needs a {alias!r} version of {model_name!r} to take the reference from")
-            window = _window(f"{date_from}..{date_to}", "--from/--to")
+            sites = list(site) if site else list_sites(data_root)
+            champion = serving_champion(client, model_name, alias)
+            if date_from and date_to:
+                checked = _window(f"{date_from}..{date_to}", "--from/--to")
+                current_of: Callable[[str], DateWindow | None] = lambda _site: checked  # noqa: E731
+            else:
+                current_of = new_days_of(data_root, sites, champion, until=None, most=current_days)
             drift = _check_round(
                 data_root,
                 sites,
-                current=lambda _site: window,
-                reference=champion,
+                current=current_of,
+                champion=champion,
+                reference=None,
                 threshold=resolve_threshold(threshold),
                 policy=policy,
                 evidently_defaults=False,
                 report_dir=report_dir,
-                tracking_uri=tracking_uri,
+                client=client,
             )
             for result in drift.results:
                 render.print_summary(console, result)
-            console.print(drift.decision.reason, highlight=False, soft_wrap=True)
-            if not drift.decision.retrain:
+            console.print(drift.reason, highlight=False, soft_wrap=True)
+            if drift.trigger is None:
                 return
-            until = window.end
         outcome = retrain_all_sites(
             client,
             tracking_uri=tracking_uri,
             data_root=data_root,
             trigger=Trigger.DRIFT if if_drift else Trigger.SCHEDULE if scheduled else Trigger.MANUAL,
-            champion=champion,
+            rule=rule,
             work_dir=work_dir,
-            until=until,
-            window=_window(train_window, "--train-window") if train_window else None,
             drift_run_ids=drift.run_ids if drift else (),
             rounds=rounds,
             registered_name=model_name,
@@ -290,6 +371,9 @@ def retrain_command(
         )
     except (DataError, NoReferenceWindow, ValueError) as exc:
         _fail(str(exc))
+    if isinstance(outcome, RetrainSkipped):
+        console.print(f"[yellow]{outcome.reason}[/yellow]", highlight=False, soft_wrap=True)
+        return
     render.print_outcome(console, outcome)
 
 
@@ -299,15 +383,15 @@ def monitor_command(
         typer.Option(
             "--interval",
             help="Check this often: whole numbers with a unit s, m, h or d, e.g. 30m, 6h, 1d, 1h30m "
-            "(the FederatedTraining's retraining.drift.interval format; 90 or 1.5h are refused).",
+            "(the FederatedTraining's retraining.drift.interval format; at least 1m; 90 or 1.5h are "
+            "refused).",
         ),
     ] = "6h",
     schedule: Annotated[
         str | None, typer.Option("--schedule", help='Cron schedule of retrains, e.g. "0 3 * * 0".')
     ] = None,
-    current_days: Annotated[
-        int, typer.Option("--current-days", min=1, help="Each check looks at the newest N days of each site.")
-    ] = 1,
+    window: Window = DEFAULT_WINDOW,
+    current_days: CurrentDays = DEFAULT_CURRENT_DAYS,
     max_iterations: Annotated[
         int | None, typer.Option("--max-iterations", min=1, help="Stop after N wake-ups (default: never).")
     ] = None,
@@ -315,6 +399,7 @@ def monitor_command(
     tracking_uri: TrackingUri = None,
     rounds: Rounds = 5,
     max_auc_drop: MaxAucDrop = 0.0,
+    performance_max_auc_drop: PerformanceDrop = None,
     threshold: Threshold = None,
     policy: Policy = RetrainPolicy.ANY,
     model_name: ModelName = REGISTERED_MODEL,
@@ -322,19 +407,23 @@ def monitor_command(
     report_dir: ReportDir = DEFAULT_REPORT_DIR,
     work_dir: WorkDir = DEFAULT_WORK_DIR,
 ) -> None:
-    """Check every site's newest data on the interval; retrain on drift or on the schedule."""
+    """Check every site's new days on the interval; retrain on drift, on decay (if asked) or
+    on the schedule, over the window resolved at each retrain."""
     if tracking_uri is None:
         _fail(f"no MLflow tracking server: pass --tracking-uri or set {ENV_TRACKING_URI}")
+    rule = _rule(window)
     try:
         monitor = build_monitor(
             _client(tracking_uri),
             data_root=data_root,
             tracking_uri=tracking_uri,
-            interval=parse_duration(interval),
+            interval=parse_check_interval(interval),
             schedule=schedule,
+            rule=rule,
             current_days=current_days,
             threshold=resolve_threshold(threshold),
             policy=policy,
+            performance_max_auc_drop=performance_max_auc_drop,
             model_name=model_name,
             alias=alias,
             rounds=rounds,
@@ -347,7 +436,7 @@ def monitor_command(
     except ValueError as exc:
         _fail(str(exc))
     console.print(
-        f"monitoring {data_root} every {interval}"
+        f"monitoring {data_root} every {interval}, training on {rule}"
         + (f", retraining on {schedule!r}" if schedule else "")
         + (f", {max_iterations} wake-ups" if max_iterations else ""),
         highlight=False,

@@ -1,8 +1,9 @@
-"""`healthrisk monitor`: check drift every interval, retrain on drift or on a cron schedule.
+"""`healthrisk monitor`: check drift and the champion's performance every interval, retrain
+on drift, on decay or on a cron schedule.
 
-The loop owns only timing and the don't-retrain-twice rule; checking and retraining are
-passed in, and so are the clock and the sleep, so that tests run it for a bounded number
-of wake-ups without waiting hours.
+The loop owns only timing; checking and retraining are passed in (the retrain itself
+skips data it has trained on: `RetrainSkipped`), and so are the clock and the sleep, so
+that tests run it for a bounded number of wake-ups without waiting hours.
 """
 
 from __future__ import annotations
@@ -14,8 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from healthrisk.drift.policy import RetrainDecision, RetrainPolicy, decide
-from healthrisk.drift.retrain import RetrainOutcome, Trigger
+from healthrisk.drift.policy import (
+    PerformanceDecision,
+    PrintedVerdict,
+    RetrainDecision,
+    RetrainPolicy,
+    decide,
+    performance_decay,
+)
+from healthrisk.drift.retrain import RetrainOutcome, RetrainSkipped, Trigger
 from healthrisk.drift.sites import PublishedDrift
 
 log = logging.getLogger(__name__)
@@ -23,18 +31,41 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DriftRound:
-    """One check of all sites and what the policy made of it."""
+    """One check of all sites and what the rulebook made of it."""
 
     results: list[PublishedDrift]
     decision: RetrainDecision
+    performance: PerformanceDecision | None = None  # None unless a performance trigger is set
 
     @classmethod
-    def of(cls, results: list[PublishedDrift], policy: RetrainPolicy) -> DriftRound:
-        return cls(results, decide([r.summary for r in results], policy))
+    def of(
+        cls,
+        results: list[PublishedDrift],
+        policy: RetrainPolicy,
+        *,
+        champion_auc: float | None = None,
+        max_auc_drop: float | None = None,
+    ) -> DriftRound:
+        """The verdicts as the operator reads them from drift pods: one rulebook for both."""
+        verdicts = [PrintedVerdict.from_summary(r.summary.as_dict()) for r in results]
+        performance = (
+            None if max_auc_drop is None else performance_decay(verdicts, champion_auc, max_auc_drop)
+        )
+        return cls(results, decide(verdicts, policy), performance)
 
     @property
-    def newest_day(self) -> dt.date:
-        return max(dt.date.fromisoformat(r.summary.current.split("..")[1]) for r in self.results)
+    def trigger(self) -> Trigger | None:
+        """Why this round asks for a retrain, if it does: drift first, then decay."""
+        if self.decision.retrain:
+            return Trigger.DRIFT
+        if self.performance is not None and self.performance.decayed:
+            return Trigger.PERFORMANCE
+        return None
+
+    @property
+    def reason(self) -> str:
+        performance = f"; {self.performance.reason}" if self.performance is not None else ""
+        return self.decision.reason + performance
 
     @property
     def run_ids(self) -> list[str]:
@@ -53,15 +84,11 @@ class MonitorEvent:
 class Monitor:
     interval: dt.timedelta
     check: Callable[[], DriftRound]
-    retrain: Callable[[Trigger, DriftRound | None], RetrainOutcome]
+    retrain: Callable[[Trigger, DriftRound | None], RetrainOutcome | RetrainSkipped]
     schedule: str | None = None
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     sleep: Callable[[float], None] = time.sleep
     on_event: Callable[[MonitorEvent], None] | None = None
-    # The newest day of data a drift retrain has already trained on: the same drifted
-    # days do not trigger again while a rejected candidate leaves the old champion (and
-    # so the old reference) in place.
-    retrained_through: dt.date | None = None
     events: list[MonitorEvent] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -99,17 +126,16 @@ class Monitor:
             if delay > 0:
                 self.sleep(delay)
             now = self.now()
-            retrained = False
             if next_cron is not None and now >= next_cron:
-                retrained = self._guarded(partial(self._retrain, Trigger.SCHEDULE, None))
+                self._guarded(partial(self._retrain, Trigger.SCHEDULE, None))
                 next_cron = self._next_cron(now)
             if now >= next_check:
-                self._guarded(partial(self._check, skip_retrain=retrained))
+                self._guarded(self._check)
                 next_check = now + self.interval
             iterations += 1
         return self.events
 
-    def _guarded(self, action: Callable[[], object]) -> bool:
+    def _guarded(self, action: Callable[[], object]) -> None:
         # A long-running monitor outlives one bad file or one MLflow hiccup: report the
         # error as an event and try again at the next wake-up.
         try:
@@ -117,24 +143,18 @@ class Monitor:
         except Exception as exc:
             log.exception("monitor action failed")
             self._emit("error", f"{type(exc).__name__}: {exc}")
-            return False
-        return True
 
     def _retrain(self, trigger: Trigger, drift: DriftRound | None) -> None:
         outcome = self.retrain(trigger, drift)
+        if isinstance(outcome, RetrainSkipped):
+            self._emit("skip", f"{trigger.value}: {outcome.reason}")
+            return
         verdict = "promoted" if outcome.decision.promoted else "not promoted"
         detail = f"{trigger.value}: v{outcome.version} {verdict} ({outcome.decision.reason})"
         self._emit("retrain", detail, outcome)
 
-    def _check(self, *, skip_retrain: bool) -> None:
+    def _check(self) -> None:
         drift = self.check()
-        self._emit("check", drift.decision.reason)
-        if not drift.decision.retrain:
-            return
-        if skip_retrain:
-            self._emit("skip", "drift retrain skipped: a scheduled retrain just ran")
-        elif self.retrained_through is not None and drift.newest_day <= self.retrained_through:
-            self._emit("skip", f"drift retrain skipped: data through {self.retrained_through} already used")
-        else:
-            self._retrain(Trigger.DRIFT, drift)
-            self.retrained_through = drift.newest_day
+        self._emit("check", drift.reason)
+        if drift.trigger is not None:
+            self._retrain(drift.trigger, drift)

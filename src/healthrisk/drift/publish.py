@@ -1,4 +1,6 @@
-"""What leaves a site after a drift check: one MLflow run per site with the summary only.
+"""What leaves a site after a drift check: one MLflow run per site with the summary only
+(drift score and its components, per-column moves and Evidently scores, the champion's AUC
+and loss on the new labelled days: aggregates).
 
 The Evidently HTML is deliberately not uploaded. It embeds histogram bin edges (the
 first and last are the smallest and largest value seen, i.e. one patient's reading) and
@@ -14,6 +16,7 @@ from healthrisk.contracts import (
     DRIFT_EXPERIMENT,
     TAG_CURRENT_WINDOW,
     TAG_DRIFT_DETECTED,
+    TAG_DRIFT_DRIVER,
     TAG_DRIFTED_COLUMNS,
     TAG_REFERENCE_SOURCE,
     TAG_REFERENCE_WINDOW,
@@ -55,6 +58,7 @@ def publish_summary(client: MlflowClient, summary: SiteDrift, *, experiment: str
             TAG_REFERENCE_SOURCE: summary.reference_source,
             TAG_DRIFT_DETECTED: str(summary.detected).lower(),
             TAG_DRIFTED_COLUMNS: ",".join(summary.drifted_columns),
+            TAG_DRIFT_DRIVER: summary.driver,
         },
     )
     run_id = str(run.info.run_id)
@@ -62,12 +66,27 @@ def publish_summary(client: MlflowClient, summary: SiteDrift, *, experiment: str
         from mlflow.entities import Metric
 
         timestamp = int(run.info.start_time)
-        metrics = [
-            Metric("drift_share", summary.drift_share, timestamp, 0),
-            Metric("n_drifted", float(summary.n_drifted), timestamp, 0),
-            Metric("drift_threshold", summary.threshold, timestamp, 0),
-            *(Metric(f"score.{c.column}", c.score, timestamp, 0) for c in summary.columns),
-        ]
+        values = {
+            "drift_score": summary.score,
+            "drift_score.prediction": summary.drift.prediction.score,
+            "prediction_shift": summary.drift.prediction.effect,
+            "drift_threshold": summary.threshold,
+            "drift_share": summary.drift_share,
+            "n_drifted": float(summary.n_drifted),
+            **{f"shift.{column}": move for column, move in summary.drift.feature_shift.items()},
+            **{f"score.{c.column}": c.score for c in summary.columns},
+        }
+        if summary.drift.refit is not None:
+            values["drift_score.refit"] = summary.drift.refit.score
+            values["refit_gain"] = summary.drift.refit.effect
+        if summary.drift.current_calibration is not None:
+            values["calibration_slope"] = summary.drift.current_calibration.slope
+        if summary.performance is not None:
+            values["champion_loss"] = summary.performance.loss
+            values["rows"] = float(summary.performance.rows)
+            if summary.performance.auc is not None:
+                values["champion_auc"] = summary.performance.auc
+        metrics = [Metric(key, float(value), timestamp, 0) for key, value in values.items()]
         client.log_batch(run_id, metrics=metrics)
         client.log_dict(run_id, summary.as_dict(), SUMMARY_ARTIFACT)
     except Exception:

@@ -1,14 +1,18 @@
-"""A retrain: new federated run → new registered version → promotion decision, recorded.
+"""A retrain: resolve the training window, skip data already trained on, else a new
+federated run → a new registered version → the promotion decision, recorded.
 
 The record is a run in the drift experiment that ties the trigger (and, for drift, the
 per-site drift runs that caused it) to the version it produced and the promotion
 decision, so "why is v7 serving?" has one answer in MLflow. The decision itself is also
-on the version's tags (`healthrisk.registry.promote`).
+on the version's tags (`healthrisk.registry.promote`). What each version trained on is
+its `healthrisk.data_fingerprint` tag: a trigger whose data has a version already is
+skipped (`RetrainSkipped`) until a new day arrives.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,7 +23,7 @@ from healthrisk.contracts import (
     CHAMPION_ALIAS,
     PROMOTION_PROMOTED,
     PROMOTION_REJECTED,
-    REGISTERED_MODEL,
+    TAG_DATA_FINGERPRINT,
     TAG_DRIFT_RUNS,
     TAG_PROMOTION,
     TAG_RETRAIN_MODEL,
@@ -28,12 +32,13 @@ from healthrisk.contracts import (
     TAG_TRIGGER,
     TRIGGER_DRIFT,
     TRIGGER_MANUAL,
+    TRIGGER_PERFORMANCE,
     TRIGGER_SCHEDULE,
 )
-from healthrisk.data.window import DateWindow
+from healthrisk.data.loader import site_days
+from healthrisk.data.window import DateWindow, WindowRule, training_fingerprint
 from healthrisk.drift.publish import experiment_id
-from healthrisk.drift.reference import ChampionWindows
-from healthrisk.drift.sites import data_days
+from healthrisk.federated.run_config import RunConfig
 from healthrisk.registry import PromotionDecision
 
 if TYPE_CHECKING:
@@ -45,6 +50,7 @@ RETRAIN_ARTIFACT = "retrain.json"
 
 class Trigger(StrEnum):
     DRIFT = TRIGGER_DRIFT
+    PERFORMANCE = TRIGGER_PERFORMANCE
     SCHEDULE = TRIGGER_SCHEDULE
     MANUAL = TRIGGER_MANUAL
 
@@ -70,19 +76,63 @@ class RetrainOutcome:
         }
 
 
-def training_window(
-    data_root: Path, sites: Sequence[str], *, champion: ChampionWindows | None, until: dt.date | None
-) -> DateWindow:
-    """From where the champion's training began (or the oldest data) to `until` (or the newest).
+@dataclass(frozen=True)
+class RetrainSkipped:
+    """A trigger whose data a version was already trained on: nothing new to learn from."""
 
-    Keeping the champion's start means the new model still sees the population it was
-    serving well, and adds the new days that drifted or arrived since.
-    """
-    days = [day for site in sites for day in data_days(data_root, site)]
-    if not days:
-        raise ValueError(f"no daily data files for {', '.join(sites)} under {data_root}")
-    starts = [w.start for site, w in champion.windows.items() if site in sites] if champion else []
-    return DateWindow(min(starts) if starts else min(days), until or max(days))
+    trigger: Trigger
+    window: DateWindow
+    sites: tuple[str, ...]
+    version: str  # the version that trained on exactly this data
+
+    @property
+    def reason(self) -> str:
+        return f"RetrainSkipped: no new data since version {self.version} (trained on {self.window})"
+
+
+@dataclass(frozen=True)
+class Training:
+    """What a retrain would train on: the sites, the resolved window and what shapes the model."""
+
+    sites: tuple[str, ...]
+    window: DateWindow
+    rounds: int
+    registered_name: str
+
+    @classmethod
+    def resolve(
+        cls, data_root: Path, sites: Sequence[str], rule: WindowRule, *, rounds: int, registered_name: str
+    ) -> Training:
+        """The window under `rule` from the days each site has (file names only)."""
+        windows = rule.resolve({site: site_days(data_root, site) for site in sites})
+        (window,) = set(windows.values())  # one rule, one window for every site
+        return cls(tuple(sites), window, rounds, registered_name)
+
+    @property
+    def windows(self) -> dict[str, DateWindow]:
+        return dict.fromkeys(self.sites, self.window)
+
+    @property
+    def fingerprint(self) -> str:
+        defaults = RunConfig(local_run_id="-")
+        shaping = {
+            "rounds": self.rounds,
+            "registered_name": self.registered_name,
+            "local_epochs": defaults.local_epochs,
+            "learning_rate": defaults.learning_rate,
+            "strategy": defaults.strategy,
+            "proximal_mu": defaults.proximal_mu,
+        }
+        digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+        return training_fingerprint(self.windows, digest)
+
+
+def trained_version(client: MlflowClient, name: str, fingerprint: str) -> str | None:
+    """The newest version of `name` trained on exactly this data, if any."""
+    versions = client.search_model_versions(
+        f"name = '{name}' and tags.`{TAG_DATA_FINGERPRINT}` = '{fingerprint}'"
+    )
+    return max((str(v.version) for v in versions), key=int, default=None)
 
 
 def retrain(
@@ -90,33 +140,35 @@ def retrain(
     *,
     tracking_uri: str,
     data_root: Path,
-    sites: Sequence[str],
-    window: DateWindow,
+    training: Training,
     trigger: Trigger,
     work_dir: Path,
-    rounds: int = 5,
-    registered_name: str = REGISTERED_MODEL,
     alias: str = CHAMPION_ALIAS,
     max_auc_drop: float = 0.0,
     drift_run_ids: Sequence[str] = (),
     console: Console | None = None,
-) -> RetrainOutcome:
-    """Train on `sites` over `window`, decide promotion, and record both in the drift experiment."""
+) -> RetrainOutcome | RetrainSkipped:
+    """Train `training` unless a version already did, decide promotion, and record both in
+    the drift experiment."""
     from healthrisk.workflows import run_training
 
+    already = trained_version(client, training.registered_name, training.fingerprint)
+    if already is not None:
+        return RetrainSkipped(trigger, training.window, training.sites, already)
     # A free SuperLink port: a monitor runs unattended beside whatever else uses 8000.
     trained = run_training(
         data_root=data_root,
-        sites=list(sites),
-        window=window,
+        sites=list(training.sites),
+        window=training.window,
         tracking_uri=tracking_uri,
-        rounds=rounds,
-        model_name=registered_name,
+        rounds=training.rounds,
+        model_name=training.registered_name,
         superlink_port=0,
         work_dir=work_dir,
         promote_alias=alias,
         max_auc_drop=max_auc_drop,
         trigger=trigger.value,
+        data_fingerprint=training.fingerprint,
         console=console,
     )
     decision = trained.promotion
@@ -129,14 +181,16 @@ def retrain(
         run_name=f"retrain-{trigger.value}-v{version}",
         tags={
             TAG_TRIGGER: trigger.value,
-            TAG_RETRAIN_MODEL: registered_name,
+            TAG_RETRAIN_MODEL: training.registered_name,
             TAG_RETRAIN_VERSION: version,
-            TAG_TRAINING_WINDOW: str(window),
+            TAG_TRAINING_WINDOW: str(training.window),
             TAG_PROMOTION: PROMOTION_PROMOTED if decision.promoted else PROMOTION_REJECTED,
             TAG_DRIFT_RUNS: ",".join(drift_run_ids),
         },
     )
-    outcome = RetrainOutcome(trigger, version, window, tuple(sites), metrics, decision, record.info.run_id)
+    outcome = RetrainOutcome(
+        trigger, version, training.window, training.sites, metrics, decision, record.info.run_id
+    )
     client.log_dict(outcome.record_run_id, outcome.as_dict(), RETRAIN_ARTIFACT)
     client.set_terminated(outcome.record_run_id, "FINISHED")
     return outcome

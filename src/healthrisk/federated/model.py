@@ -9,6 +9,7 @@ a batch at a time, and standardisation is applied to the chunk or batch in hand.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -156,3 +157,49 @@ def train_sgd(
             coef -= learning_rate * grad_coef
             intercept -= learning_rate * grad_intercept
     return Params(coef, intercept)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model as it is registered and served: standardisation (mean, scale) then the
+    logistic regression (coef, intercept) over the standardised features, in raw units."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Any) -> ServedModel:
+        """From a registered sklearn Pipeline (healthrisk.registry.build_pipeline)."""
+        scaler, classifier = pipeline["scaler"], pipeline["classifier"]
+        return cls(
+            np.asarray(scaler.mean_, np.float64),
+            np.asarray(scaler.scale_, np.float64),
+            np.asarray(classifier.coef_, np.float64).ravel(),
+            float(np.asarray(classifier.intercept_).ravel()[0]),
+        )
+
+    def to_arrays(self) -> list[np.ndarray]:
+        return [self.mean, self.scale, *Params(self.coef, self.intercept).to_arrays()]
+
+    @classmethod
+    def from_arrays(cls, arrays: list[np.ndarray]) -> ServedModel:
+        mean, scale, coef, intercept = arrays
+        params = Params.from_arrays([coef, intercept])
+        return cls(np.asarray(mean, np.float64), np.asarray(scale, np.float64), params.coef, params.intercept)
+
+    @property
+    def slope(self) -> np.ndarray:
+        """Log-odds per raw unit of each feature."""
+        return np.asarray(self.coef / self.scale)
+
+    def standardise(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray((x - self.mean) / self.scale)
+
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.standardise(x) @ self.coef + self.intercept)
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> Evaluation:
+        """Loss, AUC and accuracy on raw rows `x` with labels `y`."""
+        return evaluate(Params(self.coef, self.intercept), self.standardise(x), y)
