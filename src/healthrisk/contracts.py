@@ -24,6 +24,15 @@ METRIC_VAL_LOSS: Final = "val_loss"
 METRIC_VAL_AUC: Final = "val_auc"
 METRIC_VAL_ACCURACY: Final = "val_accuracy"
 VAL_METRICS: Final = (METRIC_VAL_LOSS, METRIC_VAL_AUC, METRIC_VAL_ACCURACY)
+# The serving champion on the same validation rows, from the final evaluate (SPEC §4: like with like).
+METRIC_CHAMPION_VAL_LOSS: Final = "champion_val_loss"
+METRIC_CHAMPION_VAL_AUC: Final = "champion_val_auc"
+METRIC_CHAMPION_VAL_ACCURACY: Final = "champion_val_accuracy"
+CHAMPION_VAL_METRICS: Final = (
+    METRIC_CHAMPION_VAL_LOSS,
+    METRIC_CHAMPION_VAL_AUC,
+    METRIC_CHAMPION_VAL_ACCURACY,
+)
 METRIC_TRAIN_ROWS: Final = "train_rows"  # per site only, after the federated statistics
 METRIC_DP_EPSILON: Final = "dp_epsilon"  # under differential privacy: ε spent so far (step = round)
 
@@ -84,6 +93,12 @@ TAG_DP_MECHANISM: Final = TAG_PREFIX + "dp_mechanism"  # what the (ε, δ) cover
 TAG_SECURE_AGGREGATION: Final = TAG_PREFIX + "secure_aggregation"  # "true": the server saw sums only
 TAG_DECLINED_SITES: Final = TAG_PREFIX + "declined_sites"  # JSON {site: why it declined}
 TAG_LOST_SITES: Final = TAG_PREFIX + "lost_sites"  # JSON {site: where the run lost it and how}
+# What a run trained on (healthrisk.data.window.training_fingerprint): the same data is never retrained.
+TAG_DATA_FINGERPRINT: Final = TAG_PREFIX + "data_fingerprint"
+# Like with like (SPEC §4): the serving champion, evaluated on the new run's validation rows.
+TAG_CHAMPION_VERSION: Final = TAG_PREFIX + "champion_version"
+TAG_CHAMPION_VAL_AUC: Final = TAG_PREFIX + "champion_val_auc"
+TAG_DRIFT_DRIVER: Final = TAG_PREFIX + "drift_driver"  # drift run: what moved it (a column, total, refit)
 
 # Values of TAG_PROMOTION: the gate's verdict, and the operator's rollback.
 PROMOTION_PROMOTED: Final = "promoted"
@@ -96,6 +111,7 @@ TRIGGER_SPEC_CHANGE: Final = "spec-change"
 TRIGGER_SCHEDULE: Final = "schedule"
 TRIGGER_DRIFT: Final = "drift"
 TRIGGER_MANUAL: Final = "manual"
+TRIGGER_PERFORMANCE: Final = "performance"  # the champion's AUC on new labelled days fell
 
 # Kubernetes keys under the API group: the operator writes them, the chart's
 # NetworkPolicies and the tests select on them.
@@ -106,6 +122,7 @@ LABEL_ROLE: Final = f"{GROUP}/role"
 LABEL_SITE: Final = f"{GROUP}/site"
 LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
 LABEL_DRIFT_CHECK: Final = f"{GROUP}/drift-check"
+LABEL_INVENTORY: Final = f"{GROUP}/inventory"  # the round of a days-listing pod
 # `kubectl annotate ft NAME healthrisk.io/retrain=now` asks for a run; the operator
 # removes the annotation when it starts that run, so the same value can be set again.
 ANNOTATION_RETRAIN: Final = f"{GROUP}/retrain"
@@ -129,6 +146,7 @@ ROLE_SUPERLINK: Final = "superlink"
 ROLE_SUPERNODE: Final = "supernode"
 ROLE_SUBMIT: Final = "submit"
 ROLE_DRIFT: Final = "drift"
+ROLE_INVENTORY: Final = "inventory"  # lists a site's days (file names only); needs no network
 
 # Kubernetes' recommended labels, as the chart's _helpers.tpl and the operator write them.
 LABEL_APP_NAME: Final = "app.kubernetes.io/name"
@@ -153,6 +171,30 @@ INFERENCE_PORT: Final = 8080
 INFERENCE_METRICS_PORT: Final = 9180
 MLFLOW_PORT: Final = 5000
 OPERATOR_HEALTH_PORT: Final = 8090  # the operator's /healthz, probed by the kubelet
+OPERATOR_METRICS_PORT: Final = 8091  # the operator's Prometheus metrics (OPERATOR_METRICS below)
+
+# The operator's Prometheus metrics, labelled by namespace and training; the chart's
+# training-and-drift dashboard (charts/health-risk/dashboards/training.json) reads them.
+METRIC_RUNS: Final = "healthrisk_training_runs_total"  # + trigger, result: finished runs
+METRIC_SKIPPED: Final = "healthrisk_training_skipped_total"  # + trigger: RetrainSkipped
+METRIC_PROMOTIONS: Final = (
+    "healthrisk_promotion_decisions_total"  # + decision: promoted, rejected, rolled-back
+)
+METRIC_CURRENT_RUN: Final = "healthrisk_training_run"  # the current or last run number
+METRIC_CURRENT_ROUND: Final = "healthrisk_training_round"  # its round
+METRIC_RUN_AUC: Final = "healthrisk_training_auc"  # + model: new, champion (same validation rows)
+METRIC_DRIFT_SCORE: Final = "healthrisk_drift_score"  # + site: the last check's score
+METRIC_LIVE_AUC: Final = "healthrisk_champion_live_auc"  # + site: the champion on new labelled days
+OPERATOR_METRICS: Final = (
+    METRIC_RUNS,
+    METRIC_SKIPPED,
+    METRIC_PROMOTIONS,
+    METRIC_CURRENT_RUN,
+    METRIC_CURRENT_ROUND,
+    METRIC_RUN_AUC,
+    METRIC_DRIFT_SCORE,
+    METRIC_LIVE_AUC,
+)
 
 # Environment variables whose meaning is part of the contract (README, chart, pods).
 ENV_TRACKING_URI: Final = "MLFLOW_TRACKING_URI"

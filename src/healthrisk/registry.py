@@ -3,10 +3,12 @@
 Registration logs the sklearn pipeline and, beside it, the parameters document that
 serving reads (healthrisk.model_parameters), refusing a pipeline the document does not
 reproduce exactly. Promotion (SPEC §4): a new version takes the serving alias only if its
-federated validation AUC is at least the champion's minus `max_auc_drop`; otherwise it
-stays registered with tags saying why. A promoted version is signed (healthrisk.provenance)
-before the alias moves. Aliases and tags only — stages are deprecated.
-Promotions of one registered model happen one at a time (healthrisk.promotion_lock).
+federated validation AUC is at least the champion's minus `max_auc_drop`, both measured on
+the same federated validation rows of the new run (its final evaluate carried the
+champion: like with like); otherwise it stays registered with tags saying why. A promoted
+version is signed (healthrisk.provenance) before the alias moves. Aliases and tags only —
+stages are deprecated. Promotions of one registered model happen one at a time
+(healthrisk.promotion_lock).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from healthrisk.contracts import (
     PROMOTION_PROMOTED,
     PROMOTION_REJECTED,
     PROMOTION_ROLLED_BACK,
+    TAG_CHAMPION_VAL_AUC,
+    TAG_CHAMPION_VERSION,
     TAG_METRICS,
     TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTION,
@@ -35,6 +39,7 @@ from healthrisk.contracts import (
     TAG_VAL_AUC,
     VAL_METRICS,
 )
+from healthrisk.federated.model import ServedModel
 from healthrisk.model_parameters import (
     PARAMETERS_FILE,
     ModelIntegrityError,
@@ -174,7 +179,7 @@ class PromotionDecision:
     reason: str
     auc: float
     champion_version: str | None
-    champion_auc: float | None
+    champion_auc: float | None  # the champion on the same validation rows as `auc`
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -187,6 +192,20 @@ def version_auc(version: ModelVersion) -> float:
         raise ValueError(
             f"model version {version.version} has no numeric {TAG_VAL_AUC} tag; "
             "it was not registered by a federated run"
+        ) from exc
+
+
+def compared_champion(version: ModelVersion) -> tuple[str, float] | None:
+    """The champion version the run evaluated beside this one, and its AUC on the same rows."""
+    compared = version.tags.get(TAG_CHAMPION_VERSION)
+    if not compared:
+        return None
+    try:
+        return compared, float(version.tags[TAG_CHAMPION_VAL_AUC])
+    except (KeyError, ValueError) as exc:
+        raise ValueError(
+            f"model version {version.version} names champion v{compared} but has no numeric "
+            f"{TAG_CHAMPION_VAL_AUC} tag"
         ) from exc
 
 
@@ -228,14 +247,22 @@ def promote(
             decision = PromotionDecision(version, True, f"already {alias}", auc, champion.version, auc)
         elif champion is None:
             decision = PromotionDecision(version, True, f"no {alias} yet", auc, None, None)
+        elif (compared := compared_champion(candidate)) is None or compared[0] != str(champion.version):
+            # Never measured against the version serving now (it had none then, or another run
+            # was promoted meanwhile): there is no like-with-like comparison to pass.
+            against = f"v{compared[0]}" if compared else f"no {alias}"
+            reason = (
+                f"not compared with {alias} v{champion.version} on the same validation rows "
+                f"(its run evaluated {against}); a new run compares them"
+            )
+            decision = PromotionDecision(version, False, reason, auc, champion.version, None)
         else:
-            champion_auc = version_auc(champion)
-            floor = champion_auc - max_auc_drop
-            promoted = auc >= floor
+            champion_auc = compared[1]
+            promoted = auc >= champion_auc - max_auc_drop
             comparison = ">=" if promoted else "<"
             reason = (
-                f"val AUC {auc:.4f} {comparison} {alias} v{champion.version} AUC {champion_auc:.4f}"
-                f" - maxAucDrop {max_auc_drop:g}"
+                f"val AUC {auc:.4f} {comparison} {alias} v{champion.version} AUC {champion_auc:.4f} "
+                f"on the same validation rows - maxAucDrop {max_auc_drop:g}"
             )
             decision = PromotionDecision(version, promoted, reason, auc, champion.version, champion_auc)
         signature: dict[str, str] = {}
@@ -283,3 +310,11 @@ def rollback(
 
 def dumps_tag(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def served_model(client: MlflowClient, name: str, version: str) -> ServedModel:
+    """A registered version's model, read from its parameters document (never unpickled)."""
+    parameters = parse_parameters(
+        parameters_document(client.tracking_uri, name, version, timeout=_FETCH_TIMEOUT_S)
+    )
+    return ServedModel(parameters.mean, parameters.scale, parameters.coef, parameters.intercept)

@@ -60,6 +60,7 @@ def run_training(
     promote_alias: str | None = CHAMPION_ALIAS,
     max_auc_drop: float = 0.0,
     trigger: str = TRIGGER_MANUAL,
+    data_fingerprint: str = "",
     console: Console | None = None,
 ) -> TrainingOutcome:
     """Train federatedly with a progress bar by round, then (optionally) decide promotion."""
@@ -79,6 +80,8 @@ def run_training(
         strategy=strategy,
         proximal_mu=proximal_mu,
         superlink_port=superlink_port,
+        champion_alias=promote_alias or CHAMPION_ALIAS,
+        data_fingerprint=data_fingerprint,
     )
     with Progress(
         TextColumn("[bold]federated training[/] {task.description}"),

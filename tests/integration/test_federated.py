@@ -28,6 +28,8 @@ from healthrisk.contracts import (
     RECORD_COUNT,
     RECORD_NUM_EXAMPLES,
     RECORD_VAL_EXAMPLES,
+    TAG_CHAMPION_VAL_AUC,
+    TAG_CHAMPION_VERSION,
     TAG_CODE_VERSION,
     TAG_DATA_WINDOWS,
     TAG_LOCAL_RUN,
@@ -41,7 +43,6 @@ from healthrisk.contracts import (
     VAL_METRICS,
     site_metric,
 )
-from healthrisk.data.generator import DriftSpec, generate
 from healthrisk.federated.control import ControlClient, SuperLinkAddress
 from healthrisk.federated.run_config import RunConfig
 from healthrisk.federated.runner import TrainingRequest, local_federation, next_run_number, train_federated
@@ -159,26 +160,37 @@ def test_no_process_outlives_the_run(trained: dict[str, object]) -> None:
     assert trained["leftovers"] == set()
 
 
-def test_promotion_takes_a_better_model_and_refuses_a_worse_one(
+def test_promotion_compares_like_with_like_and_refuses_a_worse_model(
     trained: dict[str, object], data_root: Path, tmp_path: Path, mlflow_uri: str, signing_key: bytes
 ) -> None:
     name = str(trained["name"])
     client = mlflow.MlflowClient()
     good = trained["result"].version  # type: ignore[attr-defined]
     first = promote(client, name, good, signing_key=signing_key)
-    assert first.promoted and client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == good
+    assert first.promoted and "no champion yet" in first.reason
+    assert client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == good
 
-    # a consortium where every site's labels are corrupted trains a worse model
-    noisy_root = tmp_path / "noisy"
-    drifts = [DriftSpec.parse(f"label-noise:{s}:{TRAIN_WINDOW}") for s in SITES]
-    generate(noisy_root, n_sites=3, window=TRAIN_WINDOW, seed=42, drifts=drifts)
-    worse = train_federated(_request(noisy_root, tmp_path, mlflow_uri, name))
+    # The same data with FedProx at the CRD's largest proximalMu: every local step is pulled
+    # back to the global model, so the model is under-trained (benchmarks/promotion_gate.py:
+    # worse in every seed). Its final evaluate carries the champion: both on the same rows.
+    request = replace(_request(data_root, tmp_path, mlflow_uri, name), strategy="FedProx", proximal_mu=10.0)
+    worse = train_federated(request)
+    tags = client.get_model_version(name, worse.version).tags
+    assert tags[TAG_CHAMPION_VERSION] == good
+    champion_auc = float(tags[TAG_CHAMPION_VAL_AUC])
+    assert float(tags[TAG_VAL_AUC]) < champion_auc
     decision = promote(client, name, worse.version, signing_key=signing_key)
-    assert not decision.promoted
+    assert not decision.promoted and decision.champion_auc == pytest.approx(champion_auc)
     assert client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == good
     tags = client.get_model_version(name, worse.version).tags
     assert tags[TAG_PROMOTION] == PROMOTION_REJECTED
-    assert "<" in tags[TAG_PROMOTION_REASON] and f"v{good}" in tags[TAG_PROMOTION_REASON]
+    reason = tags[TAG_PROMOTION_REASON]
+    assert "<" in reason and f"v{good}" in reason and "on the same validation rows" in reason
+    # The champion's AUC is measured on the new run's rows: the first run's rows are the same
+    # here (same window), and the champion scores on them what its own run measured.
+    assert champion_auc == pytest.approx(
+        float(client.get_model_version(name, good).tags[TAG_VAL_AUC]), abs=1e-6
+    )
     # within the allowed drop, the same model is promoted
     assert promote(client, name, worse.version, signing_key=signing_key, max_auc_drop=1.0).promoted
 
@@ -195,6 +207,34 @@ def test_flowers_stock_supernode_trains_the_same_model(
     stock_model = mlflow.sklearn.load_model(f"models:/fed-it-stock/{stock.version}")
     resident_model = mlflow.sklearn.load_model(f"models:/{trained['name']}/{resident.version}")  # type: ignore[attr-defined]
     assert stock_model[-1].coef_ == pytest.approx(resident_model[-1].coef_, abs=1e-9)
+
+
+def test_a_version_never_compared_with_the_serving_champion_is_not_promoted(
+    trained: dict[str, object], data_root: Path, tmp_path: Path, mlflow_uri: str, signing_key: bytes
+) -> None:
+    name = f"{trained['name']}-uncompared"
+    client = mlflow.MlflowClient()
+    first = train_federated(_request(data_root, tmp_path / "a", mlflow_uri, name, rounds=1))
+    second = train_federated(_request(data_root, tmp_path / "b", mlflow_uri, name, rounds=1))
+    assert promote(client, name, first.version, signing_key=signing_key).promoted
+    # `second` was trained while there was no champion: nothing to compare like with like
+    decision = promote(client, name, second.version, signing_key=signing_key)
+    assert not decision.promoted and "not compared with champion" in decision.reason
+
+
+def test_the_in_process_replica_computes_what_a_real_run_registers(
+    trained: dict[str, object], data_root: Path
+) -> None:
+    """benchmarks/ rely on healthrisk.federated.inprocess giving a real run's numbers."""
+    from healthrisk.data.loader import load_site
+    from healthrisk.federated.inprocess import train_in_process
+    from healthrisk.federated.model import ServedModel
+
+    pipeline = mlflow.sklearn.load_model(f"models:/{trained['name']}/{trained['result'].version}")  # type: ignore[attr-defined]
+    registered = ServedModel.from_pipeline(pipeline)
+    replica = train_in_process({s: load_site(data_root, s, TRAIN_WINDOW) for s in SITES}, rounds=2)
+    for field in ("mean", "scale", "coef", "intercept"):
+        assert getattr(replica, field) == pytest.approx(getattr(registered, field), rel=1e-9, abs=1e-12)
 
 
 def test_cli_refuses_a_malformed_file_before_starting_anything(

@@ -5,7 +5,9 @@ numbers — never rows:
 * `query.stats` — row count, Σx and Σx² of the training split (federated standardisation);
 * `train` — evaluates the incoming global model on the validation split, then trains
   locally and returns the new parameters (one exchange per round instead of two);
-* `evaluate` — evaluates the final global model on the validation split.
+* `evaluate` — evaluates the final global model on the validation split, and beside it the
+  serving champion the server sent (its own standardisation and weights), on the same rows:
+  the promotion gate compares like with like (SPEC §4).
 
 Guard rails (privacy.py): a site declines every message while its training or
 validation split has fewer than `min-rows` rows. Under differential privacy with
@@ -40,6 +42,9 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from healthrisk.contracts import (
+    METRIC_CHAMPION_VAL_ACCURACY,
+    METRIC_CHAMPION_VAL_AUC,
+    METRIC_CHAMPION_VAL_LOSS,
     METRIC_TRAIN_LOSS,
     METRIC_VAL_ACCURACY,
     METRIC_VAL_AUC,
@@ -49,12 +54,13 @@ from healthrisk.contracts import (
     RECORD_UNIFORM_WEIGHT,
     RECORD_VAL_EXAMPLES,
 )
-from healthrisk.data.loader import load_site, window_files
+from healthrisk.data.loader import SiteData, load_site, window_files
 from healthrisk.data.window import DateWindow
 from healthrisk.federated import secure
 from healthrisk.federated.model import (
     Evaluation,
     Params,
+    ServedModel,
     Standardisation,
     evaluate,
     log_loss,
@@ -67,6 +73,8 @@ from healthrisk.federated.stats import FeatureStats
 
 VALIDATION_FRACTION = 0.2
 SITE_RECORD = "site"  # the ConfigRecord naming the site that replies
+# The record of the final evaluate message that carries the serving champion, when there is one.
+CHAMPION_RECORD = "champion"
 
 
 @dataclass(frozen=True)
@@ -77,17 +85,28 @@ class Split:
     y_val: np.ndarray
 
 
-def held_out(site: str) -> Callable[[int], np.ndarray]:
-    """A stable per-site split: the same rows are held out in every round and every run."""
+def held_out_rows(site: str, days: np.ndarray) -> np.ndarray:
+    """Which rows are validation rows, given each row's day: drawn per day, seeded by site
+    and day, so a row is held out in every round and every run whose window includes its
+    day. A champion trained on an earlier window never trained on the validation rows of a
+    later one, and the promotion gate compares both on rows neither has seen (SPEC §4)."""
+    rows = np.empty(days.size, dtype=bool)
+    values, starts, counts = np.unique(days, return_index=True, return_counts=True)
+    for day, start, count in zip(values, starts, counts, strict=True):
+        rng = np.random.default_rng([zlib.crc32(site.encode()), int(day)])
+        rows[start : start + count] = rng.random(count) < VALIDATION_FRACTION
+    return rows
 
-    def mask(n_rows: int) -> np.ndarray:
-        return np.random.default_rng(zlib.crc32(site.encode())).random(n_rows) < VALIDATION_FRACTION
 
-    return mask
+def split(data: SiteData) -> Split:
+    """The split of rows loaded without a hold-out (in-process replicas, benchmarks)."""
+    assert data.labels is not None and data.n_held_out == 0
+    out = held_out_rows(data.site, data.days)
+    return Split(data.features[~out], data.labels[~out], data.features[out], data.labels[out])
 
 
 def _load_split(root: Path, site: str, window: DateWindow) -> Split:
-    data = load_site(root, site, window, hold_out=held_out(site))
+    data = load_site(root, site, window, hold_out=lambda days: held_out_rows(site, days))
     (x_train, y_train), (x_val, y_val) = data.training_part(), data.held_out_part()
     assert y_train is not None and y_val is not None
     return Split(x_train, y_train, x_val, y_val)
@@ -280,20 +299,22 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         return refusal
     params = Params.from_arrays(msg.content.array_records["arrays"].to_numpy_ndarrays())
     result = site.validate(params, standardisation(msg.content.config_records["config"]))
-    content = RecordDict(
-        {
-            "metrics": MetricRecord(
-                {
-                    RECORD_NUM_EXAMPLES: result.n,
-                    RECORD_VAL_EXAMPLES: result.n,
-                    METRIC_VAL_LOSS: result.loss,
-                    METRIC_VAL_AUC: result.auc,
-                    METRIC_VAL_ACCURACY: result.accuracy,
-                }
-            ),
-            SITE_RECORD: site_record(site.name),
+    metrics: dict[str, int | float | list[int] | list[float]] = {
+        RECORD_NUM_EXAMPLES: result.n,
+        RECORD_VAL_EXAMPLES: result.n,
+        METRIC_VAL_LOSS: result.loss,
+        METRIC_VAL_AUC: result.auc,
+        METRIC_VAL_ACCURACY: result.accuracy,
+    }
+    if CHAMPION_RECORD in msg.content.array_records:
+        champion = ServedModel.from_arrays(msg.content.array_records[CHAMPION_RECORD].to_numpy_ndarrays())
+        served = champion.evaluate(site.split.x_val, site.split.y_val)
+        metrics |= {
+            METRIC_CHAMPION_VAL_LOSS: served.loss,
+            METRIC_CHAMPION_VAL_AUC: served.auc,
+            METRIC_CHAMPION_VAL_ACCURACY: served.accuracy,
         }
-    )
+    content = RecordDict({"metrics": MetricRecord(metrics), SITE_RECORD: site_record(site.name)})
     return Message(content=content, reply_to=msg)
 
 
@@ -305,7 +326,9 @@ def secure_answer(msg: Message, site: Site) -> Message:
     if phase is secure.Phase.STATS:
         vector = secure.stats_vector(site.split.x_train)
     else:
-        params = Params.from_arrays(parameters_to_ndarrays(fitins.parameters))
+        # The global model, then (final evaluation only) the serving champion's arrays.
+        arrays = parameters_to_ndarrays(fitins.parameters)
+        params = Params.from_arrays(arrays[:2])
         config = fitins.config
         scaling = Standardisation(
             np.frombuffer(cast(bytes, config["mean"])), np.frombuffer(cast(bytes, config["scale"]))
@@ -319,6 +342,10 @@ def secure_answer(msg: Message, site: Site) -> Message:
             )
             vector = secure.train_vector(updated, int(site.split.y_train.size), train_loss, before)
         else:
-            vector = secure.evaluate_vector(site.validate(params, scaling))
+            champion = ServedModel.from_arrays(arrays[2:]) if len(arrays) > 2 else None
+            vector = secure.evaluate_vector(
+                site.validate(params, scaling),
+                champion.evaluate(site.split.x_val, site.split.y_val) if champion is not None else None,
+            )
     fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([vector]), 1, {secure.SITE: site.name})
     return Message(content=compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)

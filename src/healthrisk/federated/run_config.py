@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from healthrisk.contracts import REGISTERED_MODEL, TRIGGER_MANUAL
+from healthrisk.contracts import CHAMPION_ALIAS, REGISTERED_MODEL, TRIGGER_MANUAL
 
 STRATEGIES = ("FedAvg", "FedProx")
 DP_CLIPPING = ("server", "client")
@@ -29,6 +29,9 @@ class RunConfig:
     data_to: str = "2024-01-14"
     tracking_uri: str = ""
     registered_model: str = REGISTERED_MODEL
+    # The serving alias: its version is evaluated beside the new model on the same
+    # validation rows, so the promotion gate compares like with like (SPEC §4).
+    champion_alias: str = CHAMPION_ALIAS
     training_ref: str = ""  # namespace/name/uid of a FederatedTraining
     local_run_id: str = ""  # id of an embedded `healthrisk train`
     run_number: int = 1
@@ -47,6 +50,8 @@ class RunConfig:
     dp_clipping: str = "server"
     # SecAgg+: the server learns only sums of the sites' statistics, updates and metrics.
     secure_aggregation: bool = False
+    # What the run trains on (healthrisk.data.window.training_fingerprint), tagged on the version.
+    data_fingerprint: str = ""
 
     def __post_init__(self) -> None:
         if self.num_server_rounds < 1:

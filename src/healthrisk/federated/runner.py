@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from healthrisk import __version__
 from healthrisk.contracts import (
+    CHAMPION_ALIAS,
     METRIC_ROUND,
     METRIC_TRAIN_LOSS,
     REGISTERED_MODEL,
@@ -116,6 +117,8 @@ class TrainingRequest:
     # they cost); nothing in the CLI sets it.
     insecure: bool = False
     local_run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    champion_alias: str = CHAMPION_ALIAS
+    data_fingerprint: str = ""
 
     def run_config(self, run_number: int) -> RunConfig:
         return RunConfig(
@@ -140,6 +143,8 @@ class TrainingRequest:
             dp_delta=self.dp_delta,
             dp_clipping=self.dp_clipping,
             secure_aggregation=self.secure_aggregation,
+            champion_alias=self.champion_alias,
+            data_fingerprint=self.data_fingerprint,
         )
 
 

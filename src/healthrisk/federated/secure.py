@@ -40,7 +40,13 @@ from flwr.server.strategy import FedAvg as LegacyFedAvg
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 
-from healthrisk.contracts import METRIC_VAL_ACCURACY, METRIC_VAL_AUC, METRIC_VAL_LOSS
+from healthrisk.contracts import (
+    CHAMPION_VAL_METRICS,
+    METRIC_VAL_ACCURACY,
+    METRIC_VAL_AUC,
+    METRIC_VAL_LOSS,
+    VAL_METRICS,
+)
 from healthrisk.federated.model import Evaluation, Params
 from healthrisk.federated.stats import FeatureStats
 from healthrisk.schema import FEATURES, N_FEATURES
@@ -98,6 +104,9 @@ def stats_from_sum(total: np.ndarray) -> FeatureStats:
     )
 
 
+EVALUATION_SUMS = 5  # the length of evaluation_sums(): n, loss, accuracy, sites with an AUC, AUC
+
+
 def evaluation_sums(result: Evaluation) -> list[float]:
     """What a site adds to the federation's validation metrics: example-weighted sums
     (AUC over the sites where it is defined: a site with one class has none)."""
@@ -131,8 +140,21 @@ def train_vector(updated: Params, n: int, train_loss: float, before: Evaluation)
     return np.concatenate([n * np.concatenate(updated.to_arrays()), metrics]) / MAX_ROWS
 
 
-def evaluate_vector(result: Evaluation) -> np.ndarray:
-    return np.array(evaluation_sums(result)) / MAX_ROWS
+def evaluate_vector(result: Evaluation, champion: Evaluation | None = None) -> np.ndarray:
+    """The final model's validation sums, then the serving champion's on the same rows when
+    the server sent it (the promotion gate compares like with like, SPEC §4)."""
+    sums = evaluation_sums(result) + (evaluation_sums(champion) if champion is not None else [])
+    return np.array(sums) / MAX_ROWS
+
+
+def final_metrics_from_sum(total: np.ndarray) -> dict[str, float]:
+    """The federation's final validation metrics, and the champion's when it was evaluated."""
+    sums = total * MAX_ROWS
+    metrics = metrics_from_sums(sums[:EVALUATION_SUMS])
+    if sums.size > EVALUATION_SUMS:
+        champion = metrics_from_sums(sums[EVALUATION_SUMS:])
+        metrics |= {name: champion[val] for val, name in zip(VAL_METRICS, CHAMPION_VAL_METRICS, strict=True)}
+    return metrics
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ Flow of one run:
    rows declines (privacy.py) and takes no further part;
 2. `num-server-rounds` rounds of FedAvg (or FedProx); each round is ONE message exchange:
    the train reply also carries the site's validation metrics of the incoming global
-   model, and only the last round adds an evaluate exchange for the final model;
+   model, and only the last round adds an evaluate exchange for the final model — which
+   also carries the serving champion, so every site reports both on the same validation
+   rows and the promotion gate compares like with like (SPEC §4);
 3. per-round federated metrics go to MLflow with step=round, per-site metrics only when
    the run asks for them (`per-site-metrics`);
 4. the final sklearn pipeline is logged and registered with the run's provenance tags.
@@ -42,6 +44,8 @@ from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 
 from healthrisk import __version__
 from healthrisk.contracts import (
+    CHAMPION_VAL_METRICS,
+    METRIC_CHAMPION_VAL_AUC,
     METRIC_DP_EPSILON,
     METRIC_ROUND,
     METRIC_TRAIN_LOSS,
@@ -51,7 +55,10 @@ from healthrisk.contracts import (
     RECORD_NUM_EXAMPLES,
     RECORD_UNIFORM_WEIGHT,
     RECORD_VAL_EXAMPLES,
+    TAG_CHAMPION_VAL_AUC,
+    TAG_CHAMPION_VERSION,
     TAG_CODE_VERSION,
+    TAG_DATA_FINGERPRINT,
     TAG_DATA_WINDOWS,
     TAG_DECLINED_SITES,
     TAG_DP_DELTA,
@@ -73,8 +80,8 @@ from healthrisk.contracts import (
     site_metric,
 )
 from healthrisk.federated import secure
-from healthrisk.federated.client_app import SITE_RECORD
-from healthrisk.federated.model import Params
+from healthrisk.federated.client_app import CHAMPION_RECORD, SITE_RECORD
+from healthrisk.federated.model import Params, ServedModel
 from healthrisk.federated.privacy import Budget, declined_site, private_strategy
 from healthrisk.federated.run_config import RunConfig
 from healthrisk.federated.stats import FeatureStats
@@ -356,10 +363,17 @@ class OneExchange(Strategy):
     """The run's rounds around an unmodified FedAvg/FedProx (`inner`, possibly wrapped
     in a DP strategy, which refuses subclasses of FedAvg's aggregation): train replies
     carry the validation metrics of the incoming model, the evaluate exchange happens
-    once, after the last round, and the metrics go to the tracker."""
+    once, after the last round, with the serving champion beside the final model, and
+    the metrics go to the tracker."""
 
     def __init__(
-        self, inner: Strategy, settings: RunConfig, tracker: RoundTracker, grid: QuickPollGrid, sites: int
+        self,
+        inner: Strategy,
+        settings: RunConfig,
+        tracker: RoundTracker,
+        grid: QuickPollGrid,
+        sites: int,
+        champion: ServedModel | None,
     ) -> None:
         super().__init__()
         self.inner = inner
@@ -369,6 +383,7 @@ class OneExchange(Strategy):
         # The DP accountant and noise are set for every site of the run: with one lost,
         # the (ε, δ) reported would no longer hold, so the run stops instead.
         self.required = sites if settings.differential_privacy else settings.min_sites
+        self.champion = champion
         self.budget: Budget | None = None
 
     def summary(self) -> None:
@@ -406,7 +421,11 @@ class OneExchange(Strategy):
         if server_round < self.settings.num_server_rounds:
             return []
         start_exchange(self.grid, self.tracker, self.settings, "final evaluation", self.required)
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+        messages = list(self.inner.configure_evaluate(server_round, arrays, config, grid))
+        if self.champion is not None:
+            for message in messages:
+                message.content[CHAMPION_RECORD] = ArrayRecord(self.champion.to_arrays())
+        return messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         if server_round < self.settings.num_server_rounds:
@@ -414,11 +433,14 @@ class OneExchange(Strategy):
         received = list(replies)
         ok = valid(received)
         enough_sites(self.settings, len(ok), "final evaluation", received, required=self.required)
-        self.tracker.final = self.tracker.log_replies(server_round, ok, VAL_METRICS, RECORD_VAL_EXAMPLES)
+        names = (*VAL_METRICS, *CHAMPION_VAL_METRICS) if self.champion is not None else VAL_METRICS
+        self.tracker.final = self.tracker.log_replies(server_round, ok, names, RECORD_VAL_EXAMPLES)
         return MetricRecord({k: v for k, v in self.tracker.final.items() if np.isfinite(v)})
 
 
-def make_strategy(settings: RunConfig, tracker: RoundTracker, grid: QuickPollGrid) -> OneExchange:
+def make_strategy(
+    settings: RunConfig, tracker: RoundTracker, grid: QuickPollGrid, champion: ServedModel | None
+) -> OneExchange:
     sites = len(grid.get_node_ids())
     kwargs: dict[str, Any] = {
         # Every remaining site, every round. Flower's strategies wait without end for
@@ -437,15 +459,15 @@ def make_strategy(settings: RunConfig, tracker: RoundTracker, grid: QuickPollGri
         else FedAvg(**kwargs)
     )
     inner = private_strategy(base, settings, sites) if settings.differential_privacy else base
-    return OneExchange(inner, settings, tracker, grid, sites)
+    return OneExchange(inner, settings, tracker, grid, sites, champion)
 
 
 def train_plain(
-    grid: QuickPollGrid, settings: RunConfig, tracker: RoundTracker
+    grid: QuickPollGrid, settings: RunConfig, tracker: RoundTracker, champion: ServedModel | None
 ) -> tuple[Trained, Budget | None]:
     stats = federated_standardisation(grid, settings, tracker)
     mean, scale = stats.mean_and_scale()
-    strategy = make_strategy(settings, tracker, grid)
+    strategy = make_strategy(settings, tracker, grid, champion)
     standardisation = {"mean": mean.tolist(), "scale": scale.tolist()}
     result = strategy.start(
         grid=grid,  # type: ignore[arg-type]
@@ -464,7 +486,11 @@ def train_plain(
 
 
 def train_secure(
-    grid: QuickPollGrid, context: Context, settings: RunConfig, tracker: RoundTracker
+    grid: QuickPollGrid,
+    context: Context,
+    settings: RunConfig,
+    tracker: RoundTracker,
+    champion: ServedModel | None,
 ) -> Trained:
     aggregation = secure.SecureAggregation(grid, context, settings)  # type: ignore[arg-type]
     summed_stats = aggregation.sum(secure.Phase.STATS, 0, [np.zeros(1)], {})
@@ -484,10 +510,11 @@ def train_secure(
         tracker.log(server_round, {METRIC_TRAIN_LOSS: round_sum.train_loss})
         params = round_sum.params
     start_exchange(grid, tracker, settings, "final evaluation")
+    served = champion.to_arrays() if champion is not None else []
     final = aggregation.sum(
-        secure.Phase.EVALUATE, settings.num_server_rounds, params.to_arrays(), instruction
+        secure.Phase.EVALUATE, settings.num_server_rounds, [*params.to_arrays(), *served], instruction
     )
-    tracker.final = secure.metrics_from_sums(final.total * secure.MAX_ROWS)
+    tracker.final = secure.final_metrics_from_sum(final.total)
     tracker.log(settings.num_server_rounds, tracker.final)
     return Trained(stats, params)
 
@@ -511,6 +538,8 @@ def provenance_tags(settings: RunConfig, sites: Iterable[str]) -> dict[str, str]
         tags[TAG_TRAINING] = settings.training_ref
     if settings.local_run_id:
         tags[TAG_LOCAL_RUN] = settings.local_run_id
+    if settings.data_fingerprint:
+        tags[TAG_DATA_FINGERPRINT] = settings.data_fingerprint
     return tags
 
 
@@ -525,6 +554,20 @@ def privacy_tags(settings: RunConfig, budget: Budget | None) -> dict[str, str]:
     return tags
 
 
+def serving_champion(settings: RunConfig) -> tuple[str, ServedModel] | None:
+    """The version under the champion alias and its model, to evaluate beside the new one."""
+    import mlflow
+
+    from healthrisk.registry import current_champion, served_model
+
+    client = mlflow.MlflowClient()
+    champion = current_champion(client, settings.registered_model, settings.champion_alias)
+    if champion is None:
+        return None
+    version = str(champion.version)
+    return version, served_model(client, settings.registered_model, version)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     import mlflow
@@ -535,6 +578,8 @@ def main(grid: Grid, context: Context) -> None:
     if settings.tracking_uri:
         mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_experiment(TRAINING_EXPERIMENT)
+    champion = serving_champion(settings)
+    served = champion[1] if champion is not None else None
     audit: list[dict[str, Any]] = []
     tracker = RoundTracker(settings)
     quick_grid = QuickPollGrid(grid, audit, tracker)
@@ -543,9 +588,9 @@ def main(grid: Grid, context: Context) -> None:
         wait_for_sites(grid, settings)
         budget = None
         if settings.secure_aggregation:
-            trained = train_secure(quick_grid, context, settings, tracker)
+            trained = train_secure(quick_grid, context, settings, tracker, served)
         else:
-            trained, budget = train_plain(quick_grid, settings, tracker)
+            trained, budget = train_plain(quick_grid, settings, tracker, served)
         mlflow.log_dict({"replies": audit}, "federation_audit.json")
         tags = provenance_tags(settings, tracker.sites) | privacy_tags(settings, budget)
         if tracker.lost:  # the version says it too: its later rounds are without these sites
@@ -553,6 +598,9 @@ def main(grid: Grid, context: Context) -> None:
         mlflow.set_tags(tags)
         tags[TAG_VAL_AUC] = f"{tracker.final[METRIC_VAL_AUC]:.6f}"
         mean, scale = trained.stats.mean_and_scale()
+        if champion is not None:
+            tags[TAG_CHAMPION_VERSION] = champion[0]
+            tags[TAG_CHAMPION_VAL_AUC] = f"{tracker.final[METRIC_CHAMPION_VAL_AUC]:.6f}"
         version = log_and_register(
             build_pipeline(mean, scale, trained.params.coef, trained.params.intercept),
             registered_name=settings.registered_model,
