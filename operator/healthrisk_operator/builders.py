@@ -25,6 +25,7 @@ from healthrisk.contracts import (
     LABEL_ATTEMPT,
     LABEL_COMPONENT,
     LABEL_DRIFT_CHECK,
+    LABEL_INVENTORY,
     LABEL_MANAGED_BY,
     LABEL_ROLE,
     LABEL_RUN,
@@ -33,6 +34,7 @@ from healthrisk.contracts import (
     LABEL_TRAINING,
     MANAGER,
     ROLE_DRIFT,
+    ROLE_INVENTORY,
     ROLE_SUBMIT,
     ROLE_SUPERLINK,
     ROLE_SUPERNODE,
@@ -40,6 +42,7 @@ from healthrisk.contracts import (
     SUPERNODE_FIRST_PORT,
     TLS_CA_FILE,
 )
+from healthrisk.data.window import DateWindow
 from healthrisk_operator.config import OperatorConfig
 from healthrisk_operator.constants import API_VERSION, HEALTH_PORT, KIND
 from healthrisk_operator.spec import Site, TrainingSpec
@@ -87,6 +90,10 @@ def submit_name(training_name: str, run: int, attempt: int) -> str:
 
 def drift_pod_name(training_name: str, check: int, site: Site) -> str:
     return f"{training_name}-drift{check}-{site.k8s_name}"
+
+
+def inventory_pod_name(training_name: str, round_: int, site: Site) -> str:
+    return f"{training_name}-days{round_}-{site.k8s_name}"
 
 
 def superlink_address(training: Training, run: int) -> str:
@@ -362,8 +369,17 @@ def tracking_uri(spec: TrainingSpec, config: OperatorConfig) -> str:
     return spec.model.tracking_uri or config.tracking_uri_for_pods
 
 
+@dataclass(frozen=True)
+class RunData:
+    """What a run trains on, resolved when it was triggered: the window (the same at every
+    site) and the fingerprint of sites, windows and spec that RetrainSkipped compares."""
+
+    window: DateWindow
+    fingerprint: str
+
+
 def run_config(
-    training: Training, spec: TrainingSpec, run: int, trigger: str, config: OperatorConfig
+    training: Training, spec: TrainingSpec, run: int, trigger: str, data: RunData, config: OperatorConfig
 ) -> Manifest:
     """The Flower run config (`healthrisk train submit --run-config-json`)."""
     return {
@@ -372,13 +388,15 @@ def run_config(
         "proximal-mu": spec.strategy.proximal_mu,
         "strategy": spec.strategy.name,
         "min-sites": spec.min_sites,
-        "data-from": spec.data_from.isoformat(),
-        "data-to": spec.data_to.isoformat(),
+        "data-from": data.window.start.isoformat(),
+        "data-to": data.window.end.isoformat(),
         "tracking-uri": tracking_uri(spec, config),
         "registered-model": spec.model.registered_name,
+        "champion-alias": spec.promotion.alias,
         "training-ref": training.ref,
         "run-number": run,
         "trigger": trigger,
+        "data-fingerprint": data.fingerprint,
     }
 
 
@@ -388,12 +406,13 @@ def submit_pod(
     run: int,
     attempt: int,
     trigger: str,
+    data: RunData,
     config: OperatorConfig,
     *,
     active_deadline_seconds: int,
 ) -> Manifest:
     """The pod that submits the Flower run and exits with its outcome (0 = success)."""
-    run_config_json = json.dumps(run_config(training, spec, run, trigger, config), sort_keys=True)
+    run_config_json = json.dumps(run_config(training, spec, run, trigger, data, config), sort_keys=True)
     container = {
         "name": ROLE_SUBMIT,
         "image": config.flower_image,
@@ -426,17 +445,54 @@ def submit_pod(
     )
 
 
+def inventory_pod(
+    training: Training,
+    spec: TrainingSpec,
+    round_: int,
+    site: Site,
+    config: OperatorConfig,
+    *,
+    active_deadline_seconds: int,
+) -> Manifest:
+    """Lists a site's days (file names, nothing read) as one JSON line: what a rolling
+    window and a drift check's last day are resolved from. No network, no credentials."""
+    volume, mount = _site_volume(site)
+    container = {
+        "name": ROLE_INVENTORY,
+        "image": config.drift_image,
+        "command": ["healthrisk"],
+        "args": ["data", "days", "--site", site.name, "--data-root", site.data.path],
+        "env": _base_env(),
+        "volumeMounts": [mount],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return _pod(
+        _metadata(
+            training,
+            inventory_pod_name(training.name, round_, site),
+            labels(training, ROLE_INVENTORY, site=site, extra={LABEL_INVENTORY: str(round_)}),
+        ),
+        container,
+        config=config,
+        restart_policy="Never",
+        volumes=[volume],
+        node_selector=site.node_selector,
+        active_deadline_seconds=active_deadline_seconds,
+    )
+
+
 def drift_pod(
     training: Training,
     spec: TrainingSpec,
     check: int,
     site: Site,
-    window: tuple[dt.date, dt.date],
+    until: dt.date,
     config: OperatorConfig,
     *,
     active_deadline_seconds: int,
 ) -> Manifest:
-    """A site-local drift check: reads the site's volume, publishes only the summary."""
+    """A site-local drift check of the site's new days through `until` (the newest day
+    every site has): reads the site's volume, publishes only the summary."""
     if spec.retraining.drift is None:
         raise ValueError("drift pods need spec.retraining.drift")
     volume, mount = _site_volume(site)
@@ -451,8 +507,14 @@ def drift_pod(
             site.name,
             "--data-root",
             site.data.path,
-            "--current",
-            f"{window[0].isoformat()}..{window[1].isoformat()}",
+            "--until",
+            until.isoformat(),
+            "--current-days",
+            str(spec.retraining.drift.window_days),
+            "--model-name",
+            spec.model.registered_name,
+            "--alias",
+            spec.promotion.alias,
             # The root filesystem is read-only: the HTML report is written to the pod's
             # /tmp and published to MLflow from there (the default, .state/, is not writable).
             "--report-dir",

@@ -13,6 +13,7 @@ from healthrisk.contracts import (
     ENV_OPERATOR_PREFIX,
     ENV_TRACKING_URI,
     MLFLOW_PORT,
+    OPERATOR_METRICS_PORT,
 )
 from healthrisk.provenance import DEFAULT_SIGNING_KEY_FILE
 
@@ -59,6 +60,8 @@ class OperatorConfig(BaseSettings):
     model_version_grace_s: int = 300
     # A drift check whose pods have not all finished by then is given up.
     drift_check_timeout_s: int = 1800
+    # Prometheus metrics (healthrisk_operator.metrics) on this port; 0: not served.
+    metrics_port: int = OPERATOR_METRICS_PORT
 
     # Scheduling and security of every pod the operator creates.
     pod_node_selector: dict[str, str] = Field(default_factory=dict)

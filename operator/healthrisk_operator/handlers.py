@@ -39,6 +39,7 @@ from healthrisk.contracts import (
 )
 from healthrisk_operator.config import OperatorConfig, get_config
 from healthrisk_operator.constants import GROUP, PLURAL, VERSION
+from healthrisk_operator.metrics import OperatorMetrics
 from healthrisk_operator.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         ThreadPoolExecutor(max_workers=config.max_parallel_reconciles, thread_name_prefix="reconcile")
     )
     memo.config = config
-    memo.reconciler = Reconciler(_api_client(), config)
+    metrics = OperatorMetrics()
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
+    memo.reconciler = Reconciler(_api_client(), config, metrics)
     memo.loops = Loops()
 
 

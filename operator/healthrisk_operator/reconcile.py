@@ -18,12 +18,13 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from healthrisk.contracts import LABEL_RUN, ROLE_DRIFT
+from healthrisk.contracts import LABEL_RUN, ROLE_DRIFT, ROLE_INVENTORY
 from healthrisk_operator import builders, tracking
 from healthrisk_operator.builders import Manifest, Training
 from healthrisk_operator.config import OperatorConfig
 from healthrisk_operator.constants import GROUP, PLURAL, VERSION
 from healthrisk_operator.decision import Plan, decide
+from healthrisk_operator.metrics import OperatorMetrics
 from healthrisk_operator.spec import SpecError, TrainingSpec, parse_spec
 from healthrisk_operator.status import TrainingStatus
 from healthrisk_operator.views import (
@@ -73,8 +74,11 @@ def _owned_by(obj: Mapping[str, Any], uid: str) -> bool | None:
 
 
 class Reconciler:
-    def __init__(self, api_client: k8s.ApiClient, config: OperatorConfig) -> None:
+    def __init__(
+        self, api_client: k8s.ApiClient, config: OperatorConfig, metrics: OperatorMetrics | None = None
+    ) -> None:
         self.config = config
+        self.metrics = metrics or OperatorMetrics()
         self.core = k8s.CoreV1Api(api_client)
         self.apps = k8s.AppsV1Api(api_client)
         self.custom = k8s.CustomObjectsApi(api_client)
@@ -104,6 +108,7 @@ class Reconciler:
             observed = self.observe(body, status, now or dt.datetime.now(dt.UTC), errors)
             plan = decide(observed, self.config)
             errors = self.execute(plan, observed)
+            self.metrics.record(observed.training, status, plan)
             new = plan.status.to_api()
             self.write_status(namespace, name, written, new)
             written, status = new, plan.status
@@ -165,28 +170,33 @@ class Reconciler:
     def _pods(self, training: Training, status: TrainingStatus) -> tuple[PodView, ...]:
         selector = builders.children_selector(training)
         items = self.core.list_namespaced_pod(training.namespace, label_selector=selector).items
-        drift = status.drift
+        drift, inventory = status.drift, status.inventory
         views = []
         for pod in self._owned(training, items, "Pod"):
             view = pod_view(pod)
-            if (
+            awaited = (
                 view.role == ROLE_DRIFT
-                and view.phase == "Succeeded"
                 and drift is not None
                 and drift.running
                 and view.drift_check == drift.check
-            ):
-                summary = self._drift_summary(training, view.name) or last_json_line(
+            ) or (
+                view.role == ROLE_INVENTORY
+                and inventory is not None
+                and inventory.running
+                and view.inventory_round == inventory.round
+            )
+            if awaited and view.phase == "Succeeded":
+                summary = self._printed_summary(training, view.name) or last_json_line(
                     view.termination_message or ""
                 )
                 view = dataclasses.replace(view, summary=summary)
             views.append(view)
         return tuple(views)
 
-    def _drift_summary(self, training: Training, pod: str) -> dict[str, Any] | None:
-        # Pod logs rather than MLflow: the pod's own verdict, readable even when the
-        # registry is down, and gone with the pod once it has been evaluated. When the
-        # log is gone (node rotated it) the caller falls back to the termination message.
+    def _printed_summary(self, training: Training, pod: str) -> dict[str, Any] | None:
+        # Pod logs rather than MLflow: the pod's own verdict (or list of days), readable even
+        # when the registry is down, and gone with the pod once it has been evaluated. When
+        # the log is gone (node rotated it) the caller falls back to the termination message.
         try:
             text = self.core.read_namespaced_pod_log(pod, training.namespace, tail_lines=50)
         except ApiException as exc:

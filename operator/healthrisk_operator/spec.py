@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from healthrisk.drift.policy import RetrainPolicy, parse_duration, resolve_threshold
+from healthrisk.data.window import DateWindow, WindowRule
+from healthrisk.drift.policy import RetrainPolicy, parse_check_interval, resolve_threshold
 from healthrisk_operator.crd import with_defaults
 
 
@@ -74,23 +75,23 @@ class DriftPolicy:
     interval: str  # the CRD's duration grammar, e.g. 6h or 1h30m
     threshold: float
     policy: RetrainPolicy
-    window_days: int
-    current: tuple[dt.date, dt.date] | None
+    window_days: int  # a check looks at the site's new days, at most this many
 
     @property
     def interval_seconds(self) -> int:
-        return int(parse_duration(self.interval).total_seconds())
+        return int(parse_check_interval(self.interval).total_seconds())
 
-    def current_window(self, today: dt.date) -> tuple[dt.date, dt.date]:
-        if self.current is not None:
-            return self.current
-        return today - dt.timedelta(days=self.window_days - 1), today
+
+@dataclass(frozen=True)
+class PerformancePolicy:
+    max_auc_drop: float
 
 
 @dataclass(frozen=True)
 class Retraining:
     schedule: str | None
     drift: DriftPolicy | None
+    performance: PerformancePolicy | None
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,7 @@ class Security:
 @dataclass(frozen=True)
 class TrainingSpec:
     sites: tuple[Site, ...]
-    data_from: dt.date
-    data_to: dt.date
+    data_window: WindowRule
     rounds: int
     min_sites_requested: int | None
     strategy: Strategy
@@ -140,7 +140,7 @@ class TrainingSpec:
         """
         shaping = {
             "sites": [asdict(s) for s in self.sites],
-            "window": [self.data_from.isoformat(), self.data_to.isoformat()],
+            "window": str(self.data_window),
             "rounds": self.rounds,
             "minSites": self.min_sites,
             "strategy": asdict(self.strategy),
@@ -155,6 +155,22 @@ def _date(value: Any, where: str) -> dt.date:
         return dt.date.fromisoformat(str(value))
     except ValueError as exc:
         raise SpecError(f"{where}: {value!r} is not a date (YYYY-MM-DD)") from exc
+
+
+def _data_window(raw: Mapping[str, Any]) -> WindowRule:
+    """{last: Nd} or {from, to}: the one window rule (healthrisk.data.window)."""
+    if raw.get("last") is not None:
+        if raw.get("from") is not None or raw.get("to") is not None:
+            raise SpecError("spec.dataWindow is either {last: Nd} or {from, to}, not both")
+        try:
+            return WindowRule.parse(str(raw["last"]))
+        except ValueError as exc:
+            raise SpecError(f"spec.dataWindow.last: {exc}") from exc
+    data_from = _date(raw.get("from"), "spec.dataWindow.from")
+    data_to = _date(raw.get("to"), "spec.dataWindow.to")
+    if data_from > data_to:
+        raise SpecError(f"spec.dataWindow.from {data_from} is after .to {data_to}")
+    return WindowRule(fixed=DateWindow(data_from, data_to))
 
 
 def _optional(raw: Mapping[str, Any], key: str) -> Any:
@@ -193,11 +209,7 @@ def _parse(raw: Mapping[str, Any]) -> TrainingSpec:
     if clashes:
         raise SpecError(f"site names collide once '_' becomes '-' in pod names: {', '.join(clashes)}")
 
-    window = raw.get("dataWindow") or {}
-    data_from = _date(window.get("from"), "spec.dataWindow.from")
-    data_to = _date(window.get("to"), "spec.dataWindow.to")
-    if data_from > data_to:
-        raise SpecError(f"spec.dataWindow.from {data_from} is after .to {data_to}")
+    data_window = _data_window(raw.get("dataWindow") or {})
 
     min_sites = raw.get("minSites")
     if min_sites is not None and not 1 <= int(min_sites) <= len(sites):
@@ -221,16 +233,9 @@ def _parse(raw: Mapping[str, Any]) -> TrainingSpec:
     drift_raw = retraining_raw.get("drift")
     drift = None
     if drift_raw is not None:
-        current_raw = drift_raw.get("current")
-        current = None
-        if current_raw:
-            current = (
-                _date(current_raw.get("from"), "spec.retraining.drift.current.from"),
-                _date(current_raw.get("to"), "spec.retraining.drift.current.to"),
-            )
         # The drift rulebook's own checks: what the drift pods and the embedded monitor accept.
         try:
-            parse_duration(drift_raw["interval"])
+            parse_check_interval(drift_raw["interval"])
             threshold = resolve_threshold(float(drift_raw["threshold"]))
         except ValueError as exc:
             raise SpecError(f"spec.retraining.drift: {exc}") from exc
@@ -239,8 +244,15 @@ def _parse(raw: Mapping[str, Any]) -> TrainingSpec:
             threshold=threshold,
             policy=RetrainPolicy(drift_raw["policy"]),
             window_days=int(drift_raw["windowDays"]),
-            current=current,
         )
+    performance_raw = retraining_raw.get("performance")
+    performance = None
+    if performance_raw is not None:
+        if drift is None:
+            raise SpecError(
+                "spec.retraining.performance needs spec.retraining.drift (its checks measure the AUC)"
+            )
+        performance = PerformancePolicy(max_auc_drop=float(performance_raw["maxAucDrop"]))
     policy_raw = raw["runPolicy"]
     security_raw = raw["security"]
     security = Security(
@@ -253,8 +265,7 @@ def _parse(raw: Mapping[str, Any]) -> TrainingSpec:
             raise SpecError(f"security.supernodeAuth needs authSecretName on every site; missing: {missing}")
     return TrainingSpec(
         sites=sites,
-        data_from=data_from,
-        data_to=data_to,
+        data_window=data_window,
         rounds=int(raw["rounds"]),
         min_sites_requested=None if min_sites is None else int(min_sites),
         strategy=strategy,
@@ -269,7 +280,7 @@ def _parse(raw: Mapping[str, Any]) -> TrainingSpec:
             inference_container=_optional(promotion_raw, "inferenceContainer"),
             rollout_timeout_seconds=int(promotion_raw["rolloutTimeoutSeconds"]),
         ),
-        retraining=Retraining(schedule=schedule, drift=drift),
+        retraining=Retraining(schedule=schedule, drift=drift, performance=performance),
         run_policy=RunPolicy(
             backoff_limit=int(policy_raw["backoffLimit"]),
             active_deadline_seconds=int(policy_raw["activeDeadlineSeconds"]),

@@ -51,6 +51,34 @@ class Metrics(_StatusModel):
     auc: float | None = None
     loss: float | None = None
     accuracy: float | None = None
+    champion_auc: float | None = None  # the serving champion on the same validation rows
+
+
+class Pending(_StatusModel):
+    """A trigger waiting to start a run (SPEC §7: one run at a time, a trigger remembered once)."""
+
+    trigger: str
+    since: Timestamp
+    until: str | None = None  # the newest common day a drift check saw: no inventory needed
+
+
+class Inventory(_StatusModel):
+    """The sites' days, listed by one pod per site (file names only)."""
+
+    round: int | None = None
+    running: bool | None = None
+    started_at: Timestamp | None = None
+    taken_at: Timestamp | None = None
+    newest_common_day: str | None = None
+    error: str | None = None
+
+
+class Skipped(_StatusModel):
+    """The last trigger skipped because its data equals the last attempt's."""
+
+    at: Timestamp
+    trigger: str
+    message: str
 
 
 class Rollout(_StatusModel):
@@ -60,8 +88,12 @@ class Rollout(_StatusModel):
 
 
 class SiteDriftStatus(_StatusModel):
-    share: float | None = None
+    score: float | None = None
     detected: bool | None = None
+    current: str | None = None
+    auc: float | None = None
+    loss: float | None = None
+    rows: int | None = None
     error: str | None = None
 
 
@@ -71,8 +103,12 @@ class DriftStatus(_StatusModel):
     check_started_at: Timestamp | None = None
     checked_at: Timestamp | None = None
     next_check_at: Timestamp | None = None
-    share: float | None = None
+    until: str | None = None
+    score: float | None = None
     detected: bool | None = None
+    auc: float | None = None
+    site_aucs: str | None = None
+    performance_decayed: bool | None = None
     sites: dict[str, SiteDriftStatus] | None = None
 
 
@@ -83,7 +119,10 @@ class HistoryEntry(_StatusModel):
     reason: str | None = None
     version: str | None = None
     auc: float | None = None
+    champion_auc: float | None = None
     promoted: bool | None = None
+    windows: dict[str, str] | None = None
+    fingerprint: str | None = None
     attempts: int | None = None
     start_time: Timestamp | None = None
     completion_time: Timestamp | None = None
@@ -126,6 +165,11 @@ class TrainingStatus(_StatusModel):
     progress: str | None = None
     sites_ready: str | None = None
     metrics: Metrics | None = None
+    data_windows: dict[str, str] | None = None
+    data_fingerprint: str | None = None
+    pending: Pending | None = None
+    inventory: Inventory | None = None
+    skipped: Skipped | None = None
     model_version: str | None = None
     promoted: bool | None = None
     promotion_reason: str | None = None

@@ -18,6 +18,7 @@ from healthrisk.contracts import (
     METRIC_VAL_ACCURACY,
     METRIC_VAL_AUC,
     METRIC_VAL_LOSS,
+    TAG_CHAMPION_VAL_AUC,
     TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
@@ -86,17 +87,21 @@ def find_version(tracking_uri: str, registered_name: str, training_ref: str, run
     # the newest is the one its run finished with.
     newest = max(versions, key=lambda v: int(v.version))
     tags = newest.tags or {}
-    try:
-        auc = float(tags[TAG_VAL_AUC])
-    except (KeyError, ValueError):
-        auc = None
     return VersionView(
         version=str(newest.version),
-        auc=auc,
+        auc=_number(tags.get(TAG_VAL_AUC)),
+        champion_auc=_number(tags.get(TAG_CHAMPION_VAL_AUC)),
         promotion=tags.get(TAG_PROMOTION),
         promotion_reason=tags.get(TAG_PROMOTION_REASON),
         previous_champion=tags.get(TAG_PREVIOUS_CHAMPION) or None,
     )
+
+
+def _number(tag: str | None) -> float | None:
+    try:
+        return float(tag) if tag is not None else None
+    except ValueError:
+        return None
 
 
 def promote(

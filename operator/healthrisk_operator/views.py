@@ -17,6 +17,7 @@ from healthrisk.contracts import (
     ENV_MODEL_VERSION,
     LABEL_ATTEMPT,
     LABEL_DRIFT_CHECK,
+    LABEL_INVENTORY,
     LABEL_ROLE,
     LABEL_RUN,
     LABEL_SITE,
@@ -47,6 +48,7 @@ class PodView:
     site: str | None = None
     attempt: int | None = None
     drift_check: int | None = None
+    inventory_round: int | None = None
     ready: bool = False
     deleting: bool = False
     created_at: dt.datetime | None = None
@@ -56,7 +58,7 @@ class PodView:
     exit_code: int | None = None
     terminated_reason: str | None = None
     termination_message: str | None = None
-    # Drift pods: the JSON summary from the last line of the log (read at the edge).
+    # Drift and inventory pods: the JSON summary from the last line of the log (read at the edge).
     summary: Mapping[str, Any] | None = None
 
     @property
@@ -113,6 +115,7 @@ def pod_view(pod: Mapping[str, Any], summary: Mapping[str, Any] | None = None) -
         site=labels.get(LABEL_SITE),
         attempt=_int(labels.get(LABEL_ATTEMPT)),
         drift_check=_int(labels.get(LABEL_DRIFT_CHECK)),
+        inventory_round=_int(labels.get(LABEL_INVENTORY)),
         ready=(conditions.get("Ready") or {}).get("status") == "True",
         deleting=meta.get("deletionTimestamp") is not None,
         created_at=parse_time(meta.get("creationTimestamp")),
@@ -127,7 +130,8 @@ def pod_view(pod: Mapping[str, Any], summary: Mapping[str, Any] | None = None) -
 
 def last_json_line(log: str) -> dict[str, Any] | None:
     """The drift CLI prints its summaries as the last JSON line of stdout: a list with one
-    entry per checked site, and a drift pod checks its own site only."""
+    entry per checked site, and a drift pod checks its own site only; `healthrisk data
+    days` prints one object."""
     for line in reversed(log.strip().splitlines()):
         line = line.strip()
         if line.startswith(("{", "[")):
@@ -231,6 +235,7 @@ class VersionView:
 
     version: str
     auc: float | None
+    champion_auc: float | None = None  # the champion on the same validation rows
     promotion: str | None = None
     promotion_reason: str | None = None
     previous_champion: str | None = None

@@ -31,6 +31,8 @@ from healthrisk.contracts import (
     LABEL_ROLE,
     MLFLOW_PORT,
     OPERATOR_HEALTH_PORT,
+    OPERATOR_METRICS,
+    OPERATOR_METRICS_PORT,
     ROLE_DRIFT,
     ROLE_SUBMIT,
     ROLE_SUPERLINK,
@@ -55,6 +57,7 @@ ADDRESSES = {
         {INFERENCE_PORT, INFERENCE_METRICS_PORT},
     ),
     "superlink": (re.compile(r"(?<![\w./-])[\w.-]*superlink[\w.-]*:(\d+)"), {SUPERLINK_PORT}),
+    "operator": (re.compile(r"(?<![\w./-])[\w.-]*operator[\w.-]*:(\d+)"), {OPERATOR_METRICS_PORT}),
 }
 # Each image (a target of images/Dockerfile) serves one component's port: EXPOSE, its
 # health check and its own --port.
@@ -211,8 +214,17 @@ def environment(rendered: list[dict[str, Any]], spec: dict[str, Any]) -> dict[st
 def test_mlflow_and_the_operator_listen_on_the_contract_ports(rendered: list[dict[str, Any]]) -> None:
     workloads = dict(pod_specs(rendered))
     operator = container(component_pod(rendered, "operator"))
-    assert [p["containerPort"] for p in operator["ports"]] == [OPERATOR_HEALTH_PORT]
+    assert [p["containerPort"] for p in operator["ports"]] == [OPERATOR_HEALTH_PORT, OPERATOR_METRICS_PORT]
     assert f"--liveness=http://0.0.0.0:{OPERATOR_HEALTH_PORT}/healthz" in operator["args"]
+    assert {"name": f"{ENV_OPERATOR_PREFIX}METRICS_PORT", "value": str(OPERATOR_METRICS_PORT)} in operator[
+        "env"
+    ]
+    (service,) = [
+        d
+        for d in rendered
+        if d["kind"] == "Service" and d["spec"]["selector"].get(LABEL_COMPONENT) == "operator"
+    ]
+    assert [p["port"] for p in service["spec"]["ports"]] == [OPERATOR_METRICS_PORT]
     assert all(e["name"].startswith(ENV_OPERATOR_PREFIX) for e in operator["env"] if e["name"] != "HOME")
     if any(name.endswith("-mlflow") for name in workloads):
         mlflow = container(component_pod(rendered, "mlflow"))
@@ -291,3 +303,17 @@ def test_compose_addresses_use_the_contract_ports(path: str) -> None:
     text = (REPO / path).read_text()
     for component, (pattern, ports) in ADDRESSES.items():
         assert {int(p) for p in pattern.findall(text)} <= ports, component
+
+
+def test_the_training_dashboard_reads_only_what_the_operator_exports() -> None:
+    dashboard = json.loads((REPO / "charts/health-risk/dashboards/training.json").read_text())
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    queried = {name for expr in expressions for name in re.findall(r"healthrisk_\w+", expr)}
+    assert queried == set(OPERATOR_METRICS), queried
+
+
+def test_the_dashboards_ship_in_the_configmap(rendered: list[dict[str, Any]]) -> None:
+    maps = [d for d in rendered if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+    for configmap in maps:
+        assert set(configmap["data"]) == {"health-risk-inference.json", "health-risk-training.json"}
+        assert json.loads(configmap["data"]["health-risk-training.json"])["uid"] == "health-risk-training"

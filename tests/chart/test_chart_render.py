@@ -363,7 +363,9 @@ def test_service_monitor_for_an_existing_prometheus_operator(helm: str, tmp_path
     monitor_values = {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}
     values = {"metrics": {"serviceMonitor": monitor_values}}
     docs = render(helm, values, tmp_path)
-    (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    monitors = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceMonitor"}
+    assert sorted(monitors) == ["health-risk-inference", "health-risk-operator"]
+    monitor = monitors["health-risk-inference"]
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
     # The Services it selects: only the headless one has the metrics port, the API's has none.
@@ -375,6 +377,13 @@ def test_service_monitor_for_an_existing_prometheus_operator(helm: str, tmp_path
     ]
     ports = {d["metadata"]["name"]: {p["name"] for p in d["spec"]["ports"]} for d in services}
     assert ports == {"health-risk-inference": {"http"}, "health-risk-inference-pods": {"metrics"}}
+    operator = monitors["health-risk-operator"]
+    assert operator["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert operator["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    service = next(
+        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "health-risk-operator"
+    )
+    assert operator["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
 
 
 def test_the_api_key_is_on_by_default_and_notes_show_how_to_read_it(helm: str, tmp_path: Path) -> None:

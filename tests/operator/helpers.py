@@ -52,8 +52,8 @@ FULL_SPEC: dict[str, Any] = {
             "threshold": 0.3,
             "policy": "majority",
             "windowDays": 3,
-            "current": {"from": "2024-03-01", "to": "2024-03-07"},
         },
+        "performance": {"maxAucDrop": 0.05},
     },
     "runPolicy": {
         "backoffLimit": 4,

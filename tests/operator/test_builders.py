@@ -12,6 +12,7 @@ from healthrisk.contracts import (
     ANNOTATION_MODEL_VERSION,
     ANNOTATION_PREVIOUS_MODEL_VERSION,
     APP_NAME,
+    CHAMPION_ALIAS,
     ENV_DRIFT_THRESHOLD,
     ENV_MODEL_VERSION,
     ENV_TRACKING_URI,
@@ -19,6 +20,7 @@ from healthrisk.contracts import (
     LABEL_ATTEMPT,
     LABEL_COMPONENT,
     LABEL_DRIFT_CHECK,
+    LABEL_INVENTORY,
     LABEL_MANAGED_BY,
     LABEL_ROLE,
     LABEL_RUN,
@@ -28,10 +30,13 @@ from healthrisk.contracts import (
     MANAGER,
     MLFLOW_PORT,
     REGISTERED_MODEL,
+    ROLE_INVENTORY,
     SUPERLINK_PORT,
     SUPERNODE_FIRST_PORT,
     TLS_CA_FILE,
 )
+from healthrisk.data.window import DateWindow
+from healthrisk.federated.run_config import RunConfig
 from healthrisk_operator import builders
 from healthrisk_operator.builders import Training
 from healthrisk_operator.config import OperatorConfig
@@ -185,9 +190,12 @@ def test_tls_auth_subpath_and_node_selector_hooks() -> None:
     assert node["spec"]["nodeSelector"] == {"pool": "fl", "site": "h1"}
 
 
+DATA = builders.RunData(DateWindow.parse("2024-01-01..2024-01-14"), "f1ngerpr1nt")
+
+
 def test_submit_pod_carries_the_run_config_contract() -> None:
     spec = parse_spec(MINIMAL_SPEC)
-    pod = builders.submit_pod(TRAINING, spec, 2, 1, "drift", CONFIG, active_deadline_seconds=900)
+    pod = builders.submit_pod(TRAINING, spec, 2, 1, "drift", DATA, CONFIG, active_deadline_seconds=900)
     assert pod["metadata"]["name"] == "diabetes-r2-submit-1"
     assert pod["metadata"]["labels"][LABEL_ATTEMPT] == "1"
     assert pod["spec"]["restartPolicy"] == "Never"
@@ -213,10 +221,14 @@ def test_submit_pod_carries_the_run_config_contract() -> None:
         "data-to": "2024-01-14",
         "tracking-uri": f"http://health-risk-mlflow:{MLFLOW_PORT}",
         "registered-model": REGISTERED_MODEL,
+        "champion-alias": CHAMPION_ALIAS,
         "training-ref": "health-risk-mlops/diabetes/0b5c-uid",
         "run-number": 2,
         "trigger": "drift",
+        "data-fingerprint": "f1ngerpr1nt",
     }
+    # the Flower App accepts every key the operator sends
+    assert RunConfig.from_flower(json.loads(args[6])).data_fingerprint == "f1ngerpr1nt"
     assert {"name": ENV_TRACKING_URI, "value": f"http://health-risk-mlflow:{MLFLOW_PORT}"} in container["env"]
 
 
@@ -226,33 +238,47 @@ def test_pod_tracking_uri_and_spec_override() -> None:
         tracking_uri=f"http://127.0.0.1:{MLFLOW_PORT}", pod_tracking_uri=f"http://mlflow:{MLFLOW_PORT}"
     )
     assert (
-        builders.run_config(TRAINING, spec, 1, "create", config)["tracking-uri"]
+        builders.run_config(TRAINING, spec, 1, "create", DATA, config)["tracking-uri"]
         == f"http://mlflow:{MLFLOW_PORT}"
     )
     full = parse_spec(FULL_SPEC)
     assert (
-        builders.run_config(TRAINING, full, 1, "create", config)["tracking-uri"]
+        builders.run_config(TRAINING, full, 1, "create", DATA, config)["tracking-uri"]
         == f"http://mlflow.example:{MLFLOW_PORT}"
     )
 
 
 def test_drift_pod() -> None:
     spec = parse_spec({**MINIMAL_SPEC, "retraining": {"drift": {"threshold": 0.4}}})
-    window = (dt.date(2024, 3, 1), dt.date(2024, 3, 7))
-    pod = builders.drift_pod(TRAINING, spec, 4, spec.sites[1], window, CONFIG, active_deadline_seconds=600)
+    until = dt.date(2024, 3, 7)
+    pod = builders.drift_pod(TRAINING, spec, 4, spec.sites[1], until, CONFIG, active_deadline_seconds=600)
     assert pod["metadata"]["name"] == "diabetes-drift4-hospital-02"
     assert pod["metadata"]["labels"][LABEL_DRIFT_CHECK] == "4"
     container = pod["spec"]["containers"][0]
     assert container["args"] == [
         "drift", "check", "--site", "hospital_02", "--data-root", "/data",
-        "--current", "2024-03-01..2024-03-07", "--report-dir", "/tmp/drift-reports", "--publish", "--json",
+        "--until", "2024-03-07", "--current-days", "7", "--model-name", REGISTERED_MODEL,
+        "--alias", CHAMPION_ALIAS, "--report-dir", "/tmp/drift-reports", "--publish", "--json",
     ]  # fmt: skip
     assert {"name": ENV_DRIFT_THRESHOLD, "value": "0.4"} in container["env"]
     assert pod["spec"]["restartPolicy"] == "Never"
     with pytest.raises(ValueError, match=r"retraining\.drift"):
         builders.drift_pod(
-            TRAINING, parse_spec(MINIMAL_SPEC), 1, spec.sites[0], window, CONFIG, active_deadline_seconds=1
+            TRAINING, parse_spec(MINIMAL_SPEC), 1, spec.sites[0], until, CONFIG, active_deadline_seconds=1
         )
+
+
+def test_inventory_pod_lists_a_sites_days_with_nothing_but_its_volume() -> None:
+    spec = parse_spec(MINIMAL_SPEC)
+    pod = builders.inventory_pod(TRAINING, spec, 3, spec.sites[0], CONFIG, active_deadline_seconds=600)
+    assert pod["metadata"]["name"] == "diabetes-days3-hospital-01"
+    assert pod["metadata"]["labels"][LABEL_INVENTORY] == "3"
+    assert pod["metadata"]["labels"][LABEL_ROLE] == ROLE_INVENTORY
+    container = pod["spec"]["containers"][0]
+    assert container["args"] == ["data", "days", "--site", "hospital_01", "--data-root", "/data"]
+    assert not any(e["name"] == ENV_TRACKING_URI for e in container["env"])  # no registry, no network
+    assert {"name": "data", "mountPath": "/data", "readOnly": True} in container["volumeMounts"]
+    assert pod["spec"]["automountServiceAccountToken"] is False
 
 
 def test_rollout_and_rollback_patches() -> None:

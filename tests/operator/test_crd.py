@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from healthrisk.contracts import CHAMPION_ALIAS, DEFAULT_DRIFT_THRESHOLD, REGISTERED_MODEL
+from healthrisk.data.window import DateWindow, WindowRule
 from healthrisk.federated.run_config import RunConfig
 from healthrisk_operator import crd, spec
 from healthrisk_operator.constants import CRD_NAME, GROUP, KIND, PLURAL, VERSION
@@ -82,7 +83,7 @@ def _typed_value(typed: Any, path: str) -> Any:
 def test_every_crd_default_reaches_the_typed_spec_and_none_is_written_twice() -> None:
     defaults = _defaults(crd.spec_schema())
     assert "strategy.localEpochs" in defaults and "retraining.drift.interval" in defaults
-    typed = parse_spec({**MINIMAL_SPEC, "retraining": {"drift": {}}})
+    typed = parse_spec({**MINIMAL_SPEC, "retraining": {"drift": {}, "performance": {}}})
     assert {path: _typed_value(typed, path) for path in defaults} == defaults
     for model in (getattr(spec, n) for n in dir(spec)):
         if dataclasses.is_dataclass(model) and model.__module__ == spec.__name__:
@@ -108,7 +109,10 @@ def test_crd_defaults_are_the_platforms_defaults() -> None:
 def test_every_crd_field_is_read_by_the_operator() -> None:
     spec_schema = crd.spec_schema()
     free_maps = frozenset({"sites[].nodeSelector"})
-    assert value_paths(FULL_SPEC, free_maps=free_maps) == schema_paths(spec_schema)
+    # dataWindow is {from, to} in FULL_SPEC; its other form, {last}, is read below
+    assert value_paths(FULL_SPEC, free_maps=free_maps) | {"dataWindow.last"} == schema_paths(spec_schema)
+    rolling = parse_spec({**MINIMAL_SPEC, "dataWindow": {"last": "28d"}})
+    assert rolling.data_window == WindowRule(last_days=28) and rolling.data_window.rolling
     full = parse_spec(FULL_SPEC)
     minimal = parse_spec(MINIMAL_SPEC)
     for name in (
@@ -131,6 +135,8 @@ def test_every_crd_field_is_read_by_the_operator() -> None:
     )
     assert full.min_sites == 1 and minimal.min_sites == 2
     assert full.retraining.drift is not None and full.retraining.drift.interval_seconds == 5400
+    assert full.retraining.performance is not None and full.retraining.performance.max_auc_drop == 0.05
+    assert full.data_window == WindowRule(fixed=DateWindow.parse("2024-02-01..2024-02-10"))
 
 
 @pytest.mark.parametrize(
@@ -138,6 +144,7 @@ def test_every_crd_field_is_read_by_the_operator() -> None:
     [
         ({"interval": "90"}, "duration '90' is not like 30m"),
         ({"interval": "1.5h"}, "duration '1.5h' is not like 30m"),
+        ({"interval": "30s"}, "shorter than the floor of 60 s"),
         ({"threshold": 0}, "drift threshold must be in (0, 1]"),
     ],
 )
@@ -146,3 +153,20 @@ def test_drift_settings_follow_the_drift_rulebook(drift: dict[str, Any], message
     with pytest.raises(SpecError) as refused:
         parse_spec({**MINIMAL_SPEC, "retraining": {"drift": drift}})
     assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ({"last": "28d", "from": "2024-01-01", "to": "2024-01-02"}, "either {last: Nd} or {from, to}"),
+        ({"from": "2024-01-02", "to": "2024-01-01"}, "is after .to"),
+    ],
+)
+def test_a_data_window_is_rolling_or_fixed(window: dict[str, str], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        parse_spec({**MINIMAL_SPEC, "dataWindow": window})
+
+
+def test_performance_monitoring_needs_drift_checks() -> None:
+    with pytest.raises(SpecError, match=r"needs spec\.retraining\.drift"):
+        parse_spec({**MINIMAL_SPEC, "retraining": {"performance": {}}})

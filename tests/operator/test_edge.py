@@ -19,6 +19,8 @@ from healthrisk.contracts import (
     FINALIZER,
     METRIC_VAL_AUC,
     PROMOTION_ROLLED_BACK,
+    TAG_CHAMPION_VAL_AUC,
+    TAG_CHAMPION_VERSION,
     TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTION,
     TAG_RUN_NUMBER,
@@ -136,7 +138,10 @@ def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str, tmp
 
     key_file = tmp_path / "model-signing.key"
 
-    def training_run(run: int, auc: float, *, servable: bool = True) -> str:
+    def training_run(
+        run: int, auc: float, *, servable: bool = True, champion: tuple[str, float] | None = None
+    ) -> str:
+        """A run's version as the ServerApp tags it: with the champion it was compared with."""
         tags = {TAG_TRAINING: ref, TAG_RUN_NUMBER: str(run)}
         run_id = client.create_run(experiment_id, tags=tags).info.run_id
         for step in (1, 2):
@@ -151,11 +156,14 @@ def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str, tmp
             (files / PARAMETERS_ARTIFACT).parent.mkdir(parents=True)
             (files / PARAMETERS_ARTIFACT).write_bytes(document)
             client.log_model_artifacts(model_id, str(files))
+        compared = (
+            {TAG_CHAMPION_VERSION: champion[0], TAG_CHAMPION_VAL_AUC: str(champion[1])} if champion else {}
+        )
         version = client.create_model_version(
             name,
             f"models:/{model_id}",
             run_id=run_id,
-            tags={**tags, TAG_VAL_AUC: str(auc)},
+            tags={**tags, TAG_VAL_AUC: str(auc), **compared},
             model_id=model_id,
         )
         return str(version.version)
@@ -172,10 +180,10 @@ def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str, tmp
     signed = client.get_model_version(name, first).tags
     key = key_file.read_bytes()  # created by the first promotion
     verify_promotion(key, name, first, parameters_document(mlflow_uri, name, first, timeout=10), signed)
-    second = training_run(2, 0.85)
+    second = training_run(2, 0.85, champion=(first, 0.84))
     assert tracking.promote(mlflow_uri, name, second, "champion", 0.0, key_file).promoted
     promoted = tracking.find_version(mlflow_uri, name, ref, 2)
-    assert promoted is not None and promoted.previous_champion == first
+    assert promoted is not None and promoted.previous_champion == first and promoted.champion_auc == 0.84
     assert client.get_model_version(name, second).tags[TAG_PREVIOUS_CHAMPION] == first
 
     tracking.rollback(mlflow_uri, name, "champion", second, first, "Deployment not ready")
@@ -184,10 +192,10 @@ def test_progress_version_and_promotion_against_real_mlflow(mlflow_uri: str, tmp
     # A version that no longer holds the alias is tagged, and the champion is left alone.
     tracking.rollback(mlflow_uri, name, "champion", second, None, "rolled back again")
     assert client.get_model_version_by_alias(name, "champion").version == first
-    third = training_run(3, 0.5)
+    third = training_run(3, 0.5, champion=(first, 0.84))
     assert not tracking.promote(mlflow_uri, name, third, "champion", 0.0, key_file).promoted
     # Better, but nothing serving could read: not promoted, and said why.
-    fourth = training_run(4, 0.9, servable=False)
+    fourth = training_run(4, 0.9, servable=False, champion=(first, 0.84))
     refused = tracking.promote(mlflow_uri, name, fourth, "champion", 0.0, key_file)
     assert not refused.promoted and "cannot be served" in refused.reason
     assert client.get_model_version_by_alias(name, "champion").version == first

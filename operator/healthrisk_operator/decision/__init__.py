@@ -13,21 +13,22 @@ object is Monitoring (drift checks, schedule), Succeeded (nothing left to do) or
 
 One module per concern, each over the typed status (status.py) and one `Decision`:
 
-* `triggers`   what starts a run: creation, spec change, the retrain annotation, cron
+* `triggers`   what asks for a run: creation, spec change, the retrain annotation, cron
+* `starting`   from a request to a run: the resolved window, or RetrainSkipped
+* `inventory`  the sites' days (names only), for rolling windows and drift checks
 * `runs`       a run's lifecycle: start, finish (history, Events), suspend, resume
 * `progress`   an active run: pods, submission, retries, deadlines, rounds
 * `promotion`  the registered version, promotion, rollout and rollback
-* `drift`      drift checks between runs and their verdict
+* `drift`      drift checks and performance monitoring between runs, and their verdict
 * `cleanup`    cleanPodPolicy and ttlSecondsAfterFinished; stray drift pods
 * `summary`    phase, message and conditions
 """
 
 from __future__ import annotations
 
-from healthrisk.contracts import TRIGGER_DRIFT
 from healthrisk_operator.config import OperatorConfig
 from healthrisk_operator.constants import Phase
-from healthrisk_operator.decision import cleanup, drift, progress, runs, summary, triggers
+from healthrisk_operator.decision import cleanup, drift, progress, runs, starting, summary, triggers
 from healthrisk_operator.decision.context import Decision
 from healthrisk_operator.decision.plan import EventSpec, Plan
 from healthrisk_operator.spec import SpecError, parse_spec
@@ -55,8 +56,8 @@ def decide(observed: Observed, config: OperatorConfig) -> Plan:
         if status.phase == Phase.SUSPENDED:
             runs.resume(d)
         triggers.apply(d)
-        if not status.active and drift.monitor(d):
-            runs.start(d, TRIGGER_DRIFT)
+        drift.monitor(d)
+        starting.advance(d)
         if status.active:
             progress.advance(d)
     summary.write(d)

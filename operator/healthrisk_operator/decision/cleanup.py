@@ -1,5 +1,5 @@
 """What a finished run leaves behind: runPolicy.cleanPodPolicy at once, the rest after
-ttlSecondsAfterFinished; and drift pods no check is waiting for.
+ttlSecondsAfterFinished; and drift and inventory pods nothing is waiting for.
 
 Cleanup is level-triggered too: every decision looks at every run that still has pods or
 Services, so a cleanup missed while the operator was down happens on its next pass.
@@ -7,7 +7,7 @@ Services, so a cleanup missed while the operator was down happens on its next pa
 
 from __future__ import annotations
 
-from healthrisk.contracts import ROLE_DRIFT, ROLE_SUBMIT, ROLE_SUPERLINK, ROLE_SUPERNODE
+from healthrisk.contracts import ROLE_DRIFT, ROLE_INVENTORY, ROLE_SUBMIT, ROLE_SUPERLINK, ROLE_SUPERNODE
 from healthrisk_operator.constants import RESULT_SUPERSEDED
 from healthrisk_operator.decision.context import Decision
 from healthrisk_operator.status import HistoryEntry
@@ -55,4 +55,8 @@ def clean_finished_runs(d: Decision) -> None:
     running = drift.running if drift else None
     for pod in d.pods(ROLE_DRIFT):
         if not running or pod.drift_check != check:
+            d.delete_pod(pod)
+    inventory = status.inventory
+    for pod in d.pods(ROLE_INVENTORY):
+        if inventory is None or not inventory.running or pod.inventory_round != inventory.round:
             d.delete_pod(pod)

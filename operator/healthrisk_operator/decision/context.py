@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from healthrisk_operator.builders import Training
+from healthrisk.data.window import DateWindow
+from healthrisk_operator.builders import RunData, Training
 from healthrisk_operator.config import OperatorConfig
 from healthrisk_operator.constants import Phase
 from healthrisk_operator.decision.plan import EventSpec, Plan
@@ -42,6 +43,15 @@ class Decision:
     def run(self) -> int:
         """The current (or last) run number; 0 before the first."""
         return self.status.run or 0
+
+    @property
+    def run_data(self) -> RunData:
+        """What the current run trains on, as resolved when it started."""
+        windows, fingerprint = self.status.data_windows, self.status.data_fingerprint
+        if not windows or fingerprint is None:
+            raise ValueError(f"run {self.run} has no resolved data window in its status")
+        (window,) = set(windows.values())  # one rule, one window for every site
+        return RunData(DateWindow.parse(window), fingerprint)
 
     def event(self, event_type: str, reason: str, message: str) -> None:
         self.plan.events.append(EventSpec(event_type, reason, message))

@@ -1,43 +1,62 @@
-"""Between runs: drift checks on retraining.drift.interval, one pod per site (each reads
-only its own volume and prints only its summary), and the verdict over the sites.
+"""Between runs: checks on retraining.drift.interval. A check first lists every site's
+days (decision/inventory.py) to find the newest day all sites have, then starts one drift
+pod per site that scores the site's new days — those after the serving champion's
+training window there, through that day — and reports the champion's AUC on them. Each
+pod reads only its own volume and prints only its summary.
 
 The rules are healthrisk.drift.policy's, the same the embedded monitor uses: each pod
-judges its own site (`detected`, at the spec's threshold it was given), and
-`policy.decide` turns the sites' verdicts into a retrain by retraining.drift.policy."""
+judges its own site (`detected`, at the spec's threshold it was given), `policy.decide`
+turns the sites' verdicts into a retrain by retraining.drift.policy, and
+`policy.performance_decay` the sites' AUCs by retraining.performance.maxAucDrop. A retrain
+is requested with the day the check looked up to, so its window contains what drifted."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 
-from healthrisk.contracts import ROLE_DRIFT
+from healthrisk.contracts import METRIC_CHAMPION_VAL_AUC, ROLE_DRIFT, TRIGGER_DRIFT, TRIGGER_PERFORMANCE
 from healthrisk.drift import policy as rulebook
 from healthrisk.drift.policy import PrintedVerdict
 from healthrisk_operator import builders
+from healthrisk_operator.decision import inventory, starting
 from healthrisk_operator.decision.context import Decision
 from healthrisk_operator.spec import DriftPolicy
 from healthrisk_operator.status import DriftStatus, SiteDriftStatus
 from healthrisk_operator.views import PodView
 
 
-def monitor(d: Decision) -> bool:
-    """Start, follow and evaluate drift checks; True when drift asks for a run."""
+def monitor(d: Decision) -> None:
+    """Start, follow and evaluate drift checks; request a run when they call for one."""
     policy = d.spec.retraining.drift
-    if policy is None:
-        return False
+    if policy is None or d.status.active:
+        return
     if d.status.drift is None:
         d.status.drift = DriftStatus()
     drift = d.status.drift
+    if d.status.pending is not None:
+        # A run is about to start: it moves the reference, so a check now would be stale.
+        drift.running = False
+        return
     if not drift.running and not _start_check(d, drift, policy):
-        return False
+        return
+    assert drift.check_started_at is not None
+    if drift.until is None:
+        newest = inventory.newest_common_day(d, drift.check_started_at)
+        if newest is None:
+            return
+        if isinstance(newest, inventory.InventoryFailed):
+            _incomplete(d, drift, policy, newest.message)
+            return
+        drift.until = newest.isoformat()
     check = drift.check or 0
     pods = {p.site: p for p in d.pods(ROLE_DRIFT) if p.drift_check == check}
     timed_out = d.seconds_since(drift.check_started_at) > d.config.drift_check_timeout_s
     if not timed_out:
-        _create_missing_pods(d, check, policy, pods)
+        _create_missing_pods(d, check, policy, dt.date.fromisoformat(drift.until), pods)
         if len(pods) < len(d.spec.sites) or not all(p.finished for p in pods.values()):
-            return False
-    return _evaluate(d, drift, policy, check, pods)
+            return
+    _evaluate(d, drift, policy, check, pods)
 
 
 def _start_check(d: Decision, drift: DriftStatus, policy: DriftPolicy) -> bool:
@@ -52,14 +71,14 @@ def _start_check(d: Decision, drift: DriftStatus, policy: DriftPolicy) -> bool:
     drift.check = (drift.check or 0) + 1
     drift.running = True
     drift.check_started_at = d.now
+    drift.until = None
     d.event("Normal", "DriftCheckStarted", f"drift check {drift.check} on {len(d.spec.sites)} sites")
     return True
 
 
 def _create_missing_pods(
-    d: Decision, check: int, policy: DriftPolicy, pods: dict[str | None, PodView]
+    d: Decision, check: int, policy: DriftPolicy, until: dt.date, pods: dict[str | None, PodView]
 ) -> None:
-    window = policy.current_window(d.now.date())
     for site in d.spec.sites:
         if site.name not in pods:
             d.plan.create.append(
@@ -68,7 +87,7 @@ def _create_missing_pods(
                     d.spec,
                     check,
                     site,
-                    window,
+                    until,
                     d.config,
                     active_deadline_seconds=d.config.drift_check_timeout_s,
                 )
@@ -91,25 +110,59 @@ def _verdict(site: str, pod: PodView | None) -> PrintedVerdict | str:
     return dataclasses.replace(verdict, site=site)
 
 
-def _evaluate(
-    d: Decision, drift: DriftStatus, policy: DriftPolicy, check: int, pods: dict[str | None, PodView]
-) -> bool:
-    verdicts = {site.name: _verdict(site.name, pods.get(site.name)) for site in d.spec.sites}
-    evaluated = [v for v in verdicts.values() if isinstance(v, PrintedVerdict)]
-    decision = rulebook.decide(evaluated, policy.policy)
-    sites = {
-        name: SiteDriftStatus(share=round(v.drift_share, 4), detected=v.detected)
-        if isinstance(v, PrintedVerdict)
-        else SiteDriftStatus(error=v[:300])
-        for name, v in verdicts.items()
+def _champion_auc(pods: dict[str | None, PodView]) -> float | None:
+    """The champion's validation AUC, as the pods that scored it read it from the registry."""
+    values = {
+        auc for p in pods.values() if (auc := (p.summary or {}).get(METRIC_CHAMPION_VAL_AUC)) is not None
     }
+    return float(values.pop()) if len(values) == 1 else None  # several: a promotion in between
+
+
+def _finish(d: Decision, drift: DriftStatus, policy: DriftPolicy) -> None:
     drift.running = False
     drift.checked_at = d.now
     drift.next_check_at = d.now + dt.timedelta(seconds=policy.interval_seconds)
+
+
+def _incomplete(d: Decision, drift: DriftStatus, policy: DriftPolicy, problem: str) -> None:
+    _finish(d, drift, policy)
+    d.event("Warning", "DriftCheckIncomplete", f"drift check {drift.check}: {problem}")
+
+
+def _evaluate(
+    d: Decision, drift: DriftStatus, policy: DriftPolicy, check: int, pods: dict[str | None, PodView]
+) -> None:
+    verdicts = {site.name: _verdict(site.name, pods.get(site.name)) for site in d.spec.sites}
+    evaluated = [v for v in verdicts.values() if isinstance(v, PrintedVerdict)]
+    decision = rulebook.decide(evaluated, policy.policy)
+    performance_policy = d.spec.retraining.performance
+    performance = rulebook.performance_decay(
+        evaluated,
+        _champion_auc(pods),
+        performance_policy.max_auc_drop if performance_policy else 1.0,
+    )
+    sites = {}
+    for name, verdict in verdicts.items():
+        if isinstance(verdict, str):
+            sites[name] = SiteDriftStatus(error=verdict[:300])
+            continue
+        pod = pods.get(name)
+        current = (pod.summary or {}).get("current") if pod is not None else None
+        sites[name] = SiteDriftStatus(
+            score=round(verdict.score, 4),
+            detected=verdict.detected,
+            current=str(current) if current else None,
+            auc=round(verdict.auc, 4) if verdict.auc is not None else None,
+            loss=round(verdict.loss, 4) if verdict.loss is not None else None,
+            rows=verdict.rows,
+        )
+    _finish(d, drift, policy)
     drift.sites = sites
     drift.detected = decision.retrain
-    if evaluated:
-        drift.share = max(v.drift_share for v in evaluated)
+    drift.score = max((v.score for v in evaluated), default=None)
+    drift.auc = round(performance.auc, 4) if performance.auc is not None else None
+    drift.site_aucs = " ".join(f"{n}={s.auc:.3f}" for n, s in sites.items() if s.auc is not None) or None
+    drift.performance_decayed = performance.decayed if performance_policy else None
     for pod in pods.values():
         d.delete_pod(pod)
     errors = {name: s.error for name, s in sites.items() if s.error is not None}
@@ -120,14 +173,22 @@ def _evaluate(
             f"drift check {check}: " + "; ".join(f"{k}: {v}" for k, v in errors.items()),
         )
     if not evaluated:
-        return False
+        return
+    until = dt.date.fromisoformat(drift.until) if drift.until else None
     if drift.detected:
         d.event(
             "Warning",
             "DriftDetected",
             f"drift check {check}: drift at {', '.join(decision.drifted_sites)} (policy {policy.policy}, "
-            f"threshold {policy.threshold:g}); starting a run",
+            f"threshold {policy.threshold:g}, scores "
+            + ", ".join(f"{v.site} {v.score:.2f}" for v in evaluated)
+            + f"); a run through {drift.until} follows",
         )
-        return True
-    d.event("Normal", "NoDrift", f"drift check {check}: highest share {drift.share:.2f}")
-    return False
+        starting.request(d, TRIGGER_DRIFT, until=until)
+        return
+    if performance_policy is not None and performance.decayed:
+        d.event("Warning", "PerformanceDecayed", f"drift check {check}: {performance.reason}")
+        starting.request(d, TRIGGER_PERFORMANCE, until=until)
+        return
+    auc = f"; champion AUC on new days {performance.auc:.4f}" if performance.auc is not None else ""
+    d.event("Normal", "NoDrift", f"drift check {check}: highest drift score {drift.score:.2f}{auc}")

@@ -155,6 +155,7 @@ def _submit_when_ready(
                 run,
                 attempt,
                 str(status.trigger),
+                d.run_data,
                 d.config,
                 active_deadline_seconds=remaining,
             )

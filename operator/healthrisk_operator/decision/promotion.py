@@ -42,10 +42,12 @@ def promote_and_roll(d: Decision) -> None:
             f"run {run} registered {spec.model.registered_name} version {version.version}{auc}",
         )
     status.model_version = version.version
+    if status.metrics is None:
+        status.metrics = Metrics()
     if version.auc is not None:
-        if status.metrics is None:
-            status.metrics = Metrics()
         status.metrics.auc = round(version.auc, 4)
+    if version.champion_auc is not None:
+        status.metrics.champion_auc = round(version.champion_auc, 4)
     status.round = spec.rounds
     status.progress = f"{spec.rounds}/{spec.rounds}"
     promotion = spec.promotion

@@ -1,10 +1,11 @@
 """A run's lifecycle in the status: start, finish (history, Events, cleanup), suspend and
-resume. Whether a run starts is decided elsewhere (triggers, drift); this is what
-starting, ending or pausing one means."""
+resume. Whether a run starts is decided elsewhere (triggers, drift, starting); this is
+what starting, ending or pausing one means."""
 
 from __future__ import annotations
 
-from healthrisk.contracts import ANNOTATION_RETRAIN, ROLE_DRIFT
+from healthrisk.contracts import ROLE_DRIFT, ROLE_INVENTORY
+from healthrisk_operator.builders import RunData
 from healthrisk_operator.constants import (
     HISTORY_LIMIT,
     RESULT_FAILED,
@@ -17,12 +18,9 @@ from healthrisk_operator.decision.context import Decision
 from healthrisk_operator.status import HistoryEntry, Metrics
 
 
-def start(d: Decision, trigger: str) -> None:
+def start(d: Decision, trigger: str, data: RunData) -> None:
     status = d.status
     run = d.run + 1
-    if ANNOTATION_RETRAIN in d.observed.annotations:
-        # Whatever started this run also answers a pending retrain request.
-        d.plan.remove_annotations.append(ANNOTATION_RETRAIN)
     status.completion_time = None
     status.training_finished_at = None
     status.rollout = None
@@ -40,11 +38,18 @@ def start(d: Decision, trigger: str) -> None:
     status.metrics = Metrics()
     status.start_time = status.attempt_start_time = d.now
     status.spec_hash = d.spec.training_hash()
+    status.data_windows = {site.name: str(data.window) for site in d.spec.sites}
+    status.data_fingerprint = data.fingerprint
     if status.drift is not None:
         # A check in flight is abandoned (its pods are cleaned up): the run retrains anyway.
         status.drift.next_check_at = None
         status.drift.running = False
-    d.event("Normal", "RunStarted", f"run {run} started (trigger: {trigger})")
+    d.event(
+        "Normal",
+        "RunStarted",
+        f"run {run} started (trigger: {trigger}); trains on {data.window} at "
+        f"{', '.join(site.name for site in d.spec.sites)}",
+    )
 
 
 def fail(d: Decision, reason: str, message: str) -> None:
@@ -66,6 +71,9 @@ def finish(d: Decision, result: str, message: str) -> None:
         version=status.model_version,
         promoted=status.promoted,
         auc=status.metrics.auc if status.metrics else None,
+        champion_auc=status.metrics.champion_auc if status.metrics else None,
+        windows=status.data_windows,
+        fingerprint=status.data_fingerprint,
     )
     earlier = [h for h in status.history or [] if h.number != run]
     status.history = [entry, *earlier][:HISTORY_LIMIT]
@@ -91,13 +99,15 @@ def suspend(d: Decision) -> None:
         for pod in d.observed.pods:
             if pod.role in cleanup.RUN_ROLES and pod.run == run:
                 d.delete_pod(pod)
-    for pod in d.pods(ROLE_DRIFT):
+    for pod in [*d.pods(ROLE_DRIFT), *d.pods(ROLE_INVENTORY)]:
         d.delete_pod(pod)
     for service in d.observed.services:
         if service.run == run:
             d.delete_service(service)
     if status.drift is not None and status.drift.running:
         status.drift.running = False
+    if status.inventory is not None and status.inventory.running:
+        status.inventory.running = False
     status.phase = Phase.SUSPENDED
     status.message = "suspended" + (f" (run {run} resumes when unsuspended)" if status.active else "")
 

@@ -85,6 +85,8 @@ def _phase(d: Decision) -> None:
     if status.active:
         if status.phase is None or status.phase in _BETWEEN_RUNS:
             status.phase = Phase.PENDING
+    elif status.pending is not None:
+        status.phase = Phase.PENDING  # resolving what the requested run would train on
     elif last is not None:
         if last.result == RESULT_FAILED:
             status.phase = Phase.FAILED
@@ -148,6 +150,6 @@ def _conditions(d: Decision) -> None:
             COND_DRIFT,
             drift.detected,
             "DriftDetected" if drift.detected else "NoDrift",
-            f"highest drift share {drift.share or 0:.2f} at "
+            f"highest drift score {drift.score or 0:.2f} at "
             f"{format_time(drift.checked_at) if drift.checked_at else None}",
         )

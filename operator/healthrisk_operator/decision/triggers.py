@@ -1,5 +1,6 @@
-"""What starts a run (SPEC §7): creation, a spec change, `healthrisk.io/retrain`, the
-cron schedule. Detected drift starts runs too; decision/drift.py decides that one."""
+"""What asks for a run (SPEC §7): creation, a spec change, `healthrisk.io/retrain`, the
+cron schedule. Detected drift and decayed performance ask too (decision/drift.py). A
+request waits in status.pending until the run can start (decision/starting.py)."""
 
 from __future__ import annotations
 
@@ -15,30 +16,28 @@ from healthrisk.contracts import (
     TRIGGER_SPEC_CHANGE,
 )
 from healthrisk_operator.constants import RESULT_SUPERSEDED
-from healthrisk_operator.decision import runs
+from healthrisk_operator.decision import runs, starting
 from healthrisk_operator.decision.context import Decision
 
 
 def apply(d: Decision) -> None:
-    """Start a run when one is due; a spec change supersedes the active run."""
+    """Ask for a run when one is due; a spec change supersedes the active run."""
     status = d.status
-    trigger: str | None = None
-    if not status.run:
-        trigger = TRIGGER_CREATE
-    elif status.spec_hash not in (None, d.spec.training_hash()):
-        trigger = TRIGGER_SPEC_CHANGE
+    hash_now = d.spec.training_hash()
+    if not status.run and status.pending is None and status.spec_hash is None:
+        status.spec_hash = hash_now
+        starting.request(d, TRIGGER_CREATE)
+    elif status.spec_hash not in (None, hash_now):
+        status.spec_hash = hash_now
         if status.active:
             runs.finish(d, RESULT_SUPERSEDED, "the spec changed; a new run replaces it")
-    schedule_due = _schedule_due(d)
-    if not status.active and trigger is None:
-        if ANNOTATION_RETRAIN in d.observed.annotations:
-            trigger = TRIGGER_MANUAL
-        elif schedule_due:
-            trigger = TRIGGER_SCHEDULE
-    elif schedule_due and status.active:
-        d.event("Normal", "ScheduleSkipped", f"schedule fired while run {status.run} is active")
-    if trigger is not None:
-        runs.start(d, trigger)
+        starting.request(d, TRIGGER_SPEC_CHANGE)
+    if ANNOTATION_RETRAIN in d.observed.annotations:
+        # Answered by being remembered: the same value can be set again for the next one.
+        d.plan.remove_annotations.append(ANNOTATION_RETRAIN)
+        starting.request(d, TRIGGER_MANUAL)
+    if _schedule_due(d):
+        starting.request(d, TRIGGER_SCHEDULE)
 
 
 def _schedule_due(d: Decision) -> bool:
