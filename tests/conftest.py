@@ -65,8 +65,11 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def version_registrar(mlflow_uri: str) -> Callable[..., str]:
     """Register a version of a fresh model name fitted centrally on generated rows.
 
-    Returns a factory `register(name, val_auc=..., scale_coef=1.0, tracking_uri=None) ->
-    version` (tracking_uri: another MLflow server than the session's). It is a shortcut
+    Returns a factory `register(name, val_auc=..., scale_coef=1.0, tracking_uri=None,
+    compared_with=None) -> version` (tracking_uri: another MLflow server than the session's).
+    Like a training run, it tags the version with the champion it was compared with on the
+    same rows (SPEC §4), for the promotion gate: `compared_with` (version, that champion's
+    AUC), by default the version serving now with its own validation AUC. It is a shortcut
     for tests of consumers of the registry (inference, drift); the federated path that
     produces real versions is tested in tests/integration/test_federated.py. Session
     scoped so that module-scoped fixtures can use it; tests use `register_version`.
@@ -74,9 +77,15 @@ def version_registrar(mlflow_uri: str) -> Callable[..., str]:
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
-    from healthrisk.contracts import TAG_DATA_WINDOWS, TAG_SITES, TAG_VAL_AUC
+    from healthrisk.contracts import (
+        TAG_CHAMPION_VAL_AUC,
+        TAG_CHAMPION_VERSION,
+        TAG_DATA_WINDOWS,
+        TAG_SITES,
+        TAG_VAL_AUC,
+    )
     from healthrisk.data.loader import load_site
-    from healthrisk.registry import build_pipeline, dumps_tag, log_and_register
+    from healthrisk.registry import build_pipeline, current_champion, dumps_tag, log_and_register
 
     def register(
         name: str,
@@ -85,6 +94,7 @@ def version_registrar(mlflow_uri: str) -> Callable[..., str]:
         val_auc: float = 0.8,
         scale_coef: float = 1.0,
         tracking_uri: str | None = None,
+        compared_with: tuple[str, float] | None = None,
     ) -> str:
         sites = ["hospital_01", "hospital_02", "hospital_03"]
         parts = [load_site(data_root, s, TRAIN_WINDOW) for s in sites]
@@ -93,18 +103,19 @@ def version_registrar(mlflow_uri: str) -> Callable[..., str]:
         mean, scale = x.mean(axis=0), x.std(axis=0)
         fitted = LogisticRegression(max_iter=500).fit((x - mean) / scale, y)
         pipeline = build_pipeline(mean, scale, fitted.coef_[0] * scale_coef, float(fitted.intercept_[0]))
+        tags = {
+            TAG_VAL_AUC: str(val_auc),
+            TAG_SITES: ",".join(sites),
+            TAG_DATA_WINDOWS: dumps_tag({s: str(TRAIN_WINDOW) for s in sites}),
+        }
         mlflow.set_tracking_uri(tracking_uri or mlflow_uri)
+        if compared_with is None and (champion := current_champion(mlflow.MlflowClient(), name)) is not None:
+            compared_with = str(champion.version), float(champion.tags[TAG_VAL_AUC])
+        if compared_with is not None:
+            tags[TAG_CHAMPION_VERSION], tags[TAG_CHAMPION_VAL_AUC] = compared_with[0], str(compared_with[1])
         mlflow.set_experiment("tests")
         with mlflow.start_run():
-            version = log_and_register(
-                pipeline,
-                registered_name=name,
-                tags={
-                    TAG_VAL_AUC: str(val_auc),
-                    TAG_SITES: ",".join(sites),
-                    TAG_DATA_WINDOWS: dumps_tag({s: str(TRAIN_WINDOW) for s in sites}),
-                },
-            )
+            version = log_and_register(pipeline, registered_name=name, tags=tags)
         return str(version.version)
 
     return register

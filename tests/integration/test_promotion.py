@@ -1,11 +1,12 @@
 """Promotion is serialised per registered model (SPEC §4), on a real MLflow server.
 
-Two runs finishing together: without serialisation both read the same champion, both
-pass the gate against it, and whichever moves the alias last wins — possibly the worse.
-The test forces exactly that interleaving: both promotions meet at a barrier right after
-reading the champion, and the worse one moves the alias only after the better one did.
-Serialised, the second promotion cannot read the champion before the first has moved
-the alias, so the barrier times out and the second compares against the first.
+Two runs finishing together, both compared with the same champion: without serialisation
+both read that champion, both pass the gate against it, and whichever moves the alias last
+wins — possibly the worse. The test forces exactly that interleaving: both promotions meet
+at a barrier right after reading the champion, and the worse one moves the alias only after
+the better one did. Serialised, the second promotion cannot read the champion before the
+first has moved the alias, so the barrier times out and the second finds the first serving:
+a version its run never compared with, which it cannot pass.
 """
 
 from __future__ import annotations
@@ -54,6 +55,18 @@ def model(register_version: Callable[..., str], data_root: Path) -> Callable[[st
     return lambda name, aucs: [register_version(name, data_root=data_root, val_auc=auc) for auc in aucs]
 
 
+@pytest.fixture
+def challengers(
+    register_version: Callable[..., str], data_root: Path
+) -> Callable[[str, str, float, list[float]], list[str]]:
+    """`challengers(name, champion, champion_auc, aucs)`: versions whose runs all evaluated
+    `champion` beside them on the same rows (as runs finishing together do)."""
+    return lambda name, champion, champion_auc, aucs: [
+        register_version(name, data_root=data_root, val_auc=auc, compared_with=(champion, champion_auc))
+        for auc in aucs
+    ]
+
+
 @pytest.fixture(scope="module")
 def key() -> bytes:
     return ensure_signing_key(signing_key_file())
@@ -87,13 +100,17 @@ class RacingClient:
             self._better_moved.set()
 
 
-def test_two_promotions_racing_never_leave_the_worse_version_champion(
-    mlflow_uri: str, model: Callable[[str, list[float]], list[str]], key: bytes
+def test_two_promotions_racing_never_both_pass_against_the_same_champion(
+    mlflow_uri: str,
+    model: Callable[[str, list[float]], list[str]],
+    challengers: Callable[[str, str, float, list[float]], list[str]],
+    key: bytes,
 ) -> None:
     client = MlflowClient(mlflow_uri)
     name = "promotion-race"
-    champion, worse, better = model(name, [0.70, 0.80, 0.85])
+    (champion,) = model(name, [0.70])
     client.set_registered_model_alias(name, CHAMPION_ALIAS, champion)
+    worse, better = challengers(name, champion, 0.70, [0.80, 0.85])
 
     read_champion = threading.Barrier(2)
     better_moved = threading.Event()
@@ -103,18 +120,17 @@ def test_two_promotions_racing_never_leave_the_worse_version_champion(
             pool.map(lambda v: registry.promote(racing, name, v, signing_key=key), [worse, better])
         )  # type: ignore[arg-type]
 
-    assert client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == better
-    worse_tags = client.get_model_version(name, worse).tags
-    better_tags = client.get_model_version(name, better).tags
-    assert better_tags[TAG_PROMOTION] == PROMOTION_PROMOTED
-    if worse_tags[TAG_PROMOTION] == PROMOTION_PROMOTED:
-        # worse went first and passed against the old champion; better was then
-        # compared with worse, not with the old champion
-        assert better_tags[TAG_PREVIOUS_CHAMPION] == worse
-        assert outcomes[1].champion_version == worse
-    else:
-        assert worse_tags[TAG_PROMOTION] == PROMOTION_REJECTED
-        assert outcomes[0].champion_version == better, outcomes
+    promoted = [o.version for o in outcomes if o.promoted]
+    assert len(promoted) == 1, f"both passed against v{champion}: not serialised ({outcomes})"
+    (first,) = promoted
+    (second,) = [o for o in outcomes if not o.promoted]
+    assert client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == first
+    first_tags = client.get_model_version(name, first).tags
+    assert first_tags[TAG_PROMOTION] == PROMOTION_PROMOTED and first_tags[TAG_PREVIOUS_CHAMPION] == champion
+    # The second read the first as champion: its run compared v1, not the first, so there is
+    # no like-with-like comparison for it to pass (SPEC §4); a new run compares them.
+    assert client.get_model_version(name, second.version).tags[TAG_PROMOTION] == PROMOTION_REJECTED
+    assert second.champion_version == first and "not compared" in second.reason, second
     assert not _lock_exists(client, name), "the lock is released"
 
 

@@ -201,7 +201,7 @@ def test_loader_reads_only_the_window_and_the_schema_columns(
 def test_hold_out_puts_the_held_out_rows_last_as_views_of_one_array(root: Path) -> None:
     plain = load_site(root, "hospital_01", WINDOW)
     mask = np.random.default_rng(0).random(plain.n_rows) < 0.25
-    split = load_site(root, "hospital_01", WINDOW, hold_out=lambda n: mask)
+    split = load_site(root, "hospital_01", WINDOW, hold_out=lambda days: mask)
     (x_train, y_train), (x_val, y_val) = split.training_part(), split.held_out_part()
     assert split.n_held_out == int(mask.sum())
     np.testing.assert_array_equal(x_train, plain.features[~mask])  # file order kept in each part
@@ -211,7 +211,7 @@ def test_hold_out_puts_the_held_out_rows_last_as_views_of_one_array(root: Path) 
     np.testing.assert_array_equal(y_val, plain.labels[mask])
     assert np.shares_memory(x_train, split.features) and np.shares_memory(x_val, split.features)
     with pytest.raises(ValueError, match="mask of shape"):
-        load_site(root, "hospital_01", WINDOW, hold_out=lambda n: np.zeros(n + 1, dtype=bool))
+        load_site(root, "hospital_01", WINDOW, hold_out=lambda days: np.zeros(days.size + 1, dtype=bool))
 
 
 def test_loading_allocates_about_the_data_once(tmp_path: Path) -> None:
@@ -223,7 +223,7 @@ def test_loading_allocates_about_the_data_once(tmp_path: Path) -> None:
     load_site(tmp_path, "hospital_01", DateWindow.parse("2024-01-01"))  # imports, caches
     tracemalloc.start()
     try:
-        data = load_site(tmp_path, "hospital_01", window, hold_out=lambda n: np.arange(n) % 5 == 0)
+        data = load_site(tmp_path, "hospital_01", window, hold_out=lambda days: np.arange(days.size) % 5 == 0)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
