@@ -27,6 +27,8 @@ from healthrisk.contracts import (
     CHAMPION_ALIAS,
     PROMOTION_PROMOTED,
     PROMOTION_REJECTED,
+    TAG_CHAMPION_VAL_AUC,
+    TAG_CHAMPION_VERSION,
     TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTION,
     TAG_VAL_AUC,
@@ -188,8 +190,12 @@ def test_a_version_registered_outside_training_is_refused_by_name_not_retried_as
     mlflow.set_tracking_uri(mlflow_uri)
     with mlflow.start_run() as run:
         mlflow.log_artifact(str(tmp_path / "model.txt"), "model")
+    # Better than the champion on the same rows: only its source can stop it.
     foreign = client.create_model_version(
-        name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id, tags={TAG_VAL_AUC: "0.99"}
+        name,
+        f"runs:/{run.info.run_id}/model",
+        run_id=run.info.run_id,
+        tags={TAG_VAL_AUC: "0.99", TAG_CHAMPION_VERSION: champion, TAG_CHAMPION_VAL_AUC: "0.70"},
     ).version
 
     decision = registry.promote(client, name, foreign, signing_key=key)
