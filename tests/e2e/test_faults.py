@@ -8,6 +8,7 @@ traffic, a dozen invalid objects; then uninstall and namespace deletion leave no
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from typing import Any
@@ -77,7 +78,8 @@ def test_operator_pod_deleted_mid_run_completes_the_run_once(platform: Platform)
 
     # The inference pod waits unready for a first champion (see conftest).
     kube.kubectl("scale", f"deployment/{platform.inference}", "--replicas=1")
-    kube.apply(training(platform, name, rounds=4, serve=True))
+    # Drift checks at the CRD's defaults (every 6 h): test_platform.py checks every minute.
+    kube.apply(training(platform, name, rounds=4, serve=True, retraining={"drift": {}}))
     record = follow_run(kube, name, 1, act=kill_operator_mid_run)
     platform.timings["run (operator deleted)"] = record.seconds
     assert killed, f"the run finished before the operator could be deleted mid-run: {record.status}"
@@ -102,6 +104,12 @@ def test_operator_pod_deleted_mid_run_completes_the_run_once(platform: Platform)
         versions = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}").versions(REGISTERED_MODEL)
     assert [v["version"] for v in versions] == [entry["version"]], "one run, one registered version"
     assert served_version(platform)[0] == entry["version"], "the rollout survived the restart too"
+    drift = wait_for(
+        "the next drift check scheduled", lambda: kube.get("ft", name)["status"].get("drift"), 60
+    )
+    completed = dt.datetime.fromisoformat(entry["completionTime"].replace("Z", "+00:00"))
+    next_check = dt.datetime.fromisoformat(drift["nextCheckAt"].replace("Z", "+00:00"))
+    assert next_check - completed == dt.timedelta(hours=6), drift
 
 
 def test_supernode_deleted_mid_round(platform: Platform) -> None:

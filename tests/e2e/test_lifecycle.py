@@ -29,7 +29,6 @@ from typing import Any
 import pytest
 
 from healthrisk.contracts import (
-    ANNOTATION_RETRAIN,
     APP_NAME,
     CHAMPION_ALIAS,
     ENV_MODEL_VERSION,
@@ -49,6 +48,7 @@ from healthrisk.schema import EXAMPLE_RECORD
 from healthrisk_operator.constants import CRD_NAME
 from tests.e2e.platform import (
     RELEASE,
+    ROUNDS,
     SITES,
     MLflowRest,
     Platform,
@@ -233,7 +233,9 @@ def test_two_trainings_promoting_one_model_at_once_keep_the_better_champion(stor
 
 def test_uninstall_with_a_training_running_leaves_nothing_stuck(story: Platform) -> None:
     kube, namespace = story.kube, story.namespace
-    kube.kubectl("annotate", "ft", MAIN, f"{ANNOTATION_RETRAIN}=now", "--overwrite")
+    # A model-shaping change: a retrain request on the data run 1 trained on would be skipped
+    # (RetrainSkipped), this starts run 2.
+    kube.patch(f"ft/{MAIN}", {"spec": {"rounds": ROUNDS + 1}})
     wait_for(
         "run 2 to be under way (its pods created)",
         lambda: (

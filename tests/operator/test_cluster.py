@@ -13,7 +13,7 @@ themselves, at the moment each test needs them: the SuperLink, SuperNode, submit
 drift pods of most tests are given a scheduler name nobody serves and the test writes
 their pod status as a kubelet would (`KubeAPI.fake_pod`), and writes to MLflow what the
 ServerApp would (`FakeServerApp`). Real Flower pods could not be stopped at round 1, made
-to fail their submit twice, or made to report a chosen drift share; the end-to-end suite
+to fail their submit twice, or made to report a chosen drift score; the end-to-end suite
 (tests/e2e) runs the same operator with real training and drift pods from the images.
 Every test below states which pods it fakes.
 """
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -49,8 +47,11 @@ from healthrisk.contracts import (
     METRIC_VAL_AUC,
     METRIC_VAL_LOSS,
     OPERATOR_HEALTH_PORT,
+    PROMOTION_REJECTED,
     PROMOTION_ROLLED_BACK,
     ROLE_SUPERLINK,
+    TAG_CHAMPION_VAL_AUC,
+    TAG_CHAMPION_VERSION,
     TAG_PROMOTION,
     TAG_RUN_NUMBER,
     TAG_TRAINING,
@@ -58,6 +59,8 @@ from healthrisk.contracts import (
     TRAINING_EXPERIMENT,
     TRIGGER_SPEC_CHANGE,
 )
+from healthrisk_operator import builders
+from healthrisk_operator.spec import parse_spec
 from tests.kit.names import RunPods, drift_pods, run_pods
 from tests.kit.tools import REPO
 from tests.kit.trainings import FAKE_SCHEDULER, KubeAPI, OperatorProcess, run_config_of
@@ -116,8 +119,13 @@ class FakeServerApp:
             self.run_id, [Metric(k, float(v), stamp, round_number) for k, v in values.items()]
         )
 
-    def register(self, auc: float) -> str:
+    def register(self, auc: float, decided: str | None = None) -> str:
+        """A version; `decided`: the gate's verdict already written (the operator follows it).
+        Like the ServerApp it names the champion serving now as compared on the same rows,
+        here with that champion's own AUC."""
         from mlflow.exceptions import MlflowException
+
+        from healthrisk.registry import current_champion
 
         with contextlib.suppress(MlflowException):  # registered already by an earlier run
             self.client.create_registered_model(self.model_name)
@@ -138,11 +146,22 @@ class FakeServerApp:
             path.parent.mkdir(parents=True)
             path.write_bytes(document)
             self.client.log_model_artifacts(model_id, files)
+        champion = current_champion(self.client, self.model_name)
+        compared = (
+            {TAG_CHAMPION_VERSION: str(champion.version), TAG_CHAMPION_VAL_AUC: champion.tags[TAG_VAL_AUC]}
+            if champion is not None
+            else {}
+        )
         version = self.client.create_model_version(
             self.model_name,
             f"models:/{model_id}",
             run_id=self.run_id,
-            tags={**self.tags, TAG_VAL_AUC: str(auc)},
+            tags={
+                **self.tags,
+                TAG_VAL_AUC: str(auc),
+                **compared,
+                **({TAG_PROMOTION: decided} if decided else {}),
+            },
             model_id=model_id,
         )
         return str(version.version)
@@ -242,6 +261,18 @@ def deployment_ready(kube: KubeAPI, namespace: str, name: str) -> bool:
         ),
         ("bad-auth", {"security": {"supernodeAuth": True}}, "supernodeAuth needs security.tlsSecretName"),
         ("no-sites", {"sites": []}, "spec.sites"),
+        (
+            "both-windows",
+            {"dataWindow": {"last": "28d", "from": "2024-01-01"}},
+            "either {last: Nd} or {from, to}",
+        ),
+        ("half-window", {"dataWindow": {"from": "2024-01-01"}}, "a fixed dataWindow needs both from and to"),
+        ("bad-rolling", {"dataWindow": {"last": "4w"}}, "spec.dataWindow.last"),
+        (
+            "perf-no-drift",
+            {"retraining": {"performance": {}}},
+            "retraining.performance needs retraining.drift",
+        ),
         ("a" * 41, {}, "at most 40 characters"),
     ],
 )
@@ -269,7 +300,8 @@ def test_defaults_printer_columns_short_names_and_category(kube: KubeAPI, namesp
     header = kube.kubectl("get", "ft", "-n", namespace).splitlines()[0].split()
     assert header == ["NAME", "PHASE", "RUN", "ROUND", "SITES", "AUC", "MODEL", "AGE"]
     wide = kube.kubectl("get", "fedtrain", "-n", namespace, "-o", "wide").splitlines()[0].split()
-    assert {"PROMOTED", "TRIGGER", "DRIFT", "STRATEGY", "SUSPENDED", "MESSAGE"} <= set(wide)
+    columns = {"PROMOTED", "TRIGGER", "DRIFT", "LIVE-AUC", "SITE-AUCS", "STRATEGY", "SUSPENDED", "MESSAGE"}
+    assert columns <= set(wide)
     assert "defaults" in kube.kubectl("get", "healthrisk", "-n", namespace)
 
 
@@ -580,72 +612,77 @@ def test_cron_schedule_starts_a_run(kube: KubeAPI, namespace: str, operator: Ope
 # ---- drift -----------------------------------------------------------------------
 
 
-def printed_drift_summary(data_root: Path, report_dir: Path) -> list[dict[str, Any]]:
-    """What a drift pod prints last: `healthrisk drift check --json`, run for real here on
-    one site's generated days (nothing published)."""
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("healthrisk")), "drift", "check", "--site", "hospital_01",
-         "--data-root", str(data_root), "--reference", "2024-01-01..2024-01-05",
-         "--current", "2024-01-06..2024-01-10", "--no-publish", "--json", "--report-dir", str(report_dir)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return list(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
-def drift_pod_log(printed: list[dict[str, Any]], site: str, share: float, threshold: float) -> str:
-    """A drift pod's log in the real CLI's format, with the share this test needs (no
-    shipped drift scenario reaches the default threshold yet: issue 15). The rest of the
-    summary is the real check's."""
-    (entry,) = printed
-    assert {"site", "drift_share", "threshold", "detected"} <= entry.keys(), entry
-    fake = entry | {
-        "site": site,
-        "drift_share": share,
-        "threshold": threshold,
-        "detected": share >= threshold,
+def fake_inventory(kube: KubeAPI, namespace: str, training: str, round_: int, days: str) -> None:
+    """The days-listing pods of one round end, printing what `healthrisk data days` prints."""
+    listings = {
+        builders.inventory_pod_name(training, round_, site): site.name for site in parse_spec(spec()).sites
     }
-    return f"report published\n{json.dumps([fake])}"
+    wait_pods(kube, namespace, training, set(listings), timeout=90)
+    for pod, site in listings.items():
+        kube.fake_pod(namespace, pod, "Succeeded", message=json.dumps({"site": site, "days": [days]}))
 
 
-def test_drift_pods_on_the_interval_and_drift_retrains(
-    kube: KubeAPI, namespace: str, operator: OperatorProcess, mlflow_uri: str, data_root: Path, tmp_path: Path
+def test_rolling_window_drift_pods_on_the_interval_and_a_drift_run_through_the_checked_day(
+    kube: KubeAPI, namespace: str, operator: OperatorProcess, mlflow_uri: str
 ) -> None:
-    """Faked: run pods, ServerApp writes, and the drift pods: each one's log is the real
-    `drift check --json` line (see `drift_pod_log`), written as the container's
-    termination message, which the operator reads when no log exists."""
-    printed = printed_drift_summary(data_root, tmp_path / "reports")
+    """Faked: run pods, ServerApp writes, and the days-listing and drift pods (their output,
+    in the CLIs' format: tests/drift and tests/unit read the real ones, is written as the
+    container's termination message, which the operator reads when no log exists). The
+    interval is the CRD's floor, 1m; test_state shows the default, 6h."""
     model = f"risk-{namespace}"
-    threshold = 0.5
     training = kube.create_training(
         namespace,
         "drifty",
         spec(
-            model={"registeredName": model}, retraining={"drift": {"interval": "3s", "threshold": threshold}}
+            model={"registeredName": model},
+            dataWindow={"last": "28d"},
+            retraining={"drift": {"interval": "1m", "threshold": 0.5}},
         ),
     )
+    fake_inventory(kube, namespace, "drifty", 1, "2024-01-01..2024-01-10")
     bring_up_run(kube, namespace, "drifty")
-    FakeServerApp(mlflow_uri, model, training, run=1).register(0.8)
+    assert kube.status(namespace, "drifty")["dataWindows"]["hospital_01"] == "2023-12-14..2024-01-10"
+    FakeServerApp(mlflow_uri, model, training, run=1).register(0.8, decided=PROMOTION_REJECTED)
     kube.fake_pod(namespace, pods_of("drifty").submit(0), "Succeeded")
     wait_status(kube, namespace, "drifty", "Monitoring", lambda s: s.get("phase") == "Monitoring", 60)
 
+    fake_inventory(kube, namespace, "drifty", 2, "2024-01-01..2024-01-11")
     checks = drift_pods("drifty", 1, spec())
     pods = wait_pods(kube, namespace, "drifty", set(checks.values()), timeout=60)
     args = pods[checks["hospital_01"]].spec.containers[0].args
     assert args[:4] == ["drift", "check", "--site", "hospital_01"] and {"--publish", "--json"} <= set(args)
-    shares = {"hospital_01": 0.6364, "hospital_02": 0.0909}  # 7 and 1 of 11 columns
-    for site, share in shares.items():
+    assert args[args.index("--until") + 1] == "2024-01-11"
+    scores = {"hospital_01": 0.91, "hospital_02": 0.1}
+    for site, score in scores.items():
+        summary = [{"site": site, "score": score, "detected": score >= 0.5}]
         kube.fake_pod(
-            namespace, checks[site], "Succeeded", message=drift_pod_log(printed, site, share, threshold)
+            namespace, checks[site], "Succeeded", message=f"report published\n{json.dumps(summary)}"
         )
     status = wait_status(kube, namespace, "drifty", "drift run", lambda s: s.get("run") == 2, 60)
-    assert status["trigger"] == "drift"
-    assert status["drift"]["detected"] is True and status["drift"]["share"] == shares["hospital_01"]
-    assert status["drift"]["sites"]["hospital_01"] == {"share": shares["hospital_01"], "detected": True}
-    assert status["drift"]["sites"]["hospital_02"] == {"share": shares["hospital_02"], "detected": False}
+    assert status["trigger"] == "drift" and status["dataWindows"]["hospital_01"] == "2023-12-15..2024-01-11"
+    assert status["drift"]["detected"] is True and status["drift"]["score"] == 0.91
+    assert status["drift"]["sites"]["hospital_01"] == {"score": 0.91, "detected": True}
     assert kube.condition(namespace, "drifty", "DriftDetected")["status"] == "True"
-    assert "DriftDetected" in kube.event_reasons(namespace, "drifty")
+    assert {"DriftDetected", "RunStarted"} <= set(kube.event_reasons(namespace, "drifty"))
     wait_for("drift pods removed", lambda: not set(checks.values()) & set(kube.pods(namespace, "drifty")))
+
+
+def test_drift_intervals_below_the_floor_are_refused(kube: KubeAPI, namespace: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    for interval in ("1s", "59s", "0m30s"):
+        with pytest.raises(ApiException) as refused:
+            kube.create_training(
+                namespace, f"floor-{interval}", spec(retraining={"drift": {"interval": interval}})
+            )
+        assert (
+            "retraining.drift.interval must be at least 1m"
+            in json.loads(refused.value.body or "{}")["message"]
+        )
+    accepted = kube.create_training(
+        namespace, "floor-ok", spec(suspend=True, retraining={"drift": {"interval": "1m"}})
+    )
+    assert accepted["spec"]["retraining"]["drift"]["interval"] == "1m"
 
 
 # ---- rollback ----------------------------------------------------------------------
