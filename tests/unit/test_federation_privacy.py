@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from healthrisk.contracts import (
+    METRIC_CHAMPION_VAL_AUC,
+    METRIC_CHAMPION_VAL_LOSS,
     METRIC_VAL_ACCURACY,
     METRIC_VAL_AUC,
     METRIC_VAL_LOSS,
@@ -210,6 +212,20 @@ def test_evaluation_vectors_sum_to_the_weighted_metrics() -> None:
     metrics = secure.metrics_from_sums(total)
     assert metrics[METRIC_VAL_AUC] == pytest.approx((0.81 * 500 + 0.7 * 100) / 600)
     assert metrics[METRIC_VAL_LOSS] == pytest.approx((0.45 * 500 + 0.6 * 100) / 600)
+
+
+def test_the_final_evaluation_sums_the_champion_beside_the_new_model() -> None:
+    """Like with like under secure aggregation (SPEC §4): each site's vector carries both
+    models' sums on its validation rows, and the unmasked sum splits back into both."""
+    new = [_evaluation(500, 0.45, 0.81, 0.75), _evaluation(100, 0.6, 0.7, 0.7)]
+    champion = [_evaluation(500, 0.5, 0.78, 0.74), _evaluation(100, 0.55, 0.74, 0.72)]
+    total = np.sum([secure.evaluate_vector(n, c) for n, c in zip(new, champion, strict=True)], axis=0)
+    metrics = secure.final_metrics_from_sum(total)
+    assert metrics[METRIC_VAL_AUC] == pytest.approx((0.81 * 500 + 0.7 * 100) / 600)
+    assert metrics[METRIC_CHAMPION_VAL_AUC] == pytest.approx((0.78 * 500 + 0.74 * 100) / 600)
+    assert metrics[METRIC_CHAMPION_VAL_LOSS] == pytest.approx((0.5 * 500 + 0.55 * 100) / 600)
+    without = secure.final_metrics_from_sum(np.sum([secure.evaluate_vector(n) for n in new], axis=0))
+    assert METRIC_CHAMPION_VAL_AUC not in without and without[METRIC_VAL_AUC] == metrics[METRIC_VAL_AUC]
 
 
 # ---- the SuperLink pod's proxy -------------------------------------------------------------
