@@ -20,6 +20,8 @@ from healthrisk.contracts import (
     ENV_MODEL_NAME,
     ENV_MODEL_PROVENANCE,
     ENV_TRACKING_URI,
+    TAG_CHAMPION_VAL_AUC,
+    TAG_CHAMPION_VERSION,
     TAG_PARAMETERS_SHA256,
     TAG_PROMOTION_HMAC,
     TAG_PROMOTION_KEY_ID,
@@ -183,6 +185,9 @@ def test_versions_the_gate_did_not_sign_are_refused_and_no_model_code_ever_runs(
         assert sample(samples, "model_info", name=name, version=newer, alias=CHAMPION_ALIAS) == 1
 
         # 5. Even the gate's signature never makes the service unpickle: it serves the document.
+        # (Tagged as a run that compared it with the version serving now on the same rows.)
+        client.set_model_version_tag(name, dressed, TAG_CHAMPION_VERSION, good)
+        client.set_model_version_tag(name, dressed, TAG_CHAMPION_VAL_AUC, signed[TAG_VAL_AUC])
         promote_through_gate(mlflow_uri, name, dressed)
         wait_until(lambda: service.model()["version"] == dressed, timeout=30, what=f"v{dressed}")
         assert_still_serving(service, dressed)
