@@ -143,6 +143,21 @@ def test_happy_path_promotes_and_finishes() -> None:
     assert sorted(world.pods) == ["ft-r1-submit-0"] and world.services == {}
 
 
+def test_a_fixed_window_run_goes_on_where_an_older_crd_pruned_its_resolved_window() -> None:
+    """The 0.1 chart's CRD has no status.dataWindows/dataFingerprint: the API server drops
+    them, and a fixed window is resolved again instead (it is the same at any time)."""
+    world = World()
+    world.step()
+    resolved = world.status["dataWindows"], world.status["dataFingerprint"]
+    del world.status["dataWindows"], world.status["dataFingerprint"]
+    world.make_ready()
+    world.step()
+    world.set_pod("ft-r1-submit-0", phase="Running", ready=True)
+    world.step()
+    assert world.status["phase"] == "Training", world.status.get("message")
+    assert "ft-r1-submit-0" in world.pods and all(resolved)
+
+
 def test_rejected_version_stays_registered_not_promoted() -> None:
     world = World()
     start_training(world)

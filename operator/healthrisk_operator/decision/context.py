@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from healthrisk.data.window import DateWindow
+from healthrisk.data.window import DateWindow, training_fingerprint
 from healthrisk_operator.builders import RunData, Training
 from healthrisk_operator.config import OperatorConfig
 from healthrisk_operator.constants import Phase
@@ -48,6 +48,13 @@ class Decision:
     def run_data(self) -> RunData:
         """What the current run trains on, as resolved when it started."""
         windows, fingerprint = self.status.data_windows, self.status.data_fingerprint
+        rule = self.spec.data_window
+        if (not windows or fingerprint is None) and not rule.rolling:
+            # A fixed window resolves the same at any time. Its resolution is missing where
+            # an older CRD's status schema pruned it (the 0.1 chart's, until the upgrade).
+            fixed = rule.ending(self.now.date())
+            sites = {site.name: fixed for site in self.spec.sites}
+            return RunData(fixed, training_fingerprint(sites, self.spec.training_hash()))
         if not windows or fingerprint is None:
             raise ValueError(f"run {self.run} has no resolved data window in its status")
         (window,) = set(windows.values())  # one rule, one window for every site
