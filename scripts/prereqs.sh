@@ -31,11 +31,11 @@ if [[ $what == cluster ]]; then
   [[ $EUID -eq 0 ]] || missing+=("root: the local Kubernetes runs containerd, kubelet and network namespaces (run as root, e.g. sudo -E make ...)")
   command -v apt-get >/dev/null && [[ -f /etc/debian_version ]] ||
     missing+=("Debian (bookworm) or a derivative with apt: the cluster's packages come from Debian (cluster/install-deps.sh); elsewhere point KUBECONFIG at another cluster and run make cluster-test-only")
-  # A cold `.ci/run` (df sampled every 5 s) peaked at ~19 GB before the Go builds dropped
-  # their caches and CI dropped the images' build cache: what stays is the venv and
-  # wheelhouse (~2 GB), Kubernetes and add-ons (~1 GB), docker's images (~10 GB while
-  # building, ~3 GB after) and the node's copy of them (~5 GB): ~14 GB at the peak.
-  # Short of it, builds die mid-way with ENOSPC.
+  # df sampled every 5 s: a cold `.ci/run` peaked at ~19 GB before the Go builds dropped
+  # their caches and CI dropped the images' build cache; after, a warm one peaks at 9.9 GB
+  # (venv and wheelhouse ~2, docker's images ~10 while building and ~3 after, the node's
+  # copy ~5) and a cold one adds the Kubernetes build (~10 GB, given back before the images
+  # are built): ~12 GB. Short of it, builds die mid-way with ENOSPC.
   while read -r mount free_kb; do
     free_gb=$((free_kb / 1024 / 1024))
     ((free_gb >= DISK_MIN_GB)) ||
