@@ -281,11 +281,11 @@ def test_ctrl_c_stops_every_process_the_cli_started(data_root: Path, tmp_path: P
     try:
         assert cli.wait(timeout=60) != 0
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the CLI still runs 60 s after SIGINT; its stderr ends:\n{stderr.read_text()[-3000:]}")
-    finally:  # a CLI that ignored the interrupt must not train on into the next tests
+        # a CLI that ignored the interrupt must not train on into the next tests
         for pid in {cli.pid} | descendants(cli.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the CLI still runs 60 s after SIGINT; its stderr ends:\n{stderr.read_text()[-3000:]}")
     time.sleep(0.5)
     survivors = {pid for pid in tree if Path(f"/proc/{pid}").exists()}
     assert survivors == set(), f"processes left behind: {survivors}"
