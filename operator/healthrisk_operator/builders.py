@@ -445,9 +445,45 @@ def submit_pod(
     )
 
 
+def _site_local_pod(
+    training: Training,
+    site: Site,
+    config: OperatorConfig,
+    *,
+    name: str,
+    role: str,
+    round_label: tuple[str, str],
+    args: list[str],
+    env: list[Manifest],
+    active_deadline_seconds: int,
+) -> Manifest:
+    """A one-off `healthrisk` pod in the drift image on the site's node with only the
+    site's volume: what may leave it is what the command prints or publishes."""
+    volume, mount = _site_volume(site)
+    container = {
+        "name": role,
+        "image": config.drift_image,
+        "command": ["healthrisk"],
+        "args": args,
+        "env": env,
+        "volumeMounts": [mount],
+        # A pod that fails leaves its error in the pod status, not only in a log.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    label, value = round_label
+    return _pod(
+        _metadata(training, name, labels(training, role, site=site, extra={label: value})),
+        container,
+        config=config,
+        restart_policy="Never",
+        volumes=[volume],
+        node_selector=site.node_selector,
+        active_deadline_seconds=active_deadline_seconds,
+    )
+
+
 def inventory_pod(
     training: Training,
-    spec: TrainingSpec,
     round_: int,
     site: Site,
     config: OperatorConfig,
@@ -456,27 +492,15 @@ def inventory_pod(
 ) -> Manifest:
     """Lists a site's days (file names, nothing read) as one JSON line: what a rolling
     window and a drift check's last day are resolved from. No network, no credentials."""
-    volume, mount = _site_volume(site)
-    container = {
-        "name": ROLE_INVENTORY,
-        "image": config.drift_image,
-        "command": ["healthrisk"],
-        "args": ["data", "days", "--site", site.name, "--data-root", site.data.path],
-        "env": _base_env(),
-        "volumeMounts": [mount],
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    return _pod(
-        _metadata(
-            training,
-            inventory_pod_name(training.name, round_, site),
-            labels(training, ROLE_INVENTORY, site=site, extra={LABEL_INVENTORY: str(round_)}),
-        ),
-        container,
-        config=config,
-        restart_policy="Never",
-        volumes=[volume],
-        node_selector=site.node_selector,
+    return _site_local_pod(
+        training,
+        site,
+        config,
+        name=inventory_pod_name(training.name, round_, site),
+        role=ROLE_INVENTORY,
+        round_label=(LABEL_INVENTORY, str(round_)),
+        args=["data", "days", "--site", site.name, "--data-root", site.data.path],
+        env=_base_env(),
         active_deadline_seconds=active_deadline_seconds,
     )
 
@@ -495,12 +519,14 @@ def drift_pod(
     every site has): reads the site's volume, publishes only the summary."""
     if spec.retraining.drift is None:
         raise ValueError("drift pods need spec.retraining.drift")
-    volume, mount = _site_volume(site)
-    container = {
-        "name": ROLE_DRIFT,
-        "image": config.drift_image,
-        "command": ["healthrisk"],
-        "args": [
+    return _site_local_pod(
+        training,
+        site,
+        config,
+        name=drift_pod_name(training.name, check, site),
+        role=ROLE_DRIFT,
+        round_label=(LABEL_DRIFT_CHECK, str(check)),
+        args=[
             "drift",
             "check",
             "--site",
@@ -522,26 +548,11 @@ def drift_pod(
             "--publish",
             "--json",
         ],
-        "env": [
+        env=[
             *_base_env(),
             {"name": ENV_TRACKING_URI, "value": tracking_uri(spec, config)},
             {"name": ENV_DRIFT_THRESHOLD, "value": repr(spec.retraining.drift.threshold)},
         ],
-        "volumeMounts": [mount],
-        # A drift check that fails leaves its error in the pod status, not only in a log.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    return _pod(
-        _metadata(
-            training,
-            drift_pod_name(training.name, check, site),
-            labels(training, ROLE_DRIFT, site=site, extra={LABEL_DRIFT_CHECK: str(check)}),
-        ),
-        container,
-        config=config,
-        restart_policy="Never",
-        volumes=[volume],
-        node_selector=site.node_selector,
         active_deadline_seconds=active_deadline_seconds,
     )
 

@@ -270,7 +270,7 @@ def test_drift_pod() -> None:
 
 def test_inventory_pod_lists_a_sites_days_with_nothing_but_its_volume() -> None:
     spec = parse_spec(MINIMAL_SPEC)
-    pod = builders.inventory_pod(TRAINING, spec, 3, spec.sites[0], CONFIG, active_deadline_seconds=600)
+    pod = builders.inventory_pod(TRAINING, 3, spec.sites[0], CONFIG, active_deadline_seconds=600)
     assert pod["metadata"]["name"] == "diabetes-days3-hospital-01"
     assert pod["metadata"]["labels"][LABEL_INVENTORY] == "3"
     assert pod["metadata"]["labels"][LABEL_ROLE] == ROLE_INVENTORY

@@ -58,7 +58,6 @@ def _follow(d: Decision, inventory: Inventory) -> None:
             d.plan.create.append(
                 builders.inventory_pod(
                     d.training,
-                    d.spec,
                     round_,
                     site,
                     d.config,
