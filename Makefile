@@ -36,7 +36,7 @@ test: prereqs-cluster lint typecheck
 
 ## Unit and integration tests (real MLflow, Flower and uvicorn processes on 127.0.0.1).
 test-local: install
-	FLWR_TELEMETRY_ENABLED=0 $(BIN)/pytest -m "not cluster" tests
+	FLWR_TELEMETRY_ENABLED=0 $(BIN)/pytest -m "not cluster" --durations=15 tests
 
 ## On the harness cluster (or any cluster KUBECONFIG points at): cluster smoke tests,
 ## chart, operator and end to end. A suite that needs the platform's images builds them
@@ -45,7 +45,7 @@ test-local: install
 KUBECONFIG_FOR_TESTS = $${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig}
 test-cluster: install cluster-up
 	KUBECONFIG=$(KUBECONFIG_FOR_TESTS) PATH=$(CURDIR)/.cluster/bin:$$PATH \
-	  $(BIN)/pytest -m cluster tests
+	  $(BIN)/pytest -m cluster --durations=25 tests
 
 ## The end-to-end suite alone (it builds and loads its images itself).
 e2e: install cluster-up
