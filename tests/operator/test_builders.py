@@ -147,9 +147,10 @@ def test_supernode_mounts_its_site_volume_read_only() -> None:
     assert pod["metadata"]["name"] == "diabetes-r1-supernode-hospital-01"
     assert pod["metadata"]["labels"][LABEL_SITE] == "hospital_01"
     container = pod["spec"]["containers"][0]
+    assert container["command"] == ["healthrisk-supernode"]
     assert container["args"] == [
         "--superlink", f"diabetes-r1-superlink.health-risk-mlops.svc:{SUPERLINK_PORT}", "--insecure",
-        "--port", str(SUPERNODE_FIRST_PORT), "--isolation", "subprocess",
+        "--port", str(SUPERNODE_FIRST_PORT),
         "--node-config", 'site="hospital_01" data-root="/data"',
         "--health-server-address", "0.0.0.0:8081",
     ]  # fmt: skip
