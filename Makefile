@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 ACTIONLINT_VERSION := v1.7.12
 
-.PHONY: install demo test test-local test-cluster e2e test-unit lint actionlint typecheck clean \
+.PHONY: install demo test test-local test-cluster test-cluster-platform test-cluster-operator e2e test-unit lint actionlint typecheck clean \
 	prereqs prereqs-cluster python-versions
 
 install: $(STAMP)
@@ -42,10 +42,25 @@ test-local: install
 ## chart, operator and end to end. A suite that needs the platform's images builds them
 ## from the wheelhouse and loads them into the cluster when they are missing or stale
 ## (tests/kit/images.py), whatever ran before it.
+## Two steps: first every test that installs a chart or replaces the CRD (the lifecycle
+## tests install the previous chart's), then the end-to-end platform story, which mostly
+## waits for drift intervals, beside the operator's tests, which share only today's CRD
+## with it (each operator watches its own namespace). Every step runs; any failure fails.
 KUBECONFIG_FOR_TESTS = $${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig}
+CLUSTER_PYTEST = KUBECONFIG=$(KUBECONFIG_FOR_TESTS) PATH=$(CURDIR)/.cluster/bin:$$PATH \
+  $(BIN)/pytest -m cluster --durations=25
 test-cluster: install cluster-up
-	KUBECONFIG=$(KUBECONFIG_FOR_TESTS) PATH=$(CURDIR)/.cluster/bin:$$PATH \
-	  $(BIN)/pytest -m cluster --durations=25 tests
+	@status=0; \
+	$(CLUSTER_PYTEST) --ignore=tests/e2e/test_platform.py --ignore=tests/operator tests || status=$$?; \
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-cluster-platform test-cluster-operator \
+	  || status=$$?; \
+	exit $$status
+
+test-cluster-platform: install cluster-up
+	$(CLUSTER_PYTEST) tests/e2e/test_platform.py
+
+test-cluster-operator: install cluster-up
+	$(CLUSTER_PYTEST) tests/operator
 
 ## The end-to-end suite alone (it builds and loads its images itself).
 e2e: install cluster-up
