@@ -47,20 +47,20 @@ test-local: install
 ## waits for drift intervals, beside the operator's tests, which share only today's CRD
 ## with it (each operator watches its own namespace). Every step runs; any failure fails.
 KUBECONFIG_FOR_TESTS = $${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig}
-CLUSTER_PYTEST = KUBECONFIG=$(KUBECONFIG_FOR_TESTS) PATH=$(CURDIR)/.cluster/bin:$$PATH \
+PYTEST_ON_CLUSTER = KUBECONFIG=$(KUBECONFIG_FOR_TESTS) PATH=$(CURDIR)/.cluster/bin:$$PATH \
   $(BIN)/pytest -m cluster --durations=25
 test-cluster: install cluster-up
 	@status=0; \
-	$(CLUSTER_PYTEST) --ignore=tests/e2e/test_platform.py --ignore=tests/operator tests || status=$$?; \
+	$(PYTEST_ON_CLUSTER) --ignore=tests/e2e/test_platform.py --ignore=tests/operator tests || status=$$?; \
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-cluster-platform test-cluster-operator \
 	  || status=$$?; \
 	exit $$status
 
 test-cluster-platform: install cluster-up
-	$(CLUSTER_PYTEST) tests/e2e/test_platform.py
+	$(PYTEST_ON_CLUSTER) tests/e2e/test_platform.py
 
 test-cluster-operator: install cluster-up
-	$(CLUSTER_PYTEST) tests/operator
+	$(PYTEST_ON_CLUSTER) tests/operator
 
 ## The end-to-end suite alone (it builds and loads its images itself).
 e2e: install cluster-up
