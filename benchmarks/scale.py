@@ -41,7 +41,7 @@ from healthrisk.data.window import DateWindow
 from healthrisk.drift.check import check_site
 from healthrisk.federated.runner import TrainingRequest, train_federated
 from healthrisk.processes import descendants, free_port, mlflow_server
-from healthrisk.registry import log_and_register
+from healthrisk.registry import log_and_register, served_model
 
 DAYS = 10
 WINDOW = DateWindow(dt.date(2024, 1, 1), dt.date(2024, 1, DAYS))
@@ -157,9 +157,11 @@ def registration_seconds(uri: str, name: str) -> float:
         return time.perf_counter() - started
 
 
-def drift_seconds(root: Path) -> float:
+def drift_seconds(root: Path, uri: str, name: str) -> float:
+    """One site's drift check (5 days against 5) for the cell's trained model as champion."""
+    champion = served_model(mlflow.MlflowClient(uri), name, "1")
     started = time.perf_counter()
-    check_site(root, site_name(0), reference=REFERENCE, current=CURRENT, threshold=0.5)
+    check_site(root, site_name(0), reference=REFERENCE, current=CURRENT, threshold=0.5, champion=champion)
     return time.perf_counter() - started
 
 
@@ -296,10 +298,9 @@ def main() -> None:
             if cell.supernode == "healthrisk":
                 done.append(cell)
                 if cell.rows not in drift:
-                    drift[cell.rows] = drift_seconds(root)
-                    registration[cell.rows] = registration_seconds(
-                        uri, f"scale-{cell.sites}x{cell.rows}-healthrisk"
-                    )
+                    name = f"scale-{cell.sites}x{cell.rows}-healthrisk"
+                    drift[cell.rows] = drift_seconds(root, uri, name)
+                    registration[cell.rows] = registration_seconds(uri, name)
             print(
                 f"sites={cell.sites} rows={cell.rows} supernode={cell.supernode} "
                 f"s/round={cell.seconds_per_round:.2f} wall={cell.wall_seconds:.0f}s "
