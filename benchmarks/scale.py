@@ -7,7 +7,7 @@ per rows value, the drift check of one site (5 days against 5) and the registrat
 trained model are timed too. The 3-site cell with the fewest rows is also run with Flower's
 stock `flower-supernode` (a ClientApp process per message), side by side.
 
-A cell whose predicted wall time (a linear fit of the cells done, in total rows) exceeds
+A cell whose predicted wall time (a fit of the cells done: fixed + per site + per site·row) exceeds
 `--max-cell-seconds`, or whose predicted memory exceeds what the machine has available, is
 not started; the table says which and why. Fits of time and memory against sites and rows
 are printed, and a plot written to benchmarks/results/scale.png.
@@ -180,12 +180,20 @@ def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return coef, 1.0 - float((residual**2).sum()) / total if total else float("nan")
 
 
+def time_terms(sites: int, rows: int) -> list[float]:
+    """The model of a cell's time: fixed + per site + per row processed (sites · rows)."""
+    return [1.0, float(sites), float(sites) * rows]
+
+
 def skip_reason(cell: Cell, done: list[Cell], max_seconds: float) -> str:
-    if len(done) < 2:
+    # Sites and rows fitted apart: a fit in total rows alone reads the cost of more sites as
+    # the cost of more rows. Until the cells done vary in both, there is nothing to fit.
+    if len({c.sites for c in done}) < 2 or len({c.rows for c in done}) < 2:
         return ""
-    x = np.array([[1.0, c.total_rows] for c in done])
-    (base, per_row), _ = linear_fit(x, np.array([c.wall_seconds for c in done]))
-    predicted = base + per_row * cell.total_rows
+    coef, _ = linear_fit(
+        np.array([time_terms(c.sites, c.rows) for c in done]), np.array([c.wall_seconds for c in done])
+    )
+    predicted = float(np.array(time_terms(cell.sites, cell.rows)) @ coef)
     if predicted > max_seconds:
         return f"predicted {predicted:.0f} s > {max_seconds:.0f} s"
     (rss_base, rss_per_row), _ = linear_fit(
@@ -206,7 +214,7 @@ def fits(cells: list[Cell]) -> list[str]:
     ones = np.ones_like(sites)
     lines = []
     (a, b, c), r2 = linear_fit(
-        np.column_stack([ones, sites, sites * rows]), np.array([c.seconds_per_round for c in ok])
+        np.array([time_terms(c.sites, c.rows) for c in ok]), np.array([c.seconds_per_round for c in ok])
     )
     lines.append(
         f"seconds_per_round ≈ {a:.2f} + {b:.3f}·sites + {c * 1e6:.3f}·(sites·rows / 1M)   R²={r2:.3f}"
