@@ -5,11 +5,23 @@ CRD, starts `healthrisk operator run` for a fresh namespace, creates N objects (
 each) concurrently, and times, per object, from its create call returning to the moment
 a pod watch has seen its SuperLink pod, both SuperNode pods and the Service ADDED. The
 run pods are given a scheduler name no scheduler serves: the figure is the operator's
-(watch → reconcile → create), not image pulls. The last line is
+(watch → reconcile → create), not image pulls. It prints
 
     operator: apply_to_pods_p95_s=<s> objects=<N> errors=<n>
 
-    .venv/bin/python benchmarks/operator.py [--objects 20] [--timeout 180]
+Then (unless --no-rollout) the rollout of a promoted version, end to end: the chart installed
+with its defaults (only the images are the harness's, built from the wheelhouse and loaded
+when stale), three hospital volumes with generated data, a FederatedTraining that serves its
+model. From the moment the version's promotion tag reads `promoted` in the in-cluster MLflow
+to the first prediction that answers with that version through the inference Service (the
+API server's service proxy, so whichever endpoint the Service picks): run 1 (the first
+champion) and run 2 (a manual retrain replacing it, if its gate promotes it). The last line is
+
+    rollout: promotion_to_served_s=<s>
+
+(run 2's when it was promoted, else run 1's).
+
+    .venv/bin/python benchmarks/operator.py [--objects 20] [--timeout 180] [--no-rollout]
 """
 
 from __future__ import annotations
@@ -17,7 +29,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -33,11 +47,25 @@ from kubernetes import config as k8s_config
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from healthrisk.contracts import APP_NAME
+from healthrisk.contracts import (
+    ANNOTATION_RETRAIN,
+    APP_NAME,
+    INFERENCE_PORT,
+    MLFLOW_PORT,
+    PROMOTION_PROMOTED,
+    REGISTERED_MODEL,
+    TAG_PROMOTION,
+)
 from healthrisk.processes import ProcessGroup, free_port, venv_bin, wait_for_http
+from healthrisk.schema import EXAMPLE_RECORD
 from healthrisk_operator import builders
 from healthrisk_operator.constants import CRD_NAME, GROUP, KIND, PLURAL, VERSION
 from healthrisk_operator.spec import parse_spec
+from tests.e2e.platform import MLflowRest, Platform, follow_run, image_values, installed, tags, training
+from tests.kit import images
+from tests.kit.commands import spawn
+from tests.kit.http import http_call
+from tests.kit.kube import Kube
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_PATH = REPO / "charts" / APP_NAME / "files" / f"{CRD_NAME}.yaml"
@@ -174,14 +202,118 @@ class Seen:
             return max(self.first[n] for n in names) if names <= self.first.keys() else None
 
 
+# ---- promotion → served, through the Service ---------------------------------------------
+
+ROLLOUT_TRAINING = "rollout"
+
+
+@contextlib.contextmanager
+def kubectl_proxy(kube: Kube) -> Iterator[str]:
+    """`kubectl proxy` on a free loopback port: the API server's proxy to Services."""
+    proc = spawn(
+        [kube.kubectl_bin, "--kubeconfig", kube.kubeconfig, "proxy", "--address", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"127\.0\.0\.1:(\d+)", line)
+        if not match:
+            raise RuntimeError(f"kubectl proxy said: {line}")
+        yield f"http://127.0.0.1:{match.group(1)}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def promoted_versions(mlflow: MLflowRest) -> set[str]:
+    return {
+        v["version"]
+        for v in mlflow.versions(REGISTERED_MODEL)
+        if tags(v).get(TAG_PROMOTION) == PROMOTION_PROMOTED
+    }
+
+
+def run_entry(platform: Platform, run: int) -> dict[str, Any] | None:
+    status = platform.kube.get("federatedtraining", ROLLOUT_TRAINING).get("status") or {}
+    return next((h for h in status.get("history") or [] if h.get("number") == run), None)
+
+
+def time_to_served(
+    platform: Platform, proxy: str, mlflow: MLflowRest, run: int, before: set[str], timeout: float
+) -> float | None:
+    """Seconds from a version newly tagged promoted (not in `before`) to the first prediction
+    through the Service that answers with it; None when run `run` ends without promoting."""
+    predict = (
+        f"{proxy}/api/v1/namespaces/{platform.namespace}/services/"
+        f"{platform.inference}:{INFERENCE_PORT}/proxy/predict"
+    )
+    headers = platform.api_headers
+    deadline = time.monotonic() + timeout
+    promoted_at: float | None = None
+    version = ""
+    next_status = 0.0
+    while time.monotonic() < deadline:
+        if promoted_at is None:
+            with contextlib.suppress(AssertionError, OSError):
+                if new := promoted_versions(mlflow) - before:
+                    promoted_at, version = time.monotonic(), max(new, key=int)
+                    print(f"run {run}: version {version} promoted; waiting for the Service", flush=True)
+            if time.monotonic() > next_status:
+                next_status = time.monotonic() + 3
+                entry = run_entry(platform, run)
+                if entry is not None and not entry.get("promoted"):
+                    print(f"run {run} ended unpromoted: {entry}", flush=True)
+                    return None
+        else:
+            with contextlib.suppress(OSError):
+                status, answer = http_call(predict, dict(EXAMPLE_RECORD), headers=headers, timeout=5)
+                if status == 200 and answer.get("model_version") == version:
+                    return time.monotonic() - promoted_at
+        time.sleep(0.2)
+    raise TimeoutError(f"run {run}: no promoted version served through the Service within {timeout:.0f}s")
+
+
+def rollout(timeout: float) -> float:
+    """promotion → served of run 2 (a retrain replacing the champion), else of run 1."""
+    kube = Kube.from_environment()
+    refs = images.ensure(images.PLATFORM, lambda line: print(line, flush=True))
+    with (
+        installed(kube, refs, image_values(), prefix="hr-bench") as platform,
+        kubectl_proxy(kube) as proxy,
+        platform.kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as mlflow_url,
+    ):
+        mlflow = MLflowRest(mlflow_url, f"{platform.mlflow}:{MLFLOW_PORT}")
+        platform.kube.apply(training(platform, ROLLOUT_TRAINING, serve=True))
+        first = time_to_served(platform, proxy, mlflow, 1, set(), timeout)
+        if first is None:
+            raise RuntimeError("run 1 did not promote a first champion")
+        print(f"run 1 (the first champion): promotion_to_served_s={first:.2f}", flush=True)
+        follow_run(platform.kube, ROLLOUT_TRAINING, 1, timeout=timeout)
+        before = promoted_versions(mlflow)
+        platform.kube.kubectl(
+            "annotate", "ft", ROLLOUT_TRAINING, f"{ANNOTATION_RETRAIN}=bench", "--overwrite"
+        )
+        second = time_to_served(platform, proxy, mlflow, 2, before, timeout)
+        if second is None:
+            return first
+        print(f"run 2 (replacing the champion): promotion_to_served_s={second:.2f}", flush=True)
+        return second
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--objects", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument("--no-rollout", action="store_true", help="only the apply → pods figure")
+    parser.add_argument("--rollout-timeout", type=float, default=600.0)
     args = parser.parse_args()
 
+    # The chart's install first: on a cluster where this benchmark's kubectl-applied CRD
+    # already stands, `helm install` would refuse to take it over (see the chart's CRD template).
+    served_s = None if args.no_rollout else rollout(args.rollout_timeout)
     cluster = Cluster()
     cluster.apply_crd()
     namespace = f"ft-bench-{uuid.uuid4().hex[:6]}"
@@ -232,6 +364,8 @@ def main() -> None:
         with contextlib.suppress(ApiException):
             cluster.core.delete_namespace(namespace)
     print(f"operator: apply_to_pods_p95_s={p95:.2f} objects={args.objects} errors={errors}")
+    if served_s is not None:
+        print(f"rollout: promotion_to_served_s={served_s:.2f}")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,12 @@ class OperatorConfig(BaseSettings):
     pod_memory_request: str = "256Mi"
     pod_memory_limit: str = "2Gi"
 
+    # What a FederatedTraining may name (healthrisk_operator.admission); None: anything
+    # (an operator run by hand). The chart always sets all three.
+    allowed_tracking_uris: list[str] | None = None  # beyond tracking_uri and pod_tracking_uri
+    mountable_secrets: list[str] | None = None
+    inference_deployments: list[str] | None = None
+
     @property
     def tracking_uri_for_pods(self) -> str:
         return self.pod_tracking_uri or self.tracking_uri

@@ -37,6 +37,7 @@ from healthrisk.contracts import (
     LABEL_TRAINING,
     MANAGER,
 )
+from healthrisk_operator import admission
 from healthrisk_operator.config import OperatorConfig, get_config
 from healthrisk_operator.constants import GROUP, PLURAL, VERSION
 from healthrisk_operator.metrics import OperatorMetrics
@@ -160,6 +161,7 @@ def apply_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     config: OperatorConfig = get_config()
+    admission.warn_if_unrestricted(config)
     apply_settings(settings, config)
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=config.max_parallel_reconciles, thread_name_prefix="reconcile")

@@ -19,7 +19,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from healthrisk.contracts import LABEL_RUN, ROLE_DRIFT, ROLE_INVENTORY
-from healthrisk_operator import builders, tracking
+from healthrisk_operator import admission, builders, tracking
 from healthrisk_operator.builders import Manifest, Training
 from healthrisk_operator.config import OperatorConfig
 from healthrisk_operator.constants import GROUP, PLURAL, VERSION
@@ -141,6 +141,7 @@ class Reconciler:
         )
         try:
             spec = parse_spec(observed.spec)
+            admission.check(spec, self.config)  # nothing the policy refuses is contacted
         except SpecError:
             return observed
         if not status.active or status.run is None:
@@ -296,7 +297,9 @@ class Reconciler:
 
     def _tracking_uri(self, observed: Observed) -> str:
         try:
-            return parse_spec(observed.spec).model.tracking_uri or self.config.tracking_uri
+            spec = parse_spec(observed.spec)
+            admission.check(spec, self.config)
+            return spec.model.tracking_uri or self.config.tracking_uri
         except SpecError:
             return self.config.tracking_uri
 

@@ -12,6 +12,7 @@ import yaml
 
 from healthrisk.contracts import (
     ANNOTATION_MODEL_VERSION,
+    APP_NAME,
     CHAMPION_ALIAS,
     ENV_INFERENCE_API_KEY,
     ENV_MODEL_VERSION,
@@ -162,6 +163,39 @@ def test_operator_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> Non
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], doc["metadata"]["name"]
             assert "secrets" not in rule["resources"], "the operator never reads Secrets"
             assert "namespaces" not in rule["resources"], "kopf runs without namespace scanning"
+
+
+def test_operator_policy_is_the_releases_own_objects_plus_what_values_add(helm: str, tmp_path: Path) -> None:
+    def policy(values: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
+        docs = render(helm, values, tmp_path)
+        operator = next(d for d in kind_of(docs, "Deployment") if d["metadata"]["name"].endswith("-operator"))
+        container = operator["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        patchable = [
+            rule.get("resourceNames")
+            for role in kind_of(docs, "Role")
+            for rule in role["rules"]
+            if "deployments" in rule["resources"] and "patch" in rule["verbs"]
+        ]
+        return env, patchable
+
+    env, patchable = policy({})
+    assert yaml.safe_load(env["HEALTHRISK_OPERATOR_ALLOWED_TRACKING_URIS"]) == []
+    assert yaml.safe_load(env["HEALTHRISK_OPERATOR_MOUNTABLE_SECRETS"]) == [f"{APP_NAME}-flower-tls"]
+    assert yaml.safe_load(env["HEALTHRISK_OPERATOR_INFERENCE_DEPLOYMENTS"]) == [f"{APP_NAME}-inference"]
+    assert patchable == [[f"{APP_NAME}-inference"]], "patch only with resourceNames, only the release's"
+
+    env, patchable = policy({
+        "operator": {"policy": {
+            "allowedTrackingUris": ["https://mlflow.example.org"],
+            "mountableSecrets": ["site-a-key"],
+            "inferenceDeployments": ["scoring"],
+        }},
+    })  # fmt: skip
+    assert yaml.safe_load(env["HEALTHRISK_OPERATOR_ALLOWED_TRACKING_URIS"]) == ["https://mlflow.example.org"]
+    secrets = yaml.safe_load(env["HEALTHRISK_OPERATOR_MOUNTABLE_SECRETS"])
+    assert secrets == [f"{APP_NAME}-flower-tls", "site-a-key"]
+    assert patchable == [[f"{APP_NAME}-inference", "scoring"]]
 
 
 def test_operator_is_namespaced_unless_told_otherwise(helm: str, tmp_path: Path) -> None:

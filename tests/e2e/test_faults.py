@@ -53,6 +53,12 @@ def scheduled_pods(kube: Kube, prefix: str) -> dict[str, set[str]]:
     return placed
 
 
+def refused(kube: Kube, name: str) -> dict[str, Any] | None:
+    """The training's status once the operator failed it, else None."""
+    status = kube.get("federatedtraining", name).get("status") or {}
+    return status if status.get("phase") == "Failed" else None
+
+
 def operator_pod(kube: Kube) -> dict[str, Any]:
     pods = kube.get("pods", "-l", f"{LABEL_COMPONENT}=operator")["items"]
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
@@ -226,6 +232,18 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 ]  # fmt: skip
 
 
+# (label, (spec section, its change), the field the refusal names)
+OUTSIDE_POLICY: list[tuple[str, tuple[str, dict[str, Any]], str]] = [
+    ("tracking", ("model", {"trackingUri": "http://169.254.169.254/latest"}), "spec.model.trackingUri"),
+    ("secret", ("security", {"tlsSecretName": "health-risk-model-signing"}), "spec.security.tlsSecretName"),
+    (
+        "deployment",
+        ("promotion", {"inferenceDeployment": "some-other-app"}),
+        "spec.promotion.inferenceDeployment",
+    ),
+]
+
+
 def test_invalid_trainings_are_rejected_with_a_readable_message(platform: Platform) -> None:
     kube = platform.kube
     before = operator_pod(kube)
@@ -261,6 +279,30 @@ def test_invalid_trainings_are_rejected_with_a_readable_message(platform: Platfo
     assert failed["reason"] == "InvalidSpec" and "cron" in failed["message"], failed
     assert not kube.get("pods", "-l", f"{LABEL_TRAINING}=bad-cron")["items"], "no run was started"
     kube.kubectl("delete", "federatedtraining", "bad-cron", "--wait=true", timeout=60)
+
+    # Valid specs the chart's operator policy refuses: another tracking server (request
+    # forgery from the cluster), a Secret the chart did not name, another Deployment.
+    for label, change, field in OUTSIDE_POLICY:
+        name = f"policy-{label}"
+        manifest = training(platform, name, serve=True)
+        section = manifest["spec"][change[0]]
+        section.update(change[1])
+        kube.apply(manifest)
+        status = wait_for(
+            f"the operator to refuse {name}",
+            lambda n=name: refused(kube, n),
+            timeout=60,
+        )
+        failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+        assert failed["reason"] == "InvalidSpec" and field in failed["message"], failed
+        assert "operator.policy." in failed["message"], "the message names the chart value to change"
+        assert not kube.get("pods", "-l", f"{LABEL_TRAINING}={name}")["items"], "no run was started"
+        kube.kubectl("delete", "federatedtraining", name, "--wait=true", timeout=60)
+    # And the API server holds the operator to its own Deployment whatever the operator does.
+    account = f"system:serviceaccount:{platform.namespace}:{platform.operator}"
+    can = lambda target: kube.kubectl("auth", "can-i", "patch", target, "--as", account, check=False)  # noqa: E731
+    assert can(f"deployment/{platform.inference}").stdout.strip() == "yes"
+    assert can("deployment/some-other-app").stdout.strip() == "no"
 
     after = operator_pod(kube)
     assert after["metadata"]["uid"] == before["metadata"]["uid"] and is_ready(after)

@@ -22,7 +22,7 @@ from healthrisk.contracts import (
 from healthrisk_operator.views import DeploymentView, PodView, RunProgress, VersionView
 
 from .helpers import MINIMAL_SPEC, load_crd, schema_paths, value_paths, version_schema
-from .world import World
+from .world import CONFIG, World
 
 SUPERLINK = "ft-r1-superlink"
 NODES = ("ft-r1-supernode-hospital-01", "ft-r1-supernode-hospital-02")
@@ -665,10 +665,59 @@ def test_invalid_spec_is_a_permanent_failed_condition() -> None:
     assert world.condition("Failed")["reason"] == "InvalidSpec"
     assert "not a valid cron" in world.condition("Failed")["message"]
     assert world.reasons(plan) == ["InvalidSpec"]
+
     assert world.step().events == []  # no retry storm, no repeated Event
     world.edit_spec(retraining={})
     world.step()
     assert world.status["run"] == 1
+
+
+POLICY = CONFIG.model_copy(
+    update={
+        "allowed_tracking_uris": ["https://mlflow.example.org/"],
+        "mountable_secrets": ["flower-tls", "site-1-key"],
+        "inference_deployments": ["health-risk-inference"],
+    }
+)
+SITE_KEYS = [
+    {**site, "authSecretName": f"site-{i}-key"} for i, site in enumerate(MINIMAL_SPEC["sites"], start=1)
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (with_spec(model={"trackingUri": "http://169.254.169.254/"}), "spec.model.trackingUri"),
+        (with_spec(security={"tlsSecretName": "api-key"}), "spec.security.tlsSecretName"),
+        (
+            with_spec(sites=SITE_KEYS, security={"tlsSecretName": "flower-tls", "supernodeAuth": True}),
+            "spec.sites[hospital_02].authSecretName",
+        ),
+        (with_spec(promotion={"inferenceDeployment": "payroll"}), "spec.promotion.inferenceDeployment"),
+    ],
+)
+def test_a_spec_outside_the_operators_policy_is_refused_before_anything_is_made(
+    spec: dict[str, Any], field: str
+) -> None:
+    world = World(spec, config=POLICY)
+    plan = world.step()
+    assert plan.create == [] and plan.promote is None and world.status["phase"] == "Failed"
+    failed = world.condition("Failed")
+    assert failed["reason"] == "InvalidSpec" and failed["message"].startswith(field), failed
+    # The operator run by hand (no policy) takes the same spec.
+    assert World(spec).step().create
+
+
+def test_what_the_policy_names_and_the_operators_own_tracking_server_are_accepted() -> None:
+    spec = with_spec(
+        sites=[*SITE_KEYS[:1], {**SITE_KEYS[1], "authSecretName": "flower-tls"}],
+        model={"trackingUri": "https://mlflow.example.org"},  # the trailing slash does not matter
+        security={"tlsSecretName": "flower-tls", "supernodeAuth": True},
+        promotion={"inferenceDeployment": "health-risk-inference"},
+    )
+    assert World(spec, config=POLICY).step().create
+    own = with_spec(model={"trackingUri": CONFIG.tracking_uri})
+    assert World(own, config=POLICY).step().create
 
 
 def test_refused_creates_fail_the_run() -> None:

@@ -185,11 +185,30 @@ which needs no read access by the creator), no Jobs, no deletes of Deployments.
   resources: ["services"]
   verbs: ["list", "create", "patch", "delete"]
 - apiGroups: ["apps"]
+  # list, watch: the wake-up on a Deployment being rolled (no resourceNames on a watch)
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["patch"]
+  resourceNames: {{ include "health-risk.operator.inferenceDeployments" . }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+{{/* The operator's policy (values operator.policy), each list with this release's own. */}}
+{{- define "health-risk.operator.inferenceDeployments" -}}
+{{- $own := list (include "health-risk.componentName" (dict "root" . "component" "inference")) }}
+{{- concat $own .Values.operator.policy.inferenceDeployments | uniq | toJson }}
+{{- end }}
+
+{{- define "health-risk.operator.mountableSecrets" -}}
+{{- $own := list }}
+{{- if .Values.flower.tls.enabled }}
+{{- $own = append $own (include "health-risk.flower.tlsSecretName" .) }}
+{{- end }}
+{{- concat $own .Values.operator.policy.mountableSecrets | uniq | toJson }}
 {{- end }}
 
 {{/* Does MLflow need its own volume (sqlite and/or local artifacts)? */}}

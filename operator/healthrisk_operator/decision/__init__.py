@@ -26,6 +26,7 @@ One module per concern, each over the typed status (status.py) and one `Decision
 
 from __future__ import annotations
 
+from healthrisk_operator import admission
 from healthrisk_operator.config import OperatorConfig
 from healthrisk_operator.constants import Phase
 from healthrisk_operator.decision import cleanup, drift, progress, runs, starting, summary, triggers
@@ -43,6 +44,7 @@ def decide(observed: Observed, config: OperatorConfig) -> Plan:
     status.observed_generation = observed.generation
     try:
         spec = parse_spec(observed.spec)
+        admission.check(spec, config)
     except SpecError as exc:
         # Permanent until the spec changes: one Event, a Failed condition, no retries.
         if summary.invalid_spec(status, str(exc), observed.now, observed.generation):
