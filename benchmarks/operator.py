@@ -15,13 +15,15 @@ when stale), three hospital volumes with generated data, a FederatedTraining tha
 model. From the moment the version's promotion tag reads `promoted` in the in-cluster MLflow
 to the first prediction that answers with that version through the inference Service (the
 API server's service proxy, so whichever endpoint the Service picks): run 1 (the first
-champion) and run 2 (a manual retrain replacing it, if its gate promotes it). The last line is
+champion) and run 2 (a manual retrain on two new days replacing it, if its gate promotes it). The last line is
 
     rollout: promotion_to_served_s=<s>
 
 (run 2's when it was promoted, else run 1's).
 
-    .venv/bin/python benchmarks/operator.py [--objects 20] [--timeout 180] [--no-rollout]
+    PYTHONPATH=. .venv/bin/python benchmarks/operator.py [--objects 20] [--timeout 180] [--no-rollout]
+
+(PYTHONPATH=.: the rollout installs the platform with the end-to-end tests' kit, tests/e2e/platform.py.)
 """
 
 from __future__ import annotations
@@ -61,7 +63,16 @@ from healthrisk.schema import EXAMPLE_RECORD
 from healthrisk_operator import builders
 from healthrisk_operator.constants import CRD_NAME, GROUP, KIND, PLURAL, VERSION
 from healthrisk_operator.spec import parse_spec
-from tests.e2e.platform import MLflowRest, Platform, follow_run, image_values, installed, tags, training
+from tests.e2e.platform import (
+    ROLLING_WINDOW,
+    MLflowRest,
+    Platform,
+    follow_run,
+    image_values,
+    installed,
+    tags,
+    training,
+)
 from tests.kit import images
 from tests.kit.commands import spawn
 from tests.kit.http import http_call
@@ -205,6 +216,7 @@ class Seen:
 # ---- promotion → served, through the Service ---------------------------------------------
 
 ROLLOUT_TRAINING = "rollout"
+NEW_DAYS = ("2024-01-15", "2024-01-16")  # after the install's TRAIN_WINDOW
 
 
 @contextlib.contextmanager
@@ -284,12 +296,14 @@ def rollout(timeout: float) -> float:
         platform.kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as mlflow_url,
     ):
         mlflow = MLflowRest(mlflow_url, f"{platform.mlflow}:{MLFLOW_PORT}")
-        platform.kube.apply(training(platform, ROLLOUT_TRAINING, serve=True))
+        platform.kube.apply(training(platform, ROLLOUT_TRAINING, serve=True, window=ROLLING_WINDOW))
         first = time_to_served(platform, proxy, mlflow, 1, set(), timeout)
         if first is None:
             raise RuntimeError("run 1 did not promote a first champion")
         print(f"run 1 (the first champion): promotion_to_served_s={first:.2f}", flush=True)
         follow_run(platform.kube, ROLLOUT_TRAINING, 1, timeout=timeout)
+        # Two new days at every site: a retrain on the days run 1 saw would be skipped.
+        platform.write_site_data(NEW_DAYS)
         before = promoted_versions(mlflow)
         platform.kube.kubectl(
             "annotate", "ft", ROLLOUT_TRAINING, f"{ANNOTATION_RETRAIN}=bench", "--overwrite"

@@ -164,6 +164,37 @@ def test_registry_outage_keeps_serving_then_picks_up_new_versions(
         assert "registry unreachable" in service.log()
 
 
+def test_a_pod_whose_first_load_failed_does_not_wait_a_whole_poll_interval(
+    data_root: Path, register_version: Callable[..., str], tmp_path: Path
+) -> None:
+    """A pod rolled to a pinned version can start before it reaches the registry (its
+    network, the registry busy): it asks again within seconds, not after the chart's 30 s
+    poll interval, or every such rollout waits that long."""
+    name = fresh_name("inference-first-load")
+    port = free_port()
+    registry_uri = f"http://127.0.0.1:{port}"
+    (tmp_path / "registry").mkdir()
+    with ProcessGroup(tmp_path / "logs") as group:
+        service = start_service(
+            group,
+            {
+                ENV_TRACKING_URI: registry_uri,
+                ENV_MODEL_NAME: name,
+                ENV_MODEL_VERSION: "1",
+                "MODEL_POLL_INTERVAL_SECONDS": "30",  # the chart's default
+            },
+        )
+        unreachable = lambda: service.model()["registry"]["reachable"] is False  # noqa: E731
+        wait_until(unreachable, timeout=30, what="the first load to fail")
+        registry = group.start(
+            "registry", mlflow_server_argv(tmp_path / "registry", "127.0.0.1", port), env=MLFLOW_SERVER_ENV
+        )
+        wait_for_http(f"{registry_uri}/health", timeout=90, child=registry)
+        version = register_version(name, data_root=data_root, tracking_uri=registry_uri)
+        promote_through_gate(registry_uri, name, version)
+        wait_until(serving(service, version), timeout=10, what=f"version {version} within seconds")
+
+
 def test_a_version_without_a_parameters_document_is_refused_once(
     mlflow_uri: str, register_version: Callable[..., str], data_root: Path, tmp_path: Path
 ) -> None:

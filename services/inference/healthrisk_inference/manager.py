@@ -40,6 +40,8 @@ from healthrisk_inference.settings import Settings
 log = logging.getLogger(__name__)
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
+# While nothing is loaded, the registry is asked again at least this often.
+UNLOADED_RETRY_S = 2.0
 
 
 @dataclass
@@ -163,7 +165,10 @@ class ModelManager:
             except Exception:
                 # A poller that died would freeze the model silently; say it and go on.
                 log.exception("model poll failed unexpectedly; retrying")
-            self._stop.wait(self.settings.model_poll_interval_seconds)
+            interval = self.settings.model_poll_interval_seconds
+            # Nothing to serve yet (a new pod whose first load failed, no champion yet): look
+            # again soon, whatever the poll interval, or a rollout waits a whole interval.
+            self._stop.wait(interval if self.current is not None else min(interval, UNLOADED_RETRY_S))
 
     def poll_once(self) -> bool:
         """One resolve-and-maybe-load step; returns whether polling is still needed."""
