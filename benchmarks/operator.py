@@ -264,6 +264,7 @@ def time_to_served(
     deadline = time.monotonic() + timeout
     promoted_at: float | None = None
     version = ""
+    asked = refused = 0  # predictions between the promotion and the new version's first
     next_status = 0.0
     while time.monotonic() < deadline:
         if promoted_at is None:
@@ -278,10 +279,14 @@ def time_to_served(
                     print(f"run {run} ended unpromoted: {entry}", flush=True)
                     return None
         else:
+            answered = False
             with contextlib.suppress(OSError):
                 status, answer = http_call(predict, dict(EXAMPLE_RECORD), headers=headers, timeout=5)
-                if status == 200 and answer.get("model_version") == version:
+                answered = status == 200
+                if answered and answer.get("model_version") == version:
+                    print(f"run {run}: {asked} predictions meanwhile, {refused} not answered 200", flush=True)
                     return time.monotonic() - promoted_at
+            asked, refused = asked + 1, refused + (not answered)
         time.sleep(0.2)
     raise TimeoutError(f"run {run}: no promoted version served through the Service within {timeout:.0f}s")
 
