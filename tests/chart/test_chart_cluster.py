@@ -33,7 +33,7 @@ from healthrisk.schema import EXAMPLE_RECORD
 from tests.chart.values import VALUE_SETS, render, with_namespace
 from tests.kit.http import http_json
 from tests.kit.images import TAG
-from tests.kit.kube import Kube
+from tests.kit.kube import RESTRICTED_CONTAINER, RESTRICTED_POD, Kube
 from tests.kit.tools import CHART
 from tests.kit.wait import wait_for
 
@@ -87,8 +87,10 @@ print("registered", version.version)
         },
         "spec": {
             "restartPolicy": "Never",
+            "securityContext": RESTRICTED_POD,
             "containers": [{
                 "name": "register",
+                "securityContext": RESTRICTED_CONTAINER,
                 "image": flower_image,
                 "imagePullPolicy": "Never",
                 "command": ["python3", "-c", script],

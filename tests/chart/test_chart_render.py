@@ -155,9 +155,13 @@ def test_operator_is_recreated_probed_and_told_its_images(helm: str, tmp_path: P
     assert "--namespace=health-risk-mlops" in container["args"]
 
 
+def is_pod_security_hook(doc: dict[str, Any]) -> bool:
+    return bool(doc["metadata"].get("labels", {}).get(LABEL_COMPONENT) == "pod-security")
+
+
 def test_operator_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
     for doc in rendered:
-        if doc["kind"] not in ("Role", "ClusterRole"):
+        if doc["kind"] not in ("Role", "ClusterRole") or is_pod_security_hook(doc):
             continue
         for rule in doc["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], doc["metadata"]["name"]
@@ -199,9 +203,34 @@ def test_operator_policy_is_the_releases_own_objects_plus_what_values_add(helm: 
 
 
 def test_operator_is_namespaced_unless_told_otherwise(helm: str, tmp_path: Path) -> None:
-    kinds = {d["kind"] for d in render(helm, {}, tmp_path)}
+    kinds = {d["kind"] for d in render(helm, {}, tmp_path) if not is_pod_security_hook(d)}
     assert "Role" in kinds
     assert not kinds & {"ClusterRole", "ClusterRoleBinding"}, "no cluster-wide grant by default"
+
+
+def test_restricted_pod_security_is_enforced_by_a_hook_on_every_managed_namespace(
+    helm: str, tmp_path: Path
+) -> None:
+    docs = render(helm, {"operator": {"watchNamespaces": ["site-a"]}}, tmp_path)
+    hook = [d for d in docs if is_pod_security_hook(d)]
+    assert sorted(d["kind"] for d in hook) == ["ClusterRole", "ClusterRoleBinding", "Job", "ServiceAccount"]
+    for doc in hook:
+        annotations = doc["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade", doc["metadata"]["name"]
+        assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"], "gone once it ran"
+    (role,) = (d for d in hook if d["kind"] == "ClusterRole")
+    assert role["rules"] == [{
+        "apiGroups": [""], "resources": ["namespaces"],
+        "resourceNames": ["health-risk-mlops", "site-a"], "verbs": ["get", "patch"],
+    }], "only the namespaces the release manages, only get and patch"  # fmt: skip
+    (job,) = (d for d in hook if d["kind"] == "Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    labels, *namespaces = container["args"][1:]
+    assert yaml.safe_load(labels)["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert namespaces == ["health-risk-mlops", "site-a"]
+
+    off = render(helm, {"podSecurity": {"enforceRestricted": False}}, tmp_path)
+    assert not [d for d in off if is_pod_security_hook(d)]
 
 
 def test_mlflow_allows_its_service_names_and_keeps_its_volume(helm: str, tmp_path: Path) -> None:
@@ -303,7 +332,7 @@ def test_uninstall_deletes_the_trainings_first_with_the_operators_grants(helm: s
     assert "delete" in granted
 
     kept = render(helm, {"operator": {"deleteTrainingsOnUninstall": False}}, tmp_path)
-    assert not kind_of(kept, "Job")
+    assert not kind_of(kept, "Job", "-uninstall")
 
 
 def test_helm_test_pods_check_the_api_and_mlflow(helm: str, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from healthrisk.contracts import (
 from healthrisk.schema import EXAMPLE_RECORD
 from tests.kit.http import http_json
 from tests.kit.images import TAG
-from tests.kit.kube import Kube
+from tests.kit.kube import RESTRICTED_CONTAINER, RESTRICTED_POD, Kube
 from tests.kit.names import RunPods, run_pods
 from tests.kit.tools import CHART
 from tests.kit.wait import wait_for
@@ -109,9 +109,10 @@ class Platform:
             "metadata": {"name": name, "labels": {LABEL_COMPONENT: "e2e-site-data"}},
             "spec": {
                 "restartPolicy": "Never",
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
+                "securityContext": RESTRICTED_POD,
                 "containers": [{
                     "name": "generate",
+                    "securityContext": RESTRICTED_CONTAINER,
                     "image": self.images["flower"],
                     "imagePullPolicy": "Never",
                     "command": ["sh", "-c", script],

@@ -134,6 +134,17 @@ def test_install_waits_until_ready_and_helm_test_passes_before_any_model(story: 
     out = helm_test(story)
     assert "ok no model yet" in out and "ok registry API" in out
 
+    # Every pod above was admitted under restricted Pod Security, which the chart's hook
+    # enforced on the namespace before them; a pod that could escalate is refused.
+    labels = kube.get("namespace", story.namespace)["metadata"]["labels"]
+    assert labels.get("pod-security.kubernetes.io/enforce") == "restricted", labels
+    loose = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "loose"},
+        "spec": {"containers": [{"name": "c", "image": story.images["flower"]}]},
+    }  # fmt: skip
+    refused = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(loose), check=False)
+    assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr, refused.stderr
+
 
 def test_the_first_promotion_is_served_with_no_manual_step(story: Platform) -> None:
     kube = story.kube

@@ -20,6 +20,17 @@ from tests.kit.commands import CommandFailed, run, spawn
 from tests.kit.tools import find_tool, kubeconfig
 from tests.kit.wait import wait_for
 
+# What the restricted Pod Security Standard asks of a pod the tests create in a namespace
+# the chart manages (it enforces it there by default: podSecurity.enforceRestricted).
+RESTRICTED_POD: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
 
 @dataclass(frozen=True)
 class Kube:

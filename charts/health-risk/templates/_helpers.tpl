@@ -117,6 +117,11 @@ capabilities:
 {{- end -}}
 {{- end }}
 
+{{/* Every namespace the release manages: its own and operator.watchNamespaces (JSON list). */}}
+{{- define "health-risk.managedNamespaces" -}}
+{{- concat (list .Release.Namespace) .Values.operator.watchNamespaces | uniq | toJson -}}
+{{- end }}
+
 {{/* Name of the Secret holding the SuperLink's TLS material. */}}
 {{- define "health-risk.flower.tlsSecretName" -}}
 {{- default (include "health-risk.componentName" (dict "root" . "component" "flower-tls")) .Values.flower.tls.existingSecret }}
