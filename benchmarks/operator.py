@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -74,7 +72,6 @@ from tests.e2e.platform import (
     training,
 )
 from tests.kit import images
-from tests.kit.commands import spawn
 from tests.kit.http import http_call
 from tests.kit.kube import Kube
 
@@ -219,25 +216,6 @@ ROLLOUT_TRAINING = "rollout"
 NEW_DAYS = ("2024-01-15", "2024-01-16")  # after the install's TRAIN_WINDOW
 
 
-@contextlib.contextmanager
-def kubectl_proxy(kube: Kube) -> Iterator[str]:
-    """`kubectl proxy` on a free loopback port: the API server's proxy to Services."""
-    proc = spawn(
-        [kube.kubectl_bin, "--kubeconfig", kube.kubeconfig, "proxy", "--address", "127.0.0.1", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"127\.0\.0\.1:(\d+)", line)
-        if not match:
-            raise RuntimeError(f"kubectl proxy said: {line}")
-        yield f"http://127.0.0.1:{match.group(1)}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def promoted_versions(mlflow: MLflowRest) -> set[str]:
     return {
         v["version"]
@@ -297,7 +275,7 @@ def rollout(timeout: float) -> float:
     refs = images.ensure(images.PLATFORM, lambda line: print(line, flush=True))
     with (
         installed(kube, refs, image_values(), prefix="hr-bench") as platform,
-        kubectl_proxy(kube) as proxy,
+        kube.proxy() as proxy,
         platform.kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as mlflow_url,
     ):
         mlflow = MLflowRest(mlflow_url, f"{platform.mlflow}:{MLFLOW_PORT}")

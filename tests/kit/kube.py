@@ -127,16 +127,30 @@ class Kube:
     @contextlib.contextmanager
     def port_forward(self, target: str, port: int) -> Iterator[str]:
         """`kubectl port-forward` to a free loopback port; yields http://127.0.0.1:PORT."""
+        with self._on_loopback(
+            f"port-forward to {target}", "port-forward", "--address", "127.0.0.1", target, f":{port}"
+        ) as url:
+            yield url
+
+    @contextlib.contextmanager
+    def proxy(self) -> Iterator[str]:
+        """`kubectl proxy` on a free loopback port: the API server's proxy, e.g. to a Service
+        (/api/v1/namespaces/NS/services/NAME:PORT/proxy/...); yields http://127.0.0.1:PORT."""
+        with self._on_loopback("kubectl proxy", "proxy", "--address", "127.0.0.1", "--port", "0") as url:
+            yield url
+
+    @contextlib.contextmanager
+    def _on_loopback(self, what: str, *args: str) -> Iterator[str]:
+        """A kubectl command that serves on 127.0.0.1 and says its port on its first line."""
         proc = spawn(
-            [self.kubectl_bin, "--kubeconfig", self.kubeconfig, *self._scope(), "port-forward",
-             "--address", "127.0.0.1", target, f":{port}"],
+            [self.kubectl_bin, "--kubeconfig", self.kubeconfig, *self._scope(), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()
             match = re.search(r"127\.0\.0\.1:(\d+)", line)
-            assert match, f"port-forward to {target} said: {line}"
+            assert match, f"{what} said: {line}"
             yield f"http://127.0.0.1:{match.group(1)}"
         finally:
             proc.terminate()
