@@ -140,6 +140,9 @@ ANNOTATION_PREVIOUS_MODEL_VERSION: Final = f"{GROUP}/previous-model-version"
 ANNOTATION_CAPTURE_MESSAGES: Final = f"{GROUP}/capture-superlink-messages"
 # Put on every FederatedTraining by operators before 0.2; today's operator removes it.
 FINALIZER: Final = f"{GROUP}/operator"
+# On a pod of the release namespace, "true" lets it call the inference API (the chart's
+# default networkPolicy.inferenceFrom).
+LABEL_INFERENCE_CLIENT: Final = f"{GROUP}/inference-client"
 
 # Values of LABEL_ROLE: which pod of a run this is (NetworkPolicies allow flows by role).
 ROLE_SUPERLINK: Final = "superlink"

@@ -16,15 +16,21 @@ from healthrisk.contracts import (
     CHAMPION_ALIAS,
     ENV_INFERENCE_API_KEY,
     ENV_MODEL_VERSION,
+    INFERENCE_METRICS_PORT,
+    INFERENCE_PORT,
     LABEL_APP_NAME,
     LABEL_COMPONENT,
+    LABEL_INFERENCE_CLIENT,
     LABEL_MANAGED_BY,
     LABEL_ROLE,
     LABEL_SERVED_VERSION,
     MLFLOW_PORT,
+    OPERATOR_METRICS_PORT,
+    ROLE_DRIFT,
     ROLE_SUBMIT,
     ROLE_SUPERLINK,
     ROLE_SUPERNODE,
+    SUPERLINK_PORT,
     TLS_CA_FILE,
     TLS_CERT_FILE,
 )
@@ -365,22 +371,141 @@ def test_external_backends_need_no_volume(helm: str, tmp_path: Path) -> None:
     assert container["image"].startswith("registry.hospital.example/health-risk/mlflow:")
 
 
-def test_only_supernodes_and_the_submitter_reach_a_superlink(helm: str, tmp_path: Path) -> None:
-    docs = render(helm, {}, tmp_path)
-    policy = next(
-        d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-superlink")
-    )
-    assert policy["spec"]["podSelector"] == {"matchLabels": {LABEL_ROLE: ROLE_SUPERLINK}}
-    (rule,) = policy["spec"]["ingress"]
-    (peer,) = rule["from"]
-    assert peer["podSelector"]["matchExpressions"] == [
-        {"key": LABEL_ROLE, "operator": "In", "values": [ROLE_SUPERNODE, ROLE_SUBMIT]}
+def policies(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The rendered NetworkPolicies by namespace/name, release prefix dropped."""
+    return {
+        f"{d['metadata']['namespace']}/{d['metadata']['name'].removeprefix(APP_NAME + '-')}": d["spec"]
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+    }
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions with In) selects these labels."""
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def ports(rules: list[dict[str, Any]]) -> list[Any]:
+    return [p["port"] for rule in rules for p in rule["ports"]]
+
+
+def test_every_managed_namespace_is_closed_but_for_dns(helm: str, tmp_path: Path) -> None:
+    found = policies(render(helm, {"operator": {"watchNamespaces": ["site-a"]}}, tmp_path))
+    for namespace in ("health-risk-mlops", "site-a"):
+        deny = found[f"{namespace}/default-deny"]
+        assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}, "nothing in, nothing out"
+        (dns,) = found[f"{namespace}/dns"]["egress"]
+        assert found[f"{namespace}/dns"]["podSelector"] == {}
+        assert dns["to"] == [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }] and ports([dns]) == [53, 53]  # fmt: skip
+    assert not [
+        d
+        for d in render(helm, {"networkPolicy": {"enabled": False}}, tmp_path)
+        if d["kind"] == "NetworkPolicy"
     ]
-    mlflow = next(
-        d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-mlflow")
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_every_pod_the_chart_runs_has_a_policy_that_opens_its_flows(
+    helm: str, value_set: str, tmp_path: Path
+) -> None:
+    """Under the default deny a component without a policy of its own could do nothing: each
+    workload the chart renders (and each kind of run pod but the site-listing one, which
+    needs no network) is selected by a policy that opens some flow in or out."""
+    docs = render(helm, with_namespace(VALUE_SETS[value_set], "health-risk-mlops"), tmp_path)
+    found = {k: v for k, v in policies(docs).items() if not k.endswith(("/default-deny", "/dns"))}
+    if not found:
+        return  # a value set with networkPolicy.enabled=false
+    workloads = {
+        d["metadata"]["name"]: (d["spec"]["template"] if d["kind"] != "Pod" else d)["metadata"]["labels"]
+        for d in docs
+        if d["kind"] in ("Deployment", "Job", "Pod")
+    }
+    run_pods = {
+        f"run pod {role}": {LABEL_ROLE: role}
+        for role in (ROLE_SUPERLINK, ROLE_SUPERNODE, ROLE_SUBMIT, ROLE_DRIFT)
+    }
+    for name, labels in {**workloads, **run_pods}.items():
+        opened = [
+            p
+            for p in found.values()
+            if selects(p["podSelector"], labels) and (p.get("egress") or p.get("ingress"))
+        ]
+        assert opened, f"{name} ({labels}) is selected by no policy that opens a flow"
+
+
+def test_run_pods_reach_only_their_flows(helm: str, tmp_path: Path) -> None:
+    found = policies(render(helm, {}, tmp_path))
+    ns = "health-risk-mlops"
+    superlink = found[f"{ns}/superlink"]
+    assert superlink["podSelector"] == {"matchLabels": {LABEL_ROLE: ROLE_SUPERLINK}}
+    (rule,) = superlink["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchExpressions": [
+        {"key": LABEL_ROLE, "operator": "In", "values": [ROLE_SUPERNODE, ROLE_SUBMIT]}
+    ]}}] and ports([rule]) == [SUPERLINK_PORT]  # fmt: skip
+    assert ports(superlink["egress"]) == [MLFLOW_PORT], "its ServerApp logs to MLflow"
+    # A site's pods: SuperNodes (and the submitter) reach a SuperLink and nothing else.
+    clients = found[f"{ns}/superlink-clients"]
+    (egress,) = clients["egress"]
+    assert egress["to"] == [{"podSelector": {"matchLabels": {LABEL_ROLE: ROLE_SUPERLINK}}}]
+    assert ports([egress]) == [SUPERLINK_PORT] and not clients.get("ingress")
+    assert ports(found[f"{ns}/drift"]["egress"]) == [MLFLOW_PORT]
+    mlflow_peers = str(found[f"{ns}/mlflow"]["ingress"])
+    assert ROLE_SUPERNODE not in mlflow_peers and ROLE_SUBMIT not in mlflow_peers, (
+        "site data stays at the site"
     )
-    roles = str(mlflow["spec"]["ingress"])
-    assert "supernode" not in roles, "SuperNodes hold site data and never talk to MLflow"
+    assert "egress" not in found[f"{ns}/mlflow"], "MLflow connects nowhere unless mlflowEgress says so"
+
+
+def test_the_inference_api_is_closed_but_to_named_callers(helm: str, tmp_path: Path) -> None:
+    ns = "health-risk-mlops"
+    api, *metrics = policies(render(helm, {}, tmp_path))[f"{ns}/inference"]["ingress"]
+    assert not metrics, "without a Prometheus, nobody scrapes the metrics port"
+    assert api["from"][1:] == [{"podSelector": {"matchLabels": {LABEL_INFERENCE_CLIENT: "true"}}}]
+    assert api["from"][0]["podSelector"]["matchLabels"][LABEL_COMPONENT] == "test"
+    closed = render(helm, {"networkPolicy": {"inferenceFrom": []}}, tmp_path)
+    (api,) = policies(closed)[f"{ns}/inference"]["ingress"]
+    assert len(api["from"]) == 1, "empty inferenceFrom: nobody but helm test"
+    scraped = policies(render(helm, {"metrics": {"prometheus": {"enabled": True}}}, tmp_path))
+    prometheus = scraped[f"{ns}/prometheus"]
+    assert ports(prometheus["egress"]) == [INFERENCE_METRICS_PORT, OPERATOR_METRICS_PORT, 443, 6443]
+    assert not prometheus.get("ingress"), "its UI is reached by port-forward only"
+    (_, metrics_rule) = scraped[f"{ns}/inference"]["ingress"]
+    assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert scraped[f"{ns}/test"]["egress"][0]["ports"] == [{"port": INFERENCE_PORT, "protocol": "TCP"}]
+
+
+def test_the_api_server_rule_names_given_addresses_or_any_on_its_ports(helm: str, tmp_path: Path) -> None:
+    ns = "health-risk-mlops"
+    api = policies(render(helm, {}, tmp_path))[f"{ns}/operator"]["egress"][0]
+    assert api["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}] and ports([api]) == [443, 6443]
+    given = {"networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1/32"], "ports": [6443]}}}
+    found = policies(render(helm, given, tmp_path))
+    for name in ("operator", "hooks"):
+        api = found[f"{ns}/{name}"]["egress"][0]
+        assert api == {
+            "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+            "ports": [{"port": 6443, "protocol": "TCP"}],
+        }
+
+
+def test_an_external_mlflow_needs_rules_that_reach_it(helm: str, tmp_path: Path) -> None:
+    external = {"mlflow": {"enabled": False, "externalTrackingUri": "http://mlflow.shared.svc:5000"}}
+    (values_file := tmp_path / "external.yaml").write_text(yaml.safe_dump(external))
+    refused = run([helm, "template", APP_NAME, str(CHART), "-f", str(values_file)], check=False)
+    assert refused.returncode != 0 and "networkPolicy.externalMlflow" in refused.stderr, refused.stderr
+    rule = {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"port": 5000, "protocol": "TCP"}]}
+    found = policies(render(helm, {**external, "networkPolicy": {"externalMlflow": [rule]}}, tmp_path))
+    for name in ("superlink", "drift", "inference", "test"):
+        assert rule in found[f"health-risk-mlops/{name}"]["egress"], name
 
 
 def test_flower_tls_secret_covers_run_services(helm: str, tmp_path: Path) -> None:

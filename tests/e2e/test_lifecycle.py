@@ -33,11 +33,21 @@ from healthrisk.contracts import (
     CHAMPION_ALIAS,
     ENV_MODEL_VERSION,
     FINALIZER,
+    INFERENCE_METRICS_PORT,
     INFERENCE_PORT,
+    LABEL_COMPONENT,
+    LABEL_INFERENCE_CLIENT,
+    LABEL_ROLE,
     LABEL_SERVED_VERSION,
     LABEL_TRAINING,
     MLFLOW_PORT,
+    OPERATOR_METRICS_PORT,
     PROMOTION_PROMOTED,
+    ROLE_DRIFT,
+    ROLE_SUBMIT,
+    ROLE_SUPERLINK,
+    ROLE_SUPERNODE,
+    SUPERLINK_PORT,
     TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
@@ -62,7 +72,7 @@ from tests.e2e.platform import (
     training,
 )
 from tests.kit.http import http_call
-from tests.kit.kube import Kube
+from tests.kit.kube import RESTRICTED_CONTAINER, RESTRICTED_POD, Kube
 from tests.kit.tools import CHART, REPO
 from tests.kit.wait import printed_table, wait_for
 
@@ -179,6 +189,134 @@ def test_the_first_promotion_is_served_with_no_manual_step(story: Platform) -> N
     assert served_label(story) == version
     out = helm_test(story)
     assert f"ok /predict: version {version}" in out
+
+
+# One connection attempt per target, all at once, from inside a pod: prints {target: reached}.
+PROBE = """
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+def reach(target):
+    try:
+        if target.startswith("dns:"):
+            return bool(socket.getaddrinfo(target[4:], 443))
+        host, port = target.rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=3).close()
+        return True
+    except OSError:
+        return False
+with ThreadPoolExecutor(len(sys.argv) - 1) as pool:
+    print(json.dumps(dict(zip(sys.argv[1:], pool.map(reach, sys.argv[1:])))))
+"""
+
+
+def probe_pod(image: str, name: str, labels: dict[str, str], listen: int | None) -> dict[str, Any]:
+    """A restricted pod with `labels` (a run pod's role, or none), listening on `listen`."""
+    command = (
+        f"import http.server as h; h.test(h.SimpleHTTPRequestHandler, port={listen})"
+        if listen
+        else ("import time; time.sleep(3600)")
+    )
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {LABEL_COMPONENT: "e2e-network-probe", **labels}},
+        "spec": {
+            "securityContext": RESTRICTED_POD, "terminationGracePeriodSeconds": 1,
+            "automountServiceAccountToken": False,
+            "containers": [{
+                "name": "probe", "image": image, "imagePullPolicy": "Never",
+                "command": ["python3", "-c", command], "workingDir": "/tmp",
+                "securityContext": RESTRICTED_CONTAINER,
+            }],
+        },
+    }  # fmt: skip
+
+
+def test_network_policies_let_through_the_platforms_flows_and_nothing_else(story: Platform) -> None:
+    """With the chart's default policies, enforced by the harness's kube-router: the flows the
+    story used so far all passed (helm test to the API and MLflow, the run's SuperNodes to their
+    SuperLink, its ServerApp to MLflow, the operator to the API server and MLflow, inference to
+    MLflow). Here real TCP connections from pods carrying each run role's labels (the role is
+    all the policies select run pods by), from a pod without one, from an allowed API caller and
+    from the chart's own pods show that every other flow is refused."""
+    kube = story.kube
+    probes = {
+        "np-superlink": ({LABEL_ROLE: ROLE_SUPERLINK}, SUPERLINK_PORT),
+        "np-supernode": ({LABEL_ROLE: ROLE_SUPERNODE}, None),
+        "np-submit": ({LABEL_ROLE: ROLE_SUBMIT}, None),
+        "np-drift": ({LABEL_ROLE: ROLE_DRIFT}, None),
+        "np-stranger": ({}, None),
+        "np-api-caller": ({LABEL_INFERENCE_CLIENT: "true"}, None),
+    }
+    for name, (labels, listen) in probes.items():
+        kube.apply(probe_pod(story.images["flower"], name, labels, listen))
+    try:
+        kube.kubectl(
+            "wait", "--for=condition=Ready", *(f"pod/{p}" for p in probes), "--timeout=180s", timeout=200
+        )
+        pod = lambda selector: kube.get("pods", "-l", selector)["items"][0]  # noqa: E731
+        ip = lambda name: kube.get("pod", name)["status"]["podIP"]  # noqa: E731
+        chart_pods = {
+            c: pod(f"{LABEL_COMPONENT}={c},app.kubernetes.io/instance={RELEASE}") for c in COMPONENTS
+        }
+        mlflow_ip = chart_pods["mlflow"]["status"]["podIP"]
+        inference_ip = chart_pods["inference"]["status"]["podIP"]
+        targets = {
+            "mlflow": f"{mlflow_ip}:{MLFLOW_PORT}",
+            "superlink": f"{ip('np-superlink')}:{SUPERLINK_PORT}",
+            "api": f"{inference_ip}:{INFERENCE_PORT}",
+            "api metrics": f"{inference_ip}:{INFERENCE_METRICS_PORT}",
+            "operator metrics": f"{chart_pods['operator']['status']['podIP']}:{OPERATOR_METRICS_PORT}",
+            "kubernetes": "kubernetes.default.svc.cluster.local:443",
+            "dns": "dns:kubernetes.default.svc.cluster.local",
+        }
+        # Each source: what it may reach. A pod's own addresses are left out (loopback
+        # inside the pod, never seen by a policy); the rest of `targets` must be refused.
+        allowed: dict[str, tuple[set[str], set[str]]] = {
+            "np-supernode": ({"superlink", "dns"}, set()),  # a site: its SuperLink, nothing else
+            "np-submit": ({"superlink", "dns"}, set()),
+            "np-drift": ({"mlflow", "dns"}, set()),
+            "np-superlink": ({"mlflow", "dns"}, {"superlink"}),  # MLflow for its ServerApp
+            "np-stranger": ({"dns"}, set()),  # no role: neither MLflow, a SuperLink nor the API
+            "np-api-caller": ({"api", "dns"}, set()),
+            chart_pods["operator"]["metadata"]["name"]: (
+                {"kubernetes", "mlflow", "dns"},
+                {"operator metrics"},
+            ),
+            chart_pods["inference"]["metadata"]["name"]: ({"mlflow", "dns"}, {"api", "api metrics"}),
+            chart_pods["mlflow"]["metadata"]["name"]: ({"dns"}, {"mlflow"}),
+        }
+        expected = {
+            source: {t: t in may for t in targets if t not in own} for source, (may, own) in allowed.items()
+        }
+
+        def observed() -> dict[str, dict[str, bool]]:
+            picture = {}
+            for source, per_target in expected.items():
+                addresses = [targets[t] for t in per_target]
+                out = kube.out("exec", source, "--", "python3", "-c", PROBE, *addresses, timeout=60)
+                reached = json.loads(out)
+                picture[source] = {t: reached[targets[t]] for t in per_target}
+            return picture
+
+        # kube-router programs a new pod's chains within seconds of it starting: retry a while.
+        last: dict[str, dict[str, bool]] = {}
+
+        def matches() -> bool:
+            nonlocal last
+            last = observed()
+            return last == expected
+
+        try:
+            wait_for("the policies to pass exactly the platform's flows", matches, timeout=120, interval=5)
+        except AssertionError:
+            wrong = {s: {t: v for t, v in last.get(s, {}).items() if v != expected[s][t]} for s in expected}
+            raise AssertionError(
+                f"flows that differ (reached?): { {s: w for s, w in wrong.items() if w} }"
+            ) from None
+        for source, reached in last.items():
+            print(f"{source} reaches: {', '.join(t for t, yes in reached.items() if yes)}")
+    finally:
+        kube.kubectl("delete", "pod", *probes, "--wait=false", check=False)
 
 
 def test_upgrade_keeps_the_served_version_and_rollback_works(story: Platform, tmp_path: Path) -> None:

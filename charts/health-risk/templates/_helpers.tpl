@@ -251,3 +251,73 @@ it does not exist or no release manages it (`helm template`: never known).
 {{- printf "%s/%s" (get $annotations "meta.helm.sh/release-namespace") (get $annotations "meta.helm.sh/release-name") }}
 {{- end }}
 {{- end }}
+
+{{/* A NetworkPolicy peer: the pods of one component of this release, seen from any
+namespace. (dict "root" $ "component" "mlflow") */}}
+{{- define "health-risk.networkPolicy.componentPeer" -}}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ .root.Release.Namespace }}
+  podSelector:
+    matchLabels:
+      {{- include "health-risk.selectorLabels" . | nindent 6 }}
+{{- end }}
+
+{{/* NetworkPolicy peers: the run pods of some roles (healthrisk.contracts ROLE_*) in the
+namespaces the operator runs pods in. (dict "root" $ "roles" (list "superlink")) */}}
+{{- define "health-risk.networkPolicy.runPodPeers" -}}
+{{- $match := dict "matchExpressions" (list (dict "key" "healthrisk.io/role" "operator" "In" "values" .roles)) }}
+{{- if .root.Values.operator.clusterWide }}
+{{- list (dict "namespaceSelector" dict "podSelector" $match) | toYaml }}
+{{- else }}
+{{- $peers := list }}
+{{- range include "health-risk.operator.namespaces" .root | fromJsonArray }}
+{{- $peers = append $peers (dict "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" .)) "podSelector" $match) }}
+{{- end }}
+{{- toYaml $peers }}
+{{- end }}
+{{- end }}
+
+{{/* Egress rules that reach MLflow: this release's, or the external one's
+(networkPolicy.externalMlflow). Ports are the pod's: policies see traffic after the
+Service has sent it to a pod. */}}
+{{- define "health-risk.networkPolicy.toMlflow" -}}
+{{- if .Values.mlflow.enabled -}}
+- to:
+    {{- include "health-risk.networkPolicy.componentPeer" (dict "root" . "component" "mlflow") | nindent 4 }}
+  ports:
+    - {port: {{ .Values.mlflow.service.port }}, protocol: TCP}
+{{- else if .Values.networkPolicy.externalMlflow }}
+{{- toYaml .Values.networkPolicy.externalMlflow }}
+{{- else }}
+{{- fail "networkPolicy: with an external MLflow (mlflow.enabled=false) set networkPolicy.externalMlflow to egress rules that reach it, or networkPolicy.enabled=false" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Egress rule to the Kubernetes API server. Pods reach it through the `kubernetes` Service,
+which sends them to the API server's own address and port before any policy sees the
+packet: so the rule names those, from networkPolicy.apiServer or else the `kubernetes`
+EndpointSlice read at install; when neither is known (helm template), any address on
+networkPolicy.apiServer.ports.
+*/}}
+{{- define "health-risk.networkPolicy.toApiServer" -}}
+{{- $cidrs := .Values.networkPolicy.apiServer.cidrs }}
+{{- $ports := .Values.networkPolicy.apiServer.ports }}
+{{- if not $cidrs }}
+{{- $slice := lookup "discovery.k8s.io/v1" "EndpointSlice" "default" "kubernetes" }}
+{{- if $slice }}
+{{- range $slice.endpoints }}{{ range .addresses }}{{ $cidrs = append $cidrs (printf "%s/%s" . (ternary "128" "32" (contains ":" .))) }}{{ end }}{{ end }}
+{{- $ports = list }}
+{{- range $slice.ports }}{{ $ports = append $ports .port }}{{ end }}
+{{- end }}
+{{- end -}}
+- to:
+    {{- range (default (list "0.0.0.0/0") $cidrs) }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+  ports:
+    {{- range $ports }}
+    - {port: {{ . }}, protocol: TCP}
+    {{- end }}
+{{- end }}
