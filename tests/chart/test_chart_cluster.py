@@ -24,6 +24,7 @@ from healthrisk.contracts import (
     ENV_TRACKING_URI,
     INFERENCE_METRICS_PORT,
     INFERENCE_PORT,
+    LABEL_APP_NAME,
     LABEL_COMPONENT,
     MLFLOW_PORT,
     REGISTERED_MODEL,
@@ -83,7 +84,10 @@ print("registered", version.version)
         "kind": "Pod",
         "metadata": {
             "name": "register-champion",
-            "labels": {"app.kubernetes.io/instance": release, LABEL_COMPONENT: "test"},
+            # helm test's labels: the chart's policies let those pods reach MLflow.
+            "labels": {
+                LABEL_APP_NAME: APP_NAME, "app.kubernetes.io/instance": release, LABEL_COMPONENT: "test",
+            },
         },
         "spec": {
             "restartPolicy": "Never",

@@ -471,6 +471,9 @@ def test_the_inference_api_is_closed_but_to_named_callers(helm: str, tmp_path: P
     assert not metrics, "without a Prometheus, nobody scrapes the metrics port"
     assert api["from"][1:] == [{"podSelector": {"matchLabels": {LABEL_INFERENCE_CLIENT: "true"}}}]
     assert api["from"][0]["podSelector"]["matchLabels"][LABEL_COMPONENT] == "test"
+    clients = policies(render(helm, {}, tmp_path))[f"{ns}/inference-clients"]
+    assert clients["podSelector"] == {"matchLabels": {LABEL_INFERENCE_CLIENT: "true"}}
+    assert ports(clients["egress"]) == [INFERENCE_PORT], "the labelled pods' way out, to the API only"
     closed = render(helm, {"networkPolicy": {"inferenceFrom": []}}, tmp_path)
     (api,) = policies(closed)[f"{ns}/inference"]["ingress"]
     assert len(api["from"]) == 1, "empty inferenceFrom: nobody but helm test"
