@@ -160,7 +160,7 @@ def test_inference_pods_serve_and_are_scraped_on_the_contract_ports(rendered: li
     # Only Prometheus (the bundled one, metricsFrom) reaches the metrics port.
     policies = [d for d in rendered if d["kind"] == "NetworkPolicy" and "inference" in d["metadata"]["name"]]
     for policy in policies:
-        for rule in policy["spec"]["ingress"]:
+        for rule in policy["spec"].get("ingress", []):
             if {"port": "metrics", "protocol": "TCP"} in rule["ports"]:
                 assert rule["from"], "the metrics port open to any peer"
     prometheus = [d for d in rendered if d["kind"] == "ConfigMap" and "prometheus.yml" in d.get("data", {})]

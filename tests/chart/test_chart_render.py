@@ -501,11 +501,13 @@ def test_the_api_server_rule_names_given_addresses_or_any_on_its_ports(helm: str
 
 
 def test_an_external_mlflow_needs_rules_that_reach_it(helm: str, tmp_path: Path) -> None:
-    external = {"mlflow": {"enabled": False, "externalTrackingUri": "http://mlflow.shared.svc:5000"}}
+    external = {
+        "mlflow": {"enabled": False, "externalTrackingUri": f"http://mlflow.shared.svc:{MLFLOW_PORT}"}
+    }
     (values_file := tmp_path / "external.yaml").write_text(yaml.safe_dump(external))
     refused = run([helm, "template", APP_NAME, str(CHART), "-f", str(values_file)], check=False)
     assert refused.returncode != 0 and "networkPolicy.externalMlflow" in refused.stderr, refused.stderr
-    rule = {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"port": 5000, "protocol": "TCP"}]}
+    rule = {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"port": MLFLOW_PORT, "protocol": "TCP"}]}
     found = policies(render(helm, {**external, "networkPolicy": {"externalMlflow": [rule]}}, tmp_path))
     for name in ("superlink", "drift", "inference", "test"):
         assert rule in found[f"health-risk-mlops/{name}"]["egress"], name
