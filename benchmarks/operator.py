@@ -278,7 +278,7 @@ def rollout(timeout: float) -> float:
         kube.proxy() as proxy,
         platform.kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as mlflow_url,
     ):
-        mlflow = MLflowRest(mlflow_url, f"{platform.mlflow}:{MLFLOW_PORT}")
+        mlflow = platform.registry(mlflow_url)
         platform.kube.apply(training(platform, ROLLOUT_TRAINING, serve=True, window=ROLLING_WINDOW))
         first = time_to_served(platform, proxy, mlflow, 1, set(), timeout)
         if first is None:

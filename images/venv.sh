@@ -45,8 +45,9 @@ esac
 # Bytecode only for third-party code: imports as fast as with sources on a read-only root
 # filesystem (nothing to compile at start), about half the bytes. Kept as sources (with
 # their bytecode beside): Evidently and Flower (small; their tracebacks are the ones worth
-# reading) and MLflow's database migrations (alembic finds them as .py files).
-keep='/(evidently|flwr|db_migrations)/'
+# reading) and MLflow's database migrations, the registry's and its auth app's user
+# database's (alembic finds them as .py files).
+keep='/(evidently|flwr|db_migrations|auth/db/migrations)/'
 python3 -m compileall -q -b -j 0 -x "$keep" "$site" >/dev/null
 find "$site" -name '*.py' -regextype posix-extended ! -regex ".*$keep.*" -delete
 python3 -m compileall -q -j 0 "$site" >/dev/null

@@ -3,8 +3,10 @@
 Anyone allowed to create a FederatedTraining could otherwise point the operator (and the
 pods it creates) at any URL as the tracking server (request forgery from inside the
 cluster), have it mount any Secret of the namespace into a run pod, or roll any
-Deployment. The chart sets three allow-lists (values `operator.policy`); the operator run
-by hand (tests, development) sets none and is unrestricted, and says so at start.
+Deployment. The chart sets three allow-lists (values `operator.policy`), and with MLflow's
+authentication a fourth: the registered models its users hold grants on (a training naming
+another would fail only at registration, after its whole run). The operator run by hand
+(tests, development) sets none and is unrestricted, and says so at start.
 
 A spec outside them is an invalid spec: refused before anything is contacted, created or
 mounted, with a message naming the field and the value (decision.summary.invalid_spec).
@@ -46,6 +48,13 @@ def check(spec: TrainingSpec, config: OperatorConfig) -> None:
                     f"(allowed: {', '.join(sorted(config.mountable_secrets)) or 'none'}; "
                     "chart value operator.policy.mountableSecrets)"
                 )
+    models = config.registered_models
+    if models is not None and spec.model.registered_name not in models:
+        raise SpecError(
+            f"spec.model.registeredName {spec.model.registered_name!r} is not a registered model "
+            f"the platform's MLflow users may write and promote (allowed: {', '.join(sorted(models))}; "
+            "chart value mlflow.auth.registeredModels)"
+        )
     deployments = config.inference_deployments
     deployment = spec.promotion.inference_deployment
     if deployment is not None and deployments is not None and deployment not in deployments:

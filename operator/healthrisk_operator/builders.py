@@ -20,7 +20,9 @@ from healthrisk.contracts import (
     APP_NAME,
     ENV_DRIFT_THRESHOLD,
     ENV_MODEL_VERSION,
+    ENV_TRACKING_PASSWORD,
     ENV_TRACKING_URI,
+    ENV_TRACKING_USERNAME,
     LABEL_APP_NAME,
     LABEL_ATTEMPT,
     LABEL_COMPONENT,
@@ -38,6 +40,8 @@ from healthrisk.contracts import (
     ROLE_SUBMIT,
     ROLE_SUPERLINK,
     ROLE_SUPERNODE,
+    SECRET_KEY_PASSWORD,
+    SECRET_KEY_USERNAME,
     SUPERLINK_PORT,
     SUPERNODE_FIRST_PORT,
     TLS_CA_FILE,
@@ -174,6 +178,21 @@ def _base_env() -> list[Manifest]:
     ]
 
 
+def _mlflow_env(spec: TrainingSpec, config: OperatorConfig, credentials_secret: str | None) -> list[Manifest]:
+    """Where the registry is and who the pod is there: the credential stays in its Secret
+    (a reference in the pod spec, never the value)."""
+    env: list[Manifest] = [{"name": ENV_TRACKING_URI, "value": tracking_uri(spec, config)}]
+    if credentials_secret is not None:
+        env += [
+            {"name": name, "valueFrom": {"secretKeyRef": {"name": credentials_secret, "key": key}}}
+            for name, key in (
+                (ENV_TRACKING_USERNAME, SECRET_KEY_USERNAME),
+                (ENV_TRACKING_PASSWORD, SECRET_KEY_PASSWORD),
+            )
+        ]
+    return env
+
+
 def _pod(
     metadata: Manifest,
     container: Manifest,
@@ -277,7 +296,9 @@ def superlink_pod(training: Training, spec: TrainingSpec, run: int, config: Oper
         "image": config.flower_image,
         "command": ["flower-superlink"],
         "args": args,
-        "env": _base_env(),
+        # The ServerApp, started by the SuperLink as a subprocess, inherits this environment:
+        # it logs the rounds and registers the model with the training credential.
+        "env": [*_base_env(), *_mlflow_env(spec, config, config.training_credentials_secret)],
         "ports": [{"name": "flower", "containerPort": SUPERLINK_PORT}],
         "readinessProbe": _grpc_health_probe(),
         "volumeMounts": _tls_mount(spec),
@@ -550,7 +571,7 @@ def drift_pod(
         ],
         env=[
             *_base_env(),
-            {"name": ENV_TRACKING_URI, "value": tracking_uri(spec, config)},
+            *_mlflow_env(spec, config, config.drift_credentials_secret),
             {"name": ENV_DRIFT_THRESHOLD, "value": repr(spec.retraining.drift.threshold)},
         ],
         active_deadline_seconds=active_deadline_seconds,

@@ -73,11 +73,20 @@ class OperatorConfig(BaseSettings):
     pod_memory_request: str = "256Mi"
     pod_memory_limit: str = "2Gi"
 
+    # MLflow credentials of the run pods: Secrets (keys username, password) in every
+    # namespace the operator runs pods in, passed to the pods by reference only. None: the
+    # registry needs no credentials (an MLflow without authentication).
+    training_credentials_secret: str | None = None  # SuperLink pods: their ServerApp logs and registers
+    drift_credentials_secret: str | None = None  # drift pods: publish summaries, read the champion
+
     # What a FederatedTraining may name (healthrisk_operator.admission); None: anything
     # (an operator run by hand). The chart always sets all three.
     allowed_tracking_uris: list[str] | None = None  # beyond tracking_uri and pod_tracking_uri
     mountable_secrets: list[str] | None = None
     inference_deployments: list[str] | None = None
+    # With MLflow's authentication, the registered models its users are granted on; None:
+    # any (a registry without authentication).
+    registered_models: list[str] | None = None
 
     @property
     def tracking_uri_for_pods(self) -> str:

@@ -201,6 +201,13 @@ OPERATOR_METRICS: Final = (
 
 # Environment variables whose meaning is part of the contract (README, chart, pods).
 ENV_TRACKING_URI: Final = "MLFLOW_TRACKING_URI"
+# MLflow's own client variables for its basic auth: set from a component's credential Secret.
+ENV_TRACKING_USERNAME: Final = "MLFLOW_TRACKING_USERNAME"
+ENV_TRACKING_PASSWORD: Final = "MLFLOW_TRACKING_PASSWORD"
+# Keys of an MLflow credential Secret (one per component; the chart generates them, the
+# operator refers its run pods to them by name and never reads them).
+SECRET_KEY_USERNAME: Final = "username"
+SECRET_KEY_PASSWORD: Final = "password"
 ENV_SERVER_ADDRESS: Final = "SERVER_ADDRESS"
 ENV_MODEL_NAME: Final = "MODEL_NAME"
 ENV_MODEL_VERSION: Final = "MODEL_VERSION"

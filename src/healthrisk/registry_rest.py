@@ -18,6 +18,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from healthrisk.contracts import ENV_TRACKING_PASSWORD, ENV_TRACKING_USERNAME
 from healthrisk.model_parameters import MAX_PARAMETERS_BYTES, PARAMETERS_ARTIFACT, ModelIntegrityError
 
 API = "/api/2.0/mlflow"
@@ -41,7 +42,7 @@ def auth_headers() -> dict[str, str]:
     token = os.environ.get("MLFLOW_TRACKING_TOKEN")
     if token:
         return {"Authorization": f"Bearer {token}"}
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    user, password = os.environ.get(ENV_TRACKING_USERNAME), os.environ.get(ENV_TRACKING_PASSWORD)
     if user and password:
         encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
         return {"Authorization": f"Basic {encoded}"}

@@ -21,14 +21,19 @@ import yaml
 
 from healthrisk.contracts import (
     APP_NAME,
+    ENV_TRACKING_PASSWORD,
     ENV_TRACKING_URI,
+    ENV_TRACKING_USERNAME,
     INFERENCE_METRICS_PORT,
     INFERENCE_PORT,
     LABEL_APP_NAME,
     LABEL_COMPONENT,
     MLFLOW_PORT,
     REGISTERED_MODEL,
+    SECRET_KEY_PASSWORD,
+    SECRET_KEY_USERNAME,
     TAG_VAL_AUC,
+    TRAINING_EXPERIMENT,
 )
 from healthrisk.schema import EXAMPLE_RECORD
 from tests.chart.values import VALUE_SETS, render, with_namespace
@@ -69,7 +74,7 @@ import mlflow, numpy as np
 from mlflow import MlflowClient
 from healthrisk.provenance import read_signing_key
 from healthrisk.registry import build_pipeline, log_and_register, promote
-mlflow.set_experiment("chart-test")
+mlflow.set_experiment("{TRAINING_EXPERIMENT}")
 n = 11
 pipeline = build_pipeline(np.zeros(n), np.ones(n), np.linspace(-0.5, 0.5, n) / 100, -1.0)
 tags = {{{TAG_VAL_AUC!r}: "0.5"}}
@@ -79,6 +84,16 @@ key = read_signing_key(Path("/signing/hmac-key"))
 assert promote(MlflowClient(), {REGISTERED_MODEL!r}, version.version, signing_key=key).promoted
 print("registered", version.version)
 """
+    # As the training user (its Secret): the one MLflow user that may log a run and register a
+    # version; EDIT on the registered model also lets it move the alias, as the gate does.
+    credentials = [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": f"{release}-mlflow-trainer", "key": key}}}
+        for env, key in (
+            (ENV_TRACKING_USERNAME, SECRET_KEY_USERNAME),
+            (ENV_TRACKING_PASSWORD, SECRET_KEY_PASSWORD),
+        )
+    ]
+    registry = f"http://{release}-mlflow:{MLFLOW_PORT}"
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -98,7 +113,7 @@ print("registered", version.version)
                 "image": flower_image,
                 "imagePullPolicy": "Never",
                 "command": ["python3", "-c", script],
-                "env": [{"name": ENV_TRACKING_URI, "value": f"http://{release}-mlflow:{MLFLOW_PORT}"}],
+                "env": [{"name": ENV_TRACKING_URI, "value": registry}, *credentials],
                 "volumeMounts": [{"name": "signing", "mountPath": "/signing", "readOnly": True}],
             }],
             "volumes": [{"name": "signing", "secret": {"secretName": f"{release}-model-signing"}}],
@@ -151,9 +166,13 @@ def release_leftovers(kube: Kube, release: str) -> dict[str, list[str]]:
     return left
 
 
-# What outlives `helm uninstall` by default: MLflow's data, and the key its promoted versions
-# were signed with (a new key would make every one of them unservable).
-KEPT = {"PersistentVolumeClaim": ["health-risk-mlflow"], "Secret": ["health-risk-model-signing"]}
+# What outlives `helm uninstall` by default: MLflow's data with its user database (whose
+# admin password MLflow would not accept again if it were regenerated), and the key its
+# promoted versions were signed with (a new key would make every one of them unservable).
+KEPT = {
+    "PersistentVolumeClaim": ["health-risk-mlflow"],
+    "Secret": ["health-risk-mlflow-admin", "health-risk-model-signing"],
+}
 
 
 @pytest.mark.timeout(3600)
@@ -259,6 +278,6 @@ def test_install_test_upgrade_metrics_uninstall(
         timeout=180,
         interval=2,
     )
-    assert left == KEPT, "only the kept PVC, and the key its signed versions need, stay"
+    assert left == KEPT, "only the kept PVC, the key its signed versions need and the admin Secret stay"
     crd = kube.kubectl("get", "crd", "federatedtrainings.healthrisk.io", check=False)
     assert crd.returncode == 0, "the CRD outlives the release (crds.keep)"

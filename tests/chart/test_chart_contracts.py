@@ -23,7 +23,9 @@ from healthrisk.contracts import (
     ENV_MODEL_SIGNING_KEY_FILE,
     ENV_MODEL_VERSION,
     ENV_OPERATOR_PREFIX,
+    ENV_TRACKING_PASSWORD,
     ENV_TRACKING_URI,
+    ENV_TRACKING_USERNAME,
     GROUP,
     INFERENCE_METRICS_PORT,
     INFERENCE_PORT,
@@ -145,8 +147,12 @@ def test_inference_pods_serve_and_are_scraped_on_the_contract_ports(rendered: li
         and d["metadata"]["name"] == container(pod)["envFrom"][0]["configMapRef"]["name"]
     ]
     assert {ENV_TRACKING_URI, ENV_MODEL_NAME, ENV_MODEL_VERSION} <= set(settings["data"])
-    api_key = any(e.get("valueFrom", {}).get("secretKeyRef") for e in container(pod).get("env") or [])
-    assert (ENV_INFERENCE_API_KEY in env) is api_key
+    from_secrets = {
+        e["name"] for e in container(pod).get("env") or [] if e.get("valueFrom", {}).get("secretKeyRef")
+    }
+    # The API key and the MLflow credential come from Secrets, never as values.
+    assert from_secrets <= {ENV_INFERENCE_API_KEY, ENV_TRACKING_USERNAME, ENV_TRACKING_PASSWORD}
+    assert env & {ENV_INFERENCE_API_KEY, ENV_TRACKING_USERNAME, ENV_TRACKING_PASSWORD} == from_secrets
     services = [
         d
         for d in rendered
@@ -225,7 +231,10 @@ def test_mlflow_and_the_operator_listen_on_the_contract_ports(rendered: list[dic
         if d["kind"] == "Service" and d["spec"]["selector"].get(LABEL_COMPONENT) == "operator"
     ]
     assert [p["port"] for p in service["spec"]["ports"]] == [OPERATOR_METRICS_PORT]
-    assert all(e["name"].startswith(ENV_OPERATOR_PREFIX) for e in operator["env"] if e["name"] != "HOME")
+    mlflow_client = {"HOME", ENV_TRACKING_USERNAME, ENV_TRACKING_PASSWORD}  # MLflow's own client variables
+    assert all(
+        e["name"].startswith(ENV_OPERATOR_PREFIX) for e in operator["env"] if e["name"] not in mlflow_client
+    )
     if any(name.endswith("-mlflow") for name in workloads):
         mlflow = container(component_pod(rendered, "mlflow"))
         assert [p["containerPort"] for p in mlflow["ports"]] == [MLFLOW_PORT]

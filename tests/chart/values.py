@@ -25,6 +25,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                 "s3": {"endpointUrl": "https://minio.example.org", "existingSecret": "mlflow-s3"},
             },
             "extraAllowedHosts": ["mlflow.example.org"],
+            # the users' database next to the registry's, on PostgreSQL
+            "auth": {"existingConfigSecret": "mlflow-auth-ini"},
         },
         "inference": {
             "apiKey": {"enabled": True},

@@ -27,6 +27,7 @@ from healthrisk.contracts import (
     LABEL_RUN,
     LABEL_SITE,
     LABEL_TRAINING,
+    MLFLOW_PORT,
     REGISTERED_MODEL,
 )
 from healthrisk.schema import EXAMPLE_RECORD
@@ -78,6 +79,15 @@ class Platform:
     @property
     def operator(self) -> str:
         return f"{RELEASE}-operator"
+
+    def mlflow_credentials(self, user: str = "operator") -> tuple[str, str]:
+        """A component's MLflow user from its Secret (the operator's reads runs and versions)."""
+        data = self.kube.get("secret", f"{RELEASE}-mlflow-{user}")["data"]
+        return base64.b64decode(data["username"]).decode(), base64.b64decode(data["password"]).decode()
+
+    def registry(self, url: str) -> MLflowRest:
+        """The release's MLflow through a port-forward at `url`, as the operator's user."""
+        return MLflowRest(url, f"{self.mlflow}:{MLFLOW_PORT}", self.mlflow_credentials())
 
     @property
     def tls_secret(self) -> str:
@@ -298,12 +308,13 @@ def follow_run(
 
 
 class MLflowRest:
-    """The in-cluster MLflow's REST API through a port-forward."""
+    """The in-cluster MLflow's REST API through a port-forward, as one of its users."""
 
-    def __init__(self, url: str, service_host: str) -> None:
+    def __init__(self, url: str, service_host: str, credentials: tuple[str, str]) -> None:
         self.url = url
+        token = base64.b64encode(":".join(credentials).encode()).decode()
         # The server accepts only its own Service names as Host (DNS-rebinding protection).
-        self.headers = {"Host": service_host}
+        self.headers = {"Host": service_host, "Authorization": f"Basic {token}"}
 
     def get(self, path: str, **params: Any) -> Any:
         query = urllib.parse.urlencode(params)

@@ -28,7 +28,6 @@ from healthrisk_operator import builders
 from tests.e2e.platform import (
     RELEASE,
     SITES,
-    MLflowRest,
     Platform,
     follow_run,
     pods_of_run,
@@ -107,7 +106,7 @@ def test_operator_pod_deleted_mid_run_completes_the_run_once(platform: Platform)
     assert set(placed) == {*pods.servers, pods.submit(0)}, (placed, record.pod_phases, story)
     assert all(len(uids) == 1 for uids in placed.values()), f"pods created twice: {placed}"
     with kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
-        versions = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}").versions(REGISTERED_MODEL)
+        versions = platform.registry(url).versions(REGISTERED_MODEL)
     assert [v["version"] for v in versions] == [entry["version"]], "one run, one registered version"
     assert served_version(platform)[0] == entry["version"], "the rollout survived the restart too"
     drift = wait_for(
@@ -143,7 +142,7 @@ def test_supernode_deleted_mid_round(platform: Platform) -> None:
     assert record.status["progress"] == "5/5", record.status
     assert record.status.get("phase") in ("Monitoring", "Succeeded"), record.status
     with kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
-        versions = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}").versions(model)
+        versions = platform.registry(url).versions(model)
     assert [v["version"] for v in versions] == [entry["version"]], "the run registered its version"
     # Either the run went on without the site, and the version names it and where it lost it,
     # or the recreated pod (same key, so the same node id) was back before a message to the
@@ -241,6 +240,8 @@ OUTSIDE_POLICY: list[tuple[str, tuple[str, dict[str, Any]], str]] = [
         ("promotion", {"inferenceDeployment": "some-other-app"}),
         "spec.promotion.inferenceDeployment",
     ),
+    # MLflow's users hold grants on the chart's registered models only (mlflow.auth)
+    ("model", ("model", {"registeredName": "not-granted"}), "spec.model.registeredName"),
 ]
 
 
@@ -281,7 +282,8 @@ def test_invalid_trainings_are_rejected_with_a_readable_message(platform: Platfo
     kube.kubectl("delete", "federatedtraining", "bad-cron", "--wait=true", timeout=60)
 
     # Valid specs the chart's operator policy refuses: another tracking server (request
-    # forgery from the cluster), a Secret the chart did not name, another Deployment.
+    # forgery from the cluster), a Secret the chart did not name, another Deployment, a
+    # registered model MLflow's users hold no grant on.
     for label, change, field in OUTSIDE_POLICY:
         name = f"policy-{label}"
         manifest = training(platform, name, serve=True)
@@ -295,7 +297,7 @@ def test_invalid_trainings_are_rejected_with_a_readable_message(platform: Platfo
         )
         failed = next(c for c in status["conditions"] if c["type"] == "Failed")
         assert failed["reason"] == "InvalidSpec" and field in failed["message"], failed
-        assert "operator.policy." in failed["message"], "the message names the chart value to change"
+        assert "chart value " in failed["message"], "the message names the chart value to change"
         assert not kube.get("pods", "-l", f"{LABEL_TRAINING}={name}")["items"], "no run was started"
         kube.kubectl("delete", "federatedtraining", name, "--wait=true", timeout=60)
     # And the API server holds the operator to its own Deployment whatever the operator does.

@@ -60,7 +60,6 @@ from tests.e2e.platform import (
     RELEASE,
     ROUNDS,
     SITES,
-    MLflowRest,
     Platform,
     follow_run,
     image_values,
@@ -352,6 +351,13 @@ def test_two_trainings_promoting_one_model_at_once_keep_the_better_champion(stor
     """Two objects promote the same registered model from the operator's parallel loops:
     serialised, the second promotion is always compared with the first."""
     kube, name = story.kube, "race"
+    # A model of its own, apart from the story's champion: a registered model MLflow's users
+    # hold no grant on is refused, so it is added the way README says, by a helm upgrade.
+    granted = f'mlflow.auth.registeredModels=["{name}"]'
+    kube.helm(
+        "upgrade", RELEASE, str(CHART), "--reuse-values", "--set-json", granted,
+        "--wait", "--timeout", "5m", timeout=400,
+    )  # fmt: skip
     for training_name in ("race-a", "race-b"):
         kube.apply(training(story, training_name, registered_name=name))
     for training_name in ("race-a", "race-b"):
@@ -359,7 +365,7 @@ def test_two_trainings_promoting_one_model_at_once_keep_the_better_champion(stor
         assert entry["result"] == "Succeeded", entry
 
     with kube.port_forward(f"svc/{story.mlflow}", MLFLOW_PORT) as url:
-        mlflow = MLflowRest(url, f"{story.mlflow}:{MLFLOW_PORT}")
+        mlflow = story.registry(url)
         versions = {v["version"]: tags(v) for v in mlflow.versions(name)}
         champion = mlflow.champion(name)["version"]
         locks = mlflow.get("registered-models/search", filter=f"name = '{lock_name(name)}'")
@@ -398,9 +404,13 @@ def test_uninstall_with_a_training_running_leaves_nothing_stuck(story: Platform)
     print(f"helm uninstall with a training running: {time.monotonic() - started:.0f}s; {uptime()}")
 
     assert not kube.get("ft")["items"], "the uninstall removed the trainings"
-    # Kept on purpose: the registry's volume and the key its promoted versions were signed
-    # with; the sites' volumes are this test's own.
-    kept = {f"PersistentVolumeClaim/{story.mlflow}", f"Secret/{RELEASE}-model-signing"}
+    # Kept on purpose: the registry's volume, the admin Secret of the users it holds, and the
+    # key its promoted versions were signed with; the sites' volumes are this test's own.
+    kept = {
+        f"PersistentVolumeClaim/{story.mlflow}",
+        f"Secret/{RELEASE}-mlflow-admin",
+        f"Secret/{RELEASE}-model-signing",
+    }
     expected = kept | {f"PersistentVolumeClaim/{pvc_name(site)}" for site in SITES}
 
     def left() -> set[str]:
@@ -413,7 +423,12 @@ def test_uninstall_with_a_training_running_leaves_nothing_stuck(story: Platform)
 
     # README: how to remove what is kept; then the namespace goes at once.
     kube.kubectl(
-        "delete", f"pvc/{story.mlflow}", f"secret/{RELEASE}-model-signing", "--wait=true", timeout=120
+        "delete",
+        f"pvc/{story.mlflow}",
+        f"secret/{RELEASE}-mlflow-admin",
+        f"secret/{RELEASE}-model-signing",
+        "--wait=true",
+        timeout=120,
     )
     kube.kubectl("delete", "namespace", namespace, "--wait=true", timeout=300)
     assert kube.get_or_none("namespace", namespace) is None

@@ -68,7 +68,6 @@ from tests.e2e.platform import (
     ROLLING_WINDOW,
     ROUNDS,
     SITES,
-    MLflowRest,
     Platform,
     follow_run,
     pods_of_run,
@@ -122,12 +121,12 @@ def reasons(kube: Kube) -> list[str]:
 
 def version_tags(platform: Platform, version: str) -> dict[str, str]:
     with platform.kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
-        return tags(MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}").version(REGISTERED_MODEL, version))
+        return tags(platform.registry(url).version(REGISTERED_MODEL, version))
 
 
 def versions(platform: Platform) -> list[str]:
     with platform.kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
-        found = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}").versions(REGISTERED_MODEL)
+        found = platform.registry(url).versions(REGISTERED_MODEL)
     return sorted((v["version"] for v in found), key=int)
 
 
@@ -181,7 +180,7 @@ def test_first_run_trains_a_rolling_window_registers_promotes_and_serves(platfor
 
     # The in-cluster registry: the version, its provenance, per-round metrics, the alias.
     with kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
-        mlflow = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}")
+        mlflow = platform.registry(url)
         champion = mlflow.champion(REGISTERED_MODEL)
         assert champion["version"] == version
         tag = tags(champion)

@@ -15,7 +15,9 @@ from healthrisk.contracts import (
     CHAMPION_ALIAS,
     ENV_DRIFT_THRESHOLD,
     ENV_MODEL_VERSION,
+    ENV_TRACKING_PASSWORD,
     ENV_TRACKING_URI,
+    ENV_TRACKING_USERNAME,
     LABEL_APP_NAME,
     LABEL_ATTEMPT,
     LABEL_COMPONENT,
@@ -31,6 +33,8 @@ from healthrisk.contracts import (
     MLFLOW_PORT,
     REGISTERED_MODEL,
     ROLE_INVENTORY,
+    SECRET_KEY_PASSWORD,
+    SECRET_KEY_USERNAME,
     SUPERLINK_PORT,
     SUPERNODE_FIRST_PORT,
     TLS_CA_FILE,
@@ -105,7 +109,7 @@ def test_superlink_pod_insecure() -> None:
                         "--disable-runtime-dependency-installation",
                         "--health-server-address", "0.0.0.0:8081", "--insecure",
                     ],
-                    "env": BASE_ENV,
+                    "env": [*BASE_ENV, {"name": ENV_TRACKING_URI, "value": f"http://health-risk-mlflow:{MLFLOW_PORT}"}],
                     "ports": [{"name": "flower", "containerPort": SUPERLINK_PORT}],
                     "readinessProbe": {"grpc": {"port": 8081}, "periodSeconds": 5, "failureThreshold": 3},
                     "securityContext": {
@@ -353,3 +357,42 @@ def test_event_is_about_the_training() -> None:
         "RolledBack",
         "2026-01-02T03:04:05Z",
     )
+
+
+def test_registry_credentials_reach_only_the_pods_that_call_mlflow_by_reference() -> None:
+    spec = parse_spec({**FULL_SPEC, "retraining": {"drift": {}}})
+    config = OperatorConfig(
+        tracking_uri=CONFIG.tracking_uri,
+        training_credentials_secret="mlflow-trainer",
+        drift_credentials_secret="mlflow-drift",
+    )
+    site = spec.sites[0]
+    pods = {
+        "superlink": builders.superlink_pod(TRAINING, spec, 1, config),
+        "drift": builders.drift_pod(
+            TRAINING, spec, 1, site, dt.date(2024, 3, 7), config, active_deadline_seconds=60
+        ),
+        "supernode": builders.supernode_pod(TRAINING, spec, 1, site, config),
+        "submit": builders.submit_pod(
+            TRAINING, spec, 1, 0, "create", DATA, config, active_deadline_seconds=60
+        ),
+    }
+
+    def env(role: str) -> dict[str, dict[str, object]]:
+        return {e["name"]: e for e in pods[role]["spec"]["containers"][0]["env"]}
+
+    for role, secret in (("superlink", "mlflow-trainer"), ("drift", "mlflow-drift")):
+        for name, key in (
+            (ENV_TRACKING_USERNAME, SECRET_KEY_USERNAME),
+            (ENV_TRACKING_PASSWORD, SECRET_KEY_PASSWORD),
+        ):
+            assert env(role)[name] == {
+                "name": name,
+                "valueFrom": {"secretKeyRef": {"name": secret, "key": key}},
+            }
+    # SuperNodes hold a site's rows and the submitter talks to the SuperLink only.
+    for role in ("supernode", "submit"):
+        assert not {ENV_TRACKING_USERNAME, ENV_TRACKING_PASSWORD} & env(role).keys(), role
+    # Without credentials configured (a registry without auth) the pods carry none.
+    plain = builders.superlink_pod(TRAINING, spec, 1, CONFIG)
+    assert ENV_TRACKING_PASSWORD not in {e["name"] for e in plain["spec"]["containers"][0]["env"]}

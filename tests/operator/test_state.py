@@ -17,6 +17,7 @@ from healthrisk.contracts import (
     LABEL_RUN,
     LABEL_SERVED_VERSION,
     METRIC_CHAMPION_VAL_AUC,
+    REGISTERED_MODEL,
     TRIGGER_SPEC_CHANGE,
 )
 from healthrisk_operator.views import DeploymentView, PodView, RunProgress, VersionView
@@ -677,6 +678,7 @@ POLICY = CONFIG.model_copy(
         "allowed_tracking_uris": ["https://mlflow.example.org/"],
         "mountable_secrets": ["flower-tls", "site-1-key"],
         "inference_deployments": ["health-risk-inference"],
+        "registered_models": [REGISTERED_MODEL],
     }
 )
 SITE_KEYS = [
@@ -694,6 +696,7 @@ SITE_KEYS = [
             "spec.sites[hospital_02].authSecretName",
         ),
         (with_spec(promotion={"inferenceDeployment": "payroll"}), "spec.promotion.inferenceDeployment"),
+        (with_spec(model={"registeredName": "not-granted"}), "spec.model.registeredName"),
     ],
 )
 def test_a_spec_outside_the_operators_policy_is_refused_before_anything_is_made(

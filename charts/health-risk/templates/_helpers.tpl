@@ -321,3 +321,71 @@ networkPolicy.apiServer.ports.
     - {port: {{ . }}, protocol: TCP}
     {{- end }}
 {{- end }}
+
+{{/* Does this release run MLflow with its basic-auth app? */}}
+{{- define "health-risk.mlflow.auth" -}}
+{{- if and .Values.mlflow.enabled .Values.mlflow.auth.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The registered models MLflow's users hold grants on (JSON list). */}}
+{{- define "health-risk.mlflow.registeredModels" -}}
+{{- concat (list .Values.inference.modelName) .Values.mlflow.auth.registeredModels | uniq | toJson }}
+{{- end }}
+
+{{- define "health-risk.mlflow.adminSecretName" -}}
+{{- include "health-risk.componentName" (dict "root" . "component" "mlflow-admin") }}
+{{- end }}
+
+{{/* A component's MLflow credential Secret (keys username, password): (dict "root" $ "user" "trainer"). */}}
+{{- define "health-risk.mlflow.credentialsSecretName" -}}
+{{- include "health-risk.componentName" (dict "root" .root "component" (printf "mlflow-%s" .user)) }}
+{{- end }}
+
+{{/*
+The MLflow users and what each may do: the one table the bootstrap container applies
+(files/mlflow_auth_bootstrap.py). The narrowest grants that let each component work:
+  trainer    SuperLink pods (their ServerApp logs the rounds and registers the model)
+  operator   reads a run's progress; promotes and rolls back (deleting an alias is MANAGE);
+             its promotion lock is a registered model it creates, so owns, itself
+  inference  reads the served version and its parameters document (the get-artifact
+             route is authorised by the registered model alone)
+  drift      publishes per-site summaries; reads the champion's tags and parameters
+Experiment names are healthrisk.contracts' TRAINING_EXPERIMENT and DRIFT_EXPERIMENT.
+*/}}
+{{- define "health-risk.mlflow.grants" -}}
+{{- $training := "health-risk-federated" }}
+{{- $drift := "health-risk-drift" }}
+{{- $models := include "health-risk.mlflow.registeredModels" . | fromJsonArray }}
+{{- $users := dict }}
+{{- range $user, $rule := dict
+      "trainer" (dict "experiments" (dict $training "EDIT") "models" "EDIT")
+      "operator" (dict "experiments" (dict $training "READ") "models" "MANAGE")
+      "inference" (dict "experiments" dict "models" "READ")
+      "drift" (dict "experiments" (dict $drift "EDIT") "models" "READ") }}
+{{- $grants := list }}
+{{- range $experiment, $permission := $rule.experiments }}
+{{- $grants = append $grants (dict "resource_type" "experiment" "resource" $experiment "permission" $permission) }}
+{{- end }}
+{{- range $models }}
+{{- $grants = append $grants (dict "resource_type" "registered_model" "resource" . "permission" $rule.models) }}
+{{- end }}
+{{- $_ := set $users $user $grants }}
+{{- end }}
+{{- dict "experiments" (list $training $drift) "registered_models" $models "users" $users | toJson }}
+{{- end }}
+
+{{/* env of a container that calls MLflow as `user`: references to its Secret, never the value. */}}
+{{- define "health-risk.mlflow.credentialsEnv" -}}
+{{- if include "health-risk.mlflow.auth" .root -}}
+- name: MLFLOW_TRACKING_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "health-risk.mlflow.credentialsSecretName" . }}
+      key: username
+- name: MLFLOW_TRACKING_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "health-risk.mlflow.credentialsSecretName" . }}
+      key: password
+{{- end }}
+{{- end }}
