@@ -123,12 +123,19 @@ def _signal_all(leader: int, pids: set[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def become_subreaper() -> None:
-    """Adopt orphaned descendants (Linux), so that we can reap them: no zombies."""
+def set_subreaper(on: bool) -> bool:
+    """Adopt orphaned descendants (Linux) while `on`, so that we can reap them: no zombies.
+    Returns whether this process was a subreaper before."""
     import ctypes
 
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        was = ctypes.c_int(0)
+        prctl(37, ctypes.byref(was), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER
+        prctl(36, int(on), 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        return bool(was.value)
+    except (OSError, AttributeError):
+        return False
 
 
 def _reap(pids: set[int]) -> None:
@@ -154,10 +161,11 @@ class ProcessGroup:
         self.log_dir = log_dir
         self.children: list[Child] = []
         self._previous_sigterm: Callable[[int, FrameType | None], object] | int | None = None
+        self._was_subreaper = False
 
     def __enter__(self) -> ProcessGroup:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        become_subreaper()
+        self._was_subreaper = set_subreaper(True)
         if threading_is_main():
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         return self
@@ -166,6 +174,9 @@ class ProcessGroup:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop_all()
+        # Left as found: orphans of whatever this process runs later (a test suite's other
+        # tests, a CLI's next step) go to init again, which reaps them.
+        set_subreaper(self._was_subreaper)
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
 
