@@ -41,8 +41,8 @@ from healthrisk.contracts import (
     ROLE_SUPERNODE,
     SUPERLINK_PORT,
 )
-from tests.chart.values import VALUE_SETS, pod_specs, render, with_namespace
-from tests.kit.tools import CHART, REPO, find_tool
+from tests.chart.values import pod_specs
+from tests.kit.tools import CHART, REPO
 
 ROLES = {ROLE_SUPERLINK, ROLE_SUPERNODE, ROLE_SUBMIT, ROLE_DRIFT}
 CONTRACT_KEYS = {
@@ -71,14 +71,6 @@ IMAGE_PORTS = {
     "operator": {OPERATOR_HEALTH_PORT},
 }
 DOCKERFILE_PORTS = re.compile(r'EXPOSE (\d+)|127\.0\.0\.1:(\d+)|"--port", "(\d+)"')
-
-
-@pytest.fixture(scope="module", params=sorted(VALUE_SETS))
-def rendered(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> list[dict[str, Any]]:
-    values = with_namespace(VALUE_SETS[request.param], "health-risk-mlops")
-    return render(find_tool("helm"), values, tmp_path_factory.mktemp(request.param))
 
 
 def component_pod(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:

@@ -20,24 +20,12 @@ from healthrisk.contracts import (
     SECRET_KEY_PASSWORD,
     SECRET_KEY_USERNAME,
 )
-from tests.chart.values import VALUE_SETS, pod_specs, render, with_namespace
+from tests.chart.values import pod_specs, render
 from tests.kit.commands import run
-from tests.kit.tools import CHART, find_tool
+from tests.kit.tools import CHART
 
 NAMESPACE = "health-risk-mlops"
 SECRET_NAMES = re.compile(r"PASSWORD|SECRET|API_KEY|TOKEN")
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return find_tool("helm")
-
-
-@pytest.fixture(scope="module", params=sorted(VALUE_SETS))
-def rendered(
-    request: pytest.FixtureRequest, helm: str, tmp_path_factory: pytest.TempPathFactory
-) -> list[dict[str, Any]]:
-    return render(helm, with_namespace(VALUE_SETS[request.param], NAMESPACE), tmp_path_factory.mktemp("r"))
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from healthrisk.contracts import (
 from healthrisk_operator.constants import CRD_NAME
 from tests.chart.values import VALUE_SETS, pod_specs, render, with_namespace
 from tests.kit.commands import run
-from tests.kit.tools import CHART, find_tool
+from tests.kit.tools import CHART
 
 STANDARD_LABELS = (
     LABEL_APP_NAME,
@@ -47,19 +47,6 @@ STANDARD_LABELS = (
     LABEL_MANAGED_BY,
     "helm.sh/chart",
 )
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return find_tool("helm")
-
-
-@pytest.fixture(scope="module", params=sorted(VALUE_SETS))
-def rendered(
-    request: pytest.FixtureRequest, helm: str, tmp_path_factory: pytest.TempPathFactory
-) -> list[dict[str, Any]]:
-    values = with_namespace(VALUE_SETS[request.param], "health-risk-mlops")
-    return render(helm, values, tmp_path_factory.mktemp(request.param))
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
