@@ -39,7 +39,7 @@ def check(spec: TrainingSpec, config: OperatorConfig) -> None:
             )
     if config.mountable_secrets is not None:
         named = [("spec.security.tlsSecretName", spec.security.tls_secret_name)]
-        if spec.security.supernode_auth:
+        if not spec.security.insecure:  # an insecure run mounts no SuperNode key
             named += [(f"spec.sites[{s.name}].authSecretName", s.auth_secret_name) for s in spec.sites]
         for field, secret in named:
             if secret is not None and secret not in config.mountable_secrets:

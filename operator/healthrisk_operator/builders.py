@@ -8,6 +8,7 @@ deleting the training deletes its runs.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ from healthrisk.contracts import (
     LABEL_SITE,
     LABEL_TRAINING,
     MANAGER,
+    PORT_NAME_CONTROL,
+    PORT_NAME_FLEET,
     ROLE_DRIFT,
     ROLE_INVENTORY,
     ROLE_SUBMIT,
@@ -42,19 +45,40 @@ from healthrisk.contracts import (
     ROLE_SUPERNODE,
     SECRET_KEY_PASSWORD,
     SECRET_KEY_USERNAME,
+    SITE_PRIVATE_KEY_FILE,
+    SITE_PUBLIC_KEY_FILE,
+    SUPERLINK_CONTROL_PORT,
+    SUPERLINK_FLEET_PORT,
     SUPERLINK_PORT,
     SUPERNODE_FIRST_PORT,
     TLS_CA_FILE,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
 )
 from healthrisk.data.window import DateWindow
+from healthrisk.federated.pki import CertifiedKey, SiteKeyPair
+from healthrisk.federated.registrar import READY_FILE
 from healthrisk_operator.config import OperatorConfig
-from healthrisk_operator.constants import API_VERSION, HEALTH_PORT, KIND
+from healthrisk_operator.constants import (
+    API_VERSION,
+    CONTROL_CA_FILE,
+    CONTROL_CERT_FILE,
+    CONTROL_KEY_FILE,
+    HEALTH_PORT,
+    KIND,
+    PROXY_CONTAINER,
+    REGISTRAR_CONTAINER,
+)
 from healthrisk_operator.spec import Site, TrainingSpec
 
 Manifest = dict[str, Any]
 
-CERTS_DIR = "/certs"
-AUTH_DIR = "/auth"
+# Mount points in run pods.
+CERTS_DIR = "/certs"  # the SuperLink's CA (and, in its own pod, certificate and key)
+CONTROL_DIR = "/control"  # the Control API's client CA (proxy) or client certificate
+AUTH_DIR = "/auth"  # a site's SuperNode key
+KEYS_DIR = "/site-keys"  # every site's public key, in the SuperLink pod's registrar
+STATE_DIR = "/var/lib/flower"  # the SuperLink's database, when its messages are captured
 TMP_DIR = "/tmp"
 
 
@@ -100,8 +124,33 @@ def inventory_pod_name(training_name: str, round_: int, site: Site) -> str:
     return f"{training_name}-days{round_}-{site.k8s_name}"
 
 
-def superlink_address(training: Training, run: int) -> str:
-    return f"{superlink_name(training.name, run)}.{training.namespace}.svc:{SUPERLINK_PORT}"
+def run_secret_name(training_name: str, run: int) -> str:
+    """The run's key material: its Control CA and client certificate, and (unless the
+    training brings its own) the SuperLink's CA, certificate and key."""
+    return f"{run_prefix(training_name, run)}-flower"
+
+
+def site_key_secret_name(training_name: str, site: Site) -> str:
+    """The Secret holding a site's SuperNode key: the site's own, or one we generate."""
+    return site.auth_secret_name or f"{training_name}-{site.k8s_name}-supernode-key"
+
+
+def superlink_host(training: Training, run: int) -> str:
+    return f"{superlink_name(training.name, run)}.{training.namespace}.svc"
+
+
+def superlink_dns_names(training: Training, run: int) -> list[str]:
+    """The names a run's SuperLink certificate must carry (the pki adds loopback)."""
+    host = superlink_host(training, run)
+    return [host, f"{host}.cluster.local"]
+
+
+def fleet_address(training: Training, run: int) -> str:
+    return f"{superlink_host(training, run)}:{SUPERLINK_FLEET_PORT}"
+
+
+def control_address(training: Training, run: int) -> str:
+    return f"{superlink_host(training, run)}:{SUPERLINK_CONTROL_PORT}"
 
 
 # ---- metadata ------------------------------------------------------------------
@@ -193,17 +242,8 @@ def _mlflow_env(spec: TrainingSpec, config: OperatorConfig, credentials_secret: 
     return env
 
 
-def _pod(
-    metadata: Manifest,
-    container: Manifest,
-    *,
-    config: OperatorConfig,
-    restart_policy: str,
-    volumes: list[Manifest],
-    node_selector: Mapping[str, str],
-    active_deadline_seconds: int | None,
-) -> Manifest:
-    container = {
+def _container(config: OperatorConfig, container: Manifest) -> Manifest:
+    return {
         "imagePullPolicy": config.image_pull_policy,
         "securityContext": _container_security(),
         "resources": {
@@ -213,6 +253,19 @@ def _pod(
         **container,
         "volumeMounts": [{"name": "tmp", "mountPath": TMP_DIR}, *container.get("volumeMounts", [])],
     }
+
+
+def _pod(
+    metadata: Manifest,
+    containers: list[Manifest],
+    *,
+    config: OperatorConfig,
+    restart_policy: str,
+    volumes: list[Manifest],
+    node_selector: Mapping[str, str],
+    active_deadline_seconds: int | None,
+    init_containers: list[Manifest] | None = None,
+) -> Manifest:
     spec: Manifest = {
         "restartPolicy": restart_policy,
         # Run pods talk to Flower and MLflow only, never to the Kubernetes API.
@@ -226,9 +279,11 @@ def _pod(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "terminationGracePeriodSeconds": 10,
-        "containers": [container],
+        "containers": [_container(config, c) for c in containers],
         "volumes": [{"name": "tmp", "emptyDir": {}}, *volumes],
     }
+    if init_containers:
+        spec["initContainers"] = [_container(config, c) for c in init_containers]
     if config.pod_scheduler_name:
         spec["schedulerName"] = config.pod_scheduler_name
     selector = {**config.pod_node_selector, **node_selector}
@@ -244,31 +299,86 @@ def _grpc_health_probe() -> Manifest:
     return {"grpc": {"port": HEALTH_PORT}, "periodSeconds": 5, "failureThreshold": 3}
 
 
-def _tls_volume(spec: TrainingSpec, *, ca_only: bool) -> list[Manifest]:
-    if spec.security.tls_secret_name is None:
-        return []
-    secret: Manifest = {"secretName": spec.security.tls_secret_name}
-    if ca_only:
-        secret["items"] = [{"key": TLS_CA_FILE, "path": TLS_CA_FILE}]
-    return [{"name": "tls", "secret": secret}]
+# ---- key material ---------------------------------------------------------------
 
 
-def _tls_mount(spec: TrainingSpec) -> list[Manifest]:
-    if spec.security.tls_secret_name is None:
+def run_secret(training: Training, run: int, control: CertifiedKey, server: CertifiedKey | None) -> Manifest:
+    """The run's Secret from freshly made material (the caller makes it: keys are not pure)."""
+    data = {
+        CONTROL_CA_FILE: control.ca_pem,
+        CONTROL_CERT_FILE: control.cert_pem,
+        CONTROL_KEY_FILE: control.key_pem,
+    }
+    if server is not None:
+        data |= {TLS_CA_FILE: server.ca_pem, TLS_CERT_FILE: server.cert_pem, TLS_KEY_FILE: server.key_pem}
+    name = run_secret_name(training.name, run)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(training, name, labels(training, ROLE_SUPERLINK, run=run)),
+        "type": "Opaque",
+        "data": {key: base64.b64encode(value).decode() for key, value in sorted(data.items())},
+    }
+
+
+def site_key_secret(training: Training, site: Site, pair: SiteKeyPair) -> Manifest:
+    """A generated SuperNode key of a site; it lives as long as the training."""
+    name = site_key_secret_name(training.name, site)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(training, name, labels(training, ROLE_SUPERNODE, site=site)),
+        "type": "Opaque",
+        "data": {
+            SITE_PRIVATE_KEY_FILE: base64.b64encode(pair.private_openssh).decode(),
+            SITE_PUBLIC_KEY_FILE: base64.b64encode(pair.public_openssh).decode(),
+        },
+    }
+
+
+def _server_tls_secret(training: Training, spec: TrainingSpec, run: int) -> str:
+    return spec.security.tls_secret_name or run_secret_name(training.name, run)
+
+
+def _secret_volume(name: str, secret: str, keys: list[str]) -> Manifest:
+    return {"name": name, "secret": {"secretName": secret, "items": [{"key": k, "path": k} for k in keys]}}
+
+
+def _mount(name: str, path: str) -> Manifest:
+    return {"name": name, "mountPath": path, "readOnly": True}
+
+
+def _ca_volume(training: Training, spec: TrainingSpec, run: int) -> list[Manifest]:
+    if spec.security.insecure:
         return []
-    return [{"name": "tls", "mountPath": CERTS_DIR, "readOnly": True}]
+    return [_secret_volume("tls", _server_tls_secret(training, spec, run), [TLS_CA_FILE])]
+
+
+def _ca_mount(spec: TrainingSpec) -> list[Manifest]:
+    return [] if spec.security.insecure else [_mount("tls", CERTS_DIR)]
 
 
 def _client_tls_args(spec: TrainingSpec) -> list[str]:
-    if spec.security.tls_secret_name is None:
+    if spec.security.insecure:
         return ["--insecure"]
-    return ["--root-certificates", f"{CERTS_DIR}/ca.crt"]
+    return ["--root-certificates", f"{CERTS_DIR}/{TLS_CA_FILE}"]
 
 
-def superlink_pod(training: Training, spec: TrainingSpec, run: int, config: OperatorConfig) -> Manifest:
+# ---- run pods -------------------------------------------------------------------
+
+
+def superlink_pod(
+    training: Training, spec: TrainingSpec, run: int, config: OperatorConfig, *, capture: bool = False
+) -> Manifest:
+    """The SuperLink on loopback, and the proxy that is its pod's only door (proxy.py).
+
+    With `capture` (an audit asked for it) the SuperLink keeps its state in a database in
+    the pod, prepared first with triggers that copy every message (capture.py).
+    """
+    secure = not spec.security.insecure
     args = [
         "--host",
-        "0.0.0.0",
+        "127.0.0.1",
         "--port",
         str(SUPERLINK_PORT),
         "--isolation",
@@ -277,21 +387,25 @@ def superlink_pod(training: Training, spec: TrainingSpec, run: int, config: Oper
         "--health-server-address",
         f"0.0.0.0:{HEALTH_PORT}",
     ]
-    if spec.security.tls_secret_name is None:
-        args.append("--insecure")
-    else:
+    if secure:
+        # The CA goes to the SuperLink's own SuperExec, which dials 127.0.0.1 and verifies.
         args += [
-            "--ssl-certfile",
-            f"{CERTS_DIR}/tls.crt",
-            "--ssl-keyfile",
-            f"{CERTS_DIR}/tls.key",
             "--ssl-ca-certfile",
-            f"{CERTS_DIR}/ca.crt",
+            f"{CERTS_DIR}/{TLS_CA_FILE}",
+            "--ssl-certfile",
+            f"{CERTS_DIR}/{TLS_CERT_FILE}",
+            "--ssl-keyfile",
+            f"{CERTS_DIR}/{TLS_KEY_FILE}",
+            "--enable-supernode-auth",
         ]
-        if spec.security.supernode_auth:
-            args.append("--enable-supernode-auth")
-    name = superlink_name(training.name, run)
-    container = {
+    else:
+        args.append("--insecure")
+    database = f"{STATE_DIR}/superlink.db"
+    if capture:
+        args += ["--database", database]
+    tls_mounts = [_mount("tls", CERTS_DIR)] if secure else []
+    state_mounts = [{"name": "state", "mountPath": STATE_DIR}] if capture else []
+    superlink = {
         "name": ROLE_SUPERLINK,
         "image": config.flower_image,
         "command": ["flower-superlink"],
@@ -299,22 +413,118 @@ def superlink_pod(training: Training, spec: TrainingSpec, run: int, config: Oper
         # The ServerApp, started by the SuperLink as a subprocess, inherits this environment:
         # it logs the rounds and registers the model with the training credential.
         "env": [*_base_env(), *_mlflow_env(spec, config, config.training_credentials_secret)],
-        "ports": [{"name": "flower", "containerPort": SUPERLINK_PORT}],
         "readinessProbe": _grpc_health_probe(),
-        "volumeMounts": _tls_mount(spec),
+        "volumeMounts": [*tls_mounts, *state_mounts],
     }
+    proxy_args = ["federation", "proxy", "--work-dir", f"{TMP_DIR}/proxy"]
+    proxy_args += (
+        ["--tls-dir", CERTS_DIR, "--control-ca", f"{CONTROL_DIR}/{CONTROL_CA_FILE}"]
+        if secure
+        else ["--insecure"]
+    )
+    proxy = {
+        "name": PROXY_CONTAINER,
+        "image": config.flower_image,
+        "command": ["healthrisk"],
+        "args": proxy_args,
+        "env": _base_env(),
+        "ports": [
+            {"name": PORT_NAME_FLEET, "containerPort": SUPERLINK_FLEET_PORT},
+            {"name": PORT_NAME_CONTROL, "containerPort": SUPERLINK_CONTROL_PORT},
+        ],
+        "readinessProbe": {"tcpSocket": {"port": PORT_NAME_FLEET}, "periodSeconds": 5, "failureThreshold": 3},
+        "volumeMounts": [*tls_mounts, *([_mount("control", CONTROL_DIR)] if secure else [])],
+    }
+    containers = [superlink, proxy]
+    volumes: list[Manifest] = []
+    if secure:
+        volumes += [
+            _secret_volume(
+                "tls", _server_tls_secret(training, spec, run), [TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE]
+            ),
+            _secret_volume("control", run_secret_name(training.name, run), [CONTROL_CA_FILE]),
+            _site_keys_volume(training, spec),
+        ]
+        containers.append(_registrar(spec, config))
+    init_containers = []
+    if capture:
+        volumes.append({"name": "state", "emptyDir": {}})
+        init_containers.append(
+            {
+                "name": "capture",
+                "image": config.flower_image,
+                "command": ["healthrisk"],
+                "args": ["federation", "capture-init", database],
+                "env": _base_env(),
+                "volumeMounts": state_mounts,
+            }
+        )
+    name = superlink_name(training.name, run)
     return _pod(
         _metadata(training, name, labels(training, ROLE_SUPERLINK, run=run)),
-        container,
+        containers,
         config=config,
         restart_policy="Always",
-        volumes=_tls_volume(spec, ca_only=False),
+        volumes=volumes,
         node_selector={},
         active_deadline_seconds=spec.run_policy.active_deadline_seconds,
+        init_containers=init_containers,
     )
 
 
+def _site_keys_volume(training: Training, spec: TrainingSpec) -> Manifest:
+    """Every site's public key, one file per site named after it, mounted by reference
+    (the operator never reads a key Secret). Optional: a site whose Secret is missing is
+    reported by the registrar instead of keeping the whole run from starting."""
+    return {
+        "name": "site-keys",
+        "projected": {
+            "sources": [
+                {
+                    "secret": {
+                        "name": site_key_secret_name(training.name, site),
+                        "items": [{"key": SITE_PUBLIC_KEY_FILE, "path": site.name}],
+                        "optional": True,
+                    }
+                }
+                for site in spec.sites
+            ]
+        },
+    }
+
+
+def _registrar(spec: TrainingSpec, config: OperatorConfig) -> Manifest:
+    """Registers the sites' keys with the SuperLink on loopback (registrar.py); ready once
+    they are all registered, which is when the operator starts the SuperNodes."""
+    work = f"{TMP_DIR}/registrar"
+    sites = [arg for site in spec.sites for arg in ("--site", site.name)]
+    return {
+        "name": REGISTRAR_CONTAINER,
+        "image": config.flower_image,
+        "command": ["healthrisk"],
+        "args": [
+            "federation",
+            "registrar",
+            "--keys-dir",
+            KEYS_DIR,
+            "--root-certificates",
+            f"{CERTS_DIR}/{TLS_CA_FILE}",
+            "--work-dir",
+            work,
+            *sites,
+        ],
+        "env": _base_env(),
+        "readinessProbe": {
+            "exec": {"command": ["test", "-f", f"{work}/{READY_FILE}"]},
+            "periodSeconds": 2,
+            "failureThreshold": 1,
+        },
+        "volumeMounts": [_mount("tls", CERTS_DIR), _mount("site-keys", KEYS_DIR)],
+    }
+
+
 def superlink_service(training: Training, run: int) -> Manifest:
+    """The run's SuperLink as the proxy exposes it: Fleet and Control, nothing else."""
     name = superlink_name(training.name, run)
     return {
         "apiVersion": "v1",
@@ -323,7 +533,20 @@ def superlink_service(training: Training, run: int) -> Manifest:
         "spec": {
             "type": "ClusterIP",
             "selector": {LABEL_TRAINING: training.name, LABEL_RUN: str(run), LABEL_ROLE: ROLE_SUPERLINK},
-            "ports": [{"name": "flower", "port": SUPERLINK_PORT, "targetPort": "flower", "protocol": "TCP"}],
+            "ports": [
+                {
+                    "name": PORT_NAME_FLEET,
+                    "port": SUPERLINK_FLEET_PORT,
+                    "targetPort": PORT_NAME_FLEET,
+                    "protocol": "TCP",
+                },
+                {
+                    "name": PORT_NAME_CONTROL,
+                    "port": SUPERLINK_CONTROL_PORT,
+                    "targetPort": PORT_NAME_CONTROL,
+                    "protocol": "TCP",
+                },
+            ],
         },
     }
 
@@ -342,12 +565,14 @@ def _site_volume(site: Site) -> tuple[Manifest, Manifest]:
 def supernode_pod(
     training: Training, spec: TrainingSpec, run: int, site: Site, config: OperatorConfig
 ) -> Manifest:
+    """A site's SuperNode: it reaches the run's Fleet listener only, trusts the run's CA,
+    and signs every request with the site's key (the only key its SuperLink accepts)."""
     volume, mount = _site_volume(site)
-    volumes = [volume, *_tls_volume(spec, ca_only=True)]
-    mounts = [mount, *_tls_mount(spec)]
+    volumes = [volume, *_ca_volume(training, spec, run)]
+    mounts = [mount, *_ca_mount(spec)]
     args = [
         "--superlink",
-        superlink_address(training, run),
+        fleet_address(training, run),
         *_client_tls_args(spec),
         "--port",
         str(SUPERNODE_FIRST_PORT),
@@ -356,10 +581,12 @@ def supernode_pod(
         "--health-server-address",
         f"0.0.0.0:{HEALTH_PORT}",
     ]
-    if spec.security.supernode_auth and site.auth_secret_name:
-        volumes.append({"name": "auth", "secret": {"secretName": site.auth_secret_name}})
-        mounts.append({"name": "auth", "mountPath": AUTH_DIR, "readOnly": True})
-        args += ["--auth-supernode-private-key", f"{AUTH_DIR}/private-key"]
+    if not spec.security.insecure:
+        volumes.append(
+            _secret_volume("auth", site_key_secret_name(training.name, site), [SITE_PRIVATE_KEY_FILE])
+        )
+        mounts.append(_mount("auth", AUTH_DIR))
+        args += ["--auth-supernode-private-key", f"{AUTH_DIR}/{SITE_PRIVATE_KEY_FILE}"]
     container = {
         "name": ROLE_SUPERNODE,
         "image": config.flower_image,
@@ -377,7 +604,7 @@ def supernode_pod(
             supernode_name(training.name, run, site),
             labels(training, ROLE_SUPERNODE, run=run, site=site),
         ),
-        container,
+        [container],
         config=config,
         restart_policy="Always",
         volumes=volumes,
@@ -418,6 +645,7 @@ def run_config(
         "run-number": run,
         "trigger": trigger,
         "data-fingerprint": data.fingerprint,
+        **spec.privacy.run_config(),
     }
 
 
@@ -434,21 +662,30 @@ def submit_pod(
 ) -> Manifest:
     """The pod that submits the Flower run and exits with its outcome (0 = success)."""
     run_config_json = json.dumps(run_config(training, spec, run, trigger, data, config), sort_keys=True)
+    volumes = _ca_volume(training, spec, run)
+    mounts = _ca_mount(spec)
+    args = ["train", "submit", "--superlink", control_address(training, run), *_client_tls_args(spec)]
+    if not spec.security.insecure:
+        # The proxy's Control listener admits only the run's client certificate.
+        volumes.append(
+            _secret_volume(
+                "control", run_secret_name(training.name, run), [CONTROL_CERT_FILE, CONTROL_KEY_FILE]
+            )
+        )
+        mounts.append(_mount("control", CONTROL_DIR))
+        args += [
+            "--client-certificate",
+            f"{CONTROL_DIR}/{CONTROL_CERT_FILE}",
+            "--client-key",
+            f"{CONTROL_DIR}/{CONTROL_KEY_FILE}",
+        ]
     container = {
         "name": ROLE_SUBMIT,
         "image": config.flower_image,
         "command": ["healthrisk"],
-        "args": [
-            "train",
-            "submit",
-            "--superlink",
-            superlink_address(training, run),
-            *_client_tls_args(spec),
-            "--run-config-json",
-            run_config_json,
-        ],
+        "args": [*args, "--run-config-json", run_config_json],
         "env": [*_base_env(), {"name": ENV_TRACKING_URI, "value": tracking_uri(spec, config)}],
-        "volumeMounts": _tls_mount(spec),
+        "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     return _pod(
@@ -457,10 +694,10 @@ def submit_pod(
             submit_name(training.name, run, attempt),
             labels(training, ROLE_SUBMIT, run=run, extra={LABEL_ATTEMPT: str(attempt)}),
         ),
-        container,
+        [container],
         config=config,
         restart_policy="Never",
-        volumes=_tls_volume(spec, ca_only=True),
+        volumes=volumes,
         node_selector={},
         active_deadline_seconds=active_deadline_seconds,
     )
@@ -494,7 +731,7 @@ def _site_local_pod(
     label, value = round_label
     return _pod(
         _metadata(training, name, labels(training, role, site=site, extra={label: value})),
-        container,
+        [container],
         config=config,
         restart_policy="Never",
         volumes=[volume],

@@ -19,6 +19,17 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 
 # Ports inside run pods that are not part of the platform contract.
 HEALTH_PORT: Final = 8081  # Flower's gRPC health service, probed by the kubelet
+PROXY_CONTAINER: Final = "proxy"  # the SuperLink pod's door (healthrisk.federated.proxy)
+REGISTRAR_CONTAINER: Final = "registrar"  # registers the sites' keys (healthrisk.federated.registrar)
+
+# A run's Secret (builders.run_secret): besides the SuperLink's ca.crt, tls.crt and
+# tls.key, the Control API's client CA (for the proxy) and the client certificate of the
+# pod that submits the run. The operator makes it and never reads it back.
+CONTROL_CA_FILE: Final = "control-ca.crt"
+CONTROL_CERT_FILE: Final = "control.crt"
+CONTROL_KEY_FILE: Final = "control.key"
+# Flower's status of a SuperNode that is connected and authenticated with its key.
+NODE_ONLINE: Final = "online"
 
 
 class Phase(StrEnum):
@@ -40,6 +51,7 @@ COND_PROMOTED: Final = "Promoted"
 COND_DRIFT: Final = "DriftDetected"
 COND_FAILED: Final = "Failed"
 COND_SUSPENDED: Final = "Suspended"
+COND_INSECURE: Final = "Insecure"  # spec.security.insecure: no TLS, no SuperNode authentication
 
 # How a run ended (history[].result).
 RESULT_SUCCEEDED: Final = "Succeeded"

@@ -19,16 +19,19 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from healthrisk.contracts import LABEL_RUN, ROLE_DRIFT, ROLE_INVENTORY
+from healthrisk.federated.pki import control_client_certificate, server_certificate, site_key_pair
 from healthrisk_operator import admission, builders, tracking
 from healthrisk_operator.builders import Manifest, Training
 from healthrisk_operator.config import OperatorConfig
-from healthrisk_operator.constants import GROUP, PLURAL, VERSION
+from healthrisk_operator.constants import GROUP, PLURAL, REGISTRAR_CONTAINER, VERSION
 from healthrisk_operator.decision import Plan, decide
+from healthrisk_operator.decision.plan import RunSecretRequest, SiteKeyRequest
 from healthrisk_operator.metrics import OperatorMetrics
 from healthrisk_operator.spec import SpecError, TrainingSpec, parse_spec
 from healthrisk_operator.status import TrainingStatus
 from healthrisk_operator.views import (
     DeploymentView,
+    FederationView,
     Observed,
     PodView,
     RunProgress,
@@ -221,7 +224,23 @@ class Reconciler:
             )
         return tuple(views)
 
+    def _federation(self, observed: Observed, run: int) -> FederationView:
+        """The sites' standing, from the last report in the SuperLink pod's registrar log
+        (the operator neither reads key Secrets nor talks to the SuperLink itself)."""
+        name = builders.superlink_name(observed.training.name, run)
+        if not any(p.name == name and p.phase == "Running" for p in observed.pods):
+            return FederationView()
+        try:
+            text = self.core.read_namespaced_pod_log(
+                name, observed.training.namespace, container=REGISTRAR_CONTAINER, tail_lines=20
+            )
+        except ApiException as exc:  # e.g. the container is starting: no report yet
+            return FederationView(error=f"registrar log: {exc.reason}")
+        return FederationView.from_report(last_json_line(str(text)))
+
     def _observe_run(self, observed: Observed, spec: TrainingSpec, run: int) -> Observed:
+        if not spec.security.insecure and observed.status.training_finished_at is None:
+            observed = dataclasses.replace(observed, federation=self._federation(observed, run))
         uri = spec.model.tracking_uri or self.config.tracking_uri
         ref = observed.training.ref
         progress: RunProgress | None = None
@@ -254,6 +273,10 @@ class Reconciler:
         """Perform the plan; return the refusals that retrying cannot fix."""
         namespace = observed.training.namespace
         permanent: list[str] = []
+        for request in plan.generate:
+            error = self._create(namespace, self._material(observed.training, request))
+            if error:
+                permanent.append(error)
         for manifest in plan.create:
             error = self._create(namespace, manifest)
             if error:
@@ -295,6 +318,13 @@ class Reconciler:
         self._post_events(plan, observed)
         return tuple(permanent)
 
+    @staticmethod
+    def _material(training: Training, request: RunSecretRequest | SiteKeyRequest) -> Manifest:
+        if isinstance(request, SiteKeyRequest):
+            return builders.site_key_secret(training, request.site, site_key_pair())
+        server = None if request.server_names is None else server_certificate(request.server_names)
+        return builders.run_secret(training, request.run, control_client_certificate(), server)
+
     def _tracking_uri(self, observed: Observed) -> str:
         try:
             spec = parse_spec(observed.spec)
@@ -317,6 +347,8 @@ class Reconciler:
         try:
             if kind == "Pod":
                 self.core.create_namespaced_pod(namespace, k8s.V1Pod.model_validate(manifest))
+            elif kind == "Secret":
+                self.core.create_namespaced_secret(namespace, k8s.V1Secret.model_validate(manifest))
             elif kind == "Service":
                 self.core.create_namespaced_service(namespace, k8s.V1Service.model_validate(manifest))
             else:
@@ -334,6 +366,8 @@ class Reconciler:
         try:
             if kind == "Pod":
                 self.core.delete_namespaced_pod(name, namespace)
+            elif kind == "Secret":
+                self.core.delete_namespaced_secret(name, namespace)
             else:
                 self.core.delete_namespaced_service(name, namespace)
         except ApiException as exc:

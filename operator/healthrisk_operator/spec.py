@@ -21,6 +21,7 @@ from typing import Any
 
 from healthrisk.data.window import DateWindow, WindowRule
 from healthrisk.drift.policy import RetrainPolicy, parse_check_interval, resolve_threshold
+from healthrisk.federated.run_config import RunConfig
 from healthrisk_operator.crd import with_defaults
 
 
@@ -105,8 +106,41 @@ class RunPolicy:
 
 @dataclass(frozen=True)
 class Security:
-    tls_secret_name: str | None
-    supernode_auth: bool
+    tls_secret_name: str | None  # the SuperLink's certificate, brought; else made per run
+    insecure: bool  # no TLS, no SuperNode authentication: only when asked for by name
+
+
+@dataclass(frozen=True)
+class DifferentialPrivacy:
+    noise_multiplier: float
+    clipping_norm: float
+    delta: float
+    clipping: str
+
+
+@dataclass(frozen=True)
+class Privacy:
+    min_rows: int
+    per_site_metrics: bool
+    secure_aggregation: bool
+    differential_privacy: DifferentialPrivacy | None
+
+    def run_config(self) -> dict[str, Any]:
+        """The Flower App's run config for these settings (keys of its pyproject)."""
+        config: dict[str, Any] = {
+            "min-rows": self.min_rows,
+            "per-site-metrics": self.per_site_metrics,
+            "secure-aggregation": self.secure_aggregation,
+        }
+        dp = self.differential_privacy
+        if dp is not None:
+            config |= {
+                "dp-noise-multiplier": dp.noise_multiplier,
+                "dp-clipping-norm": dp.clipping_norm,
+                "dp-delta": dp.delta,
+                "dp-clipping": dp.clipping,
+            }
+        return config
 
 
 @dataclass(frozen=True)
@@ -121,6 +155,7 @@ class TrainingSpec:
     retraining: Retraining
     run_policy: RunPolicy
     security: Security
+    privacy: Privacy
     suspend: bool
 
     @property
@@ -146,6 +181,7 @@ class TrainingSpec:
             "strategy": asdict(self.strategy),
             "model": asdict(self.model),
             "security": asdict(self.security),
+            "privacy": asdict(self.privacy),
         }
         return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -257,12 +293,29 @@ def _parse(raw: Mapping[str, Any]) -> TrainingSpec:
     security_raw = raw["security"]
     security = Security(
         tls_secret_name=_optional(security_raw, "tlsSecretName"),
-        supernode_auth=bool(security_raw["supernodeAuth"]),
+        insecure=bool(security_raw["insecure"]),
     )
-    if security.supernode_auth:
-        missing = [s.name for s in sites if not s.auth_secret_name]
-        if missing:
-            raise SpecError(f"security.supernodeAuth needs authSecretName on every site; missing: {missing}")
+    if security.insecure and security.tls_secret_name:
+        raise SpecError("security.tlsSecretName and security.insecure exclude each other")
+    privacy_raw = raw["privacy"]
+    dp_raw = privacy_raw.get("differentialPrivacy")
+    privacy = Privacy(
+        min_rows=int(privacy_raw["minRows"]),
+        per_site_metrics=bool(privacy_raw["perSiteMetrics"]),
+        secure_aggregation=bool(privacy_raw["secureAggregation"]),
+        differential_privacy=None
+        if dp_raw is None
+        else DifferentialPrivacy(
+            noise_multiplier=float(dp_raw["noiseMultiplier"]),
+            clipping_norm=float(dp_raw["clippingNorm"]),
+            delta=float(dp_raw["delta"]),
+            clipping=str(dp_raw["clipping"]),
+        ),
+    )
+    try:  # the Flower App's own rules for these settings
+        RunConfig.from_flower({**privacy.run_config(), "local-run-id": "spec"})
+    except ValueError as exc:
+        raise SpecError(f"spec.privacy: {exc}") from exc
     return TrainingSpec(
         sites=sites,
         data_window=data_window,
@@ -289,5 +342,6 @@ def _parse(raw: Mapping[str, Any]) -> TrainingSpec:
             clean_pod_policy=str(policy_raw["cleanPodPolicy"]),
         ),
         security=security,
+        privacy=privacy,
         suspend=bool(raw["suspend"]),
     )

@@ -112,6 +112,23 @@ class DriftStatus(_StatusModel):
     sites: dict[str, SiteDriftStatus] | None = None
 
 
+class SiteStatus(_StatusModel):
+    """A site in the current or last run, from what the operator may see: its key at the
+    SuperLink and why it declined — never its metrics (privacy.perSiteMetrics is MLflow's)."""
+
+    key_registered: bool | None = None
+    authenticated: bool | None = None
+    node: str | None = None
+    key_error: str | None = None
+    declined: str | None = None
+
+
+class PrivacyStatus(_StatusModel):
+    epsilon: float | None = None
+    delta: float | None = None
+    secure_aggregation: bool | None = None
+
+
 class HistoryEntry(_StatusModel):
     number: int
     result: str
@@ -124,6 +141,7 @@ class HistoryEntry(_StatusModel):
     windows: dict[str, str] | None = None
     fingerprint: str | None = None
     attempts: int | None = None
+    epsilon: float | None = None
     start_time: Timestamp | None = None
     completion_time: Timestamp | None = None
 
@@ -179,6 +197,8 @@ class TrainingStatus(_StatusModel):
     next_schedule_time: Timestamp | None = None
     spec_hash: str | None = None
     observed_generation: int | None = None
+    sites: dict[str, SiteStatus] | None = None
+    privacy: PrivacyStatus | None = None
     rollout: Rollout | None = None
     drift: DriftStatus | None = None
     history: list[HistoryEntry] | None = None

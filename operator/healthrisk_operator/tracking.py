@@ -6,6 +6,7 @@ tags, never remembered in memory, so an operator restarted mid-run finds them ag
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -14,11 +15,13 @@ from typing import TYPE_CHECKING
 import healthrisk.provenance as provenance
 import healthrisk.registry as registry
 from healthrisk.contracts import (
+    METRIC_DP_EPSILON,
     METRIC_ROUND,
     METRIC_VAL_ACCURACY,
     METRIC_VAL_AUC,
     METRIC_VAL_LOSS,
     TAG_CHAMPION_VAL_AUC,
+    TAG_DECLINED_SITES,
     TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
@@ -69,11 +72,14 @@ def run_progress(tracking_uri: str, training_ref: str, run: int) -> RunProgress 
         return None
     metrics = runs[0].data.metrics  # the latest value of each, i.e. the last round's
     round_value = metrics.get(METRIC_ROUND)
+    declined = runs[0].data.tags.get(TAG_DECLINED_SITES)
     return RunProgress(
         round=int(round_value) if round_value is not None else None,
         auc=metrics.get(METRIC_VAL_AUC),
         loss=metrics.get(METRIC_VAL_LOSS),
         accuracy=metrics.get(METRIC_VAL_ACCURACY),
+        epsilon=metrics.get(METRIC_DP_EPSILON),
+        declined=json.loads(declined) if declined else {},
     )
 
 

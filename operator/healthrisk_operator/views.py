@@ -153,6 +153,23 @@ class ServiceView:
 
 
 @dataclass(frozen=True)
+class FederationView:
+    """The sites' standing at the active run's SuperLink, as its registrar last reported
+    it (healthrisk.federated.registrar): per site `keyRegistered`, `node` (Flower's node
+    status) or `keyError`. `sites` is None until the registrar has reported."""
+
+    sites: Mapping[str, Mapping[str, Any]] | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_report(cls, report: Mapping[str, Any] | None) -> FederationView:
+        if report is None:
+            return cls()
+        sites = report.get("sites")
+        return cls(sites=dict(sites) if isinstance(sites, dict) else None, error=report.get("error"))
+
+
+@dataclass(frozen=True)
 class DeploymentView:
     name: str
     found: bool = True
@@ -227,6 +244,8 @@ class RunProgress:
     auc: float | None = None
     loss: float | None = None
     accuracy: float | None = None
+    epsilon: float | None = None  # under differential privacy: spent so far
+    declined: Mapping[str, str] = field(default_factory=dict)  # site → why it declined
 
 
 @dataclass(frozen=True)
@@ -254,6 +273,7 @@ class Observed:
     annotations: Mapping[str, str] = field(default_factory=dict)
     pods: tuple[PodView, ...] = ()
     services: tuple[ServiceView, ...] = ()
+    federation: FederationView | None = None  # the active run's sites at its SuperLink, unless insecure
     progress: RunProgress | None = None
     version: VersionView | None = None
     registry_error: str | None = None

@@ -39,6 +39,8 @@ from healthrisk.contracts import (
     ROLE_SUBMIT,
     ROLE_SUPERLINK,
     ROLE_SUPERNODE,
+    SUPERLINK_CONTROL_PORT,
+    SUPERLINK_FLEET_PORT,
     SUPERLINK_PORT,
 )
 from tests.chart.values import pod_specs
@@ -117,7 +119,8 @@ def test_network_policies_select_the_operators_roles(rendered: list[dict[str, An
     superlink = next(
         p for p in policies if p["spec"]["podSelector"].get("matchLabels") == {LABEL_ROLE: ROLE_SUPERLINK}
     )
-    assert [p["port"] for rule in superlink["spec"]["ingress"] for p in rule["ports"]] == [SUPERLINK_PORT]
+    ports = [p["port"] for rule in superlink["spec"]["ingress"] for p in rule["ports"]]
+    assert ports == [SUPERLINK_FLEET_PORT, SUPERLINK_CONTROL_PORT]
 
 
 def test_component_addresses_use_the_contract_ports(rendered: list[dict[str, Any]]) -> None:

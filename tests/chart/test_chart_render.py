@@ -30,9 +30,8 @@ from healthrisk.contracts import (
     ROLE_SUBMIT,
     ROLE_SUPERLINK,
     ROLE_SUPERNODE,
-    SUPERLINK_PORT,
-    TLS_CA_FILE,
-    TLS_CERT_FILE,
+    SUPERLINK_CONTROL_PORT,
+    SUPERLINK_FLEET_PORT,
 )
 from healthrisk_operator.constants import CRD_NAME
 from tests.chart.values import VALUE_SETS, pod_specs, render, with_namespace
@@ -158,7 +157,8 @@ def test_operator_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> Non
             continue
         for rule in doc["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], doc["metadata"]["name"]
-            assert "secrets" not in rule["resources"], "the operator never reads Secrets"
+            if "secrets" in rule["resources"]:  # Flower key material: made, never read back
+                assert set(rule["verbs"]) <= {"create", "delete"}, rule
             assert "namespaces" not in rule["resources"], "kopf runs without namespace scanning"
 
 
@@ -178,7 +178,8 @@ def test_operator_policy_is_the_releases_own_objects_plus_what_values_add(helm: 
 
     env, patchable = policy({})
     assert yaml.safe_load(env["HEALTHRISK_OPERATOR_ALLOWED_TRACKING_URIS"]) == []
-    assert yaml.safe_load(env["HEALTHRISK_OPERATOR_MOUNTABLE_SECRETS"]) == [f"{APP_NAME}-flower-tls"]
+    # The operator's own per-run certificates and site keys are never named in a spec.
+    assert yaml.safe_load(env["HEALTHRISK_OPERATOR_MOUNTABLE_SECRETS"]) == []
     assert yaml.safe_load(env["HEALTHRISK_OPERATOR_INFERENCE_DEPLOYMENTS"]) == [f"{APP_NAME}-inference"]
     assert patchable == [[f"{APP_NAME}-inference"]], "patch only with resourceNames, only the release's"
 
@@ -191,7 +192,7 @@ def test_operator_policy_is_the_releases_own_objects_plus_what_values_add(helm: 
     })  # fmt: skip
     assert yaml.safe_load(env["HEALTHRISK_OPERATOR_ALLOWED_TRACKING_URIS"]) == ["https://mlflow.example.org"]
     secrets = yaml.safe_load(env["HEALTHRISK_OPERATOR_MOUNTABLE_SECRETS"])
-    assert secrets == [f"{APP_NAME}-flower-tls", "site-a-key"]
+    assert secrets == ["site-a-key"]
     assert patchable == [[f"{APP_NAME}-inference", "scoring"]]
 
 
@@ -434,16 +435,18 @@ def test_run_pods_reach_only_their_flows(helm: str, tmp_path: Path) -> None:
     ns = "health-risk-mlops"
     superlink = found[f"{ns}/superlink"]
     assert superlink["podSelector"] == {"matchLabels": {LABEL_ROLE: ROLE_SUPERLINK}}
-    (rule,) = superlink["ingress"]
-    assert rule["from"] == [{"podSelector": {"matchExpressions": [
-        {"key": LABEL_ROLE, "operator": "In", "values": [ROLE_SUPERNODE, ROLE_SUBMIT]}
-    ]}}] and ports([rule]) == [SUPERLINK_PORT]  # fmt: skip
+    # Two doors, both the proxy's: Fleet for SuperNodes only, Control for the submitter only.
+    fleet, control = superlink["ingress"]
+    assert fleet["from"] == [{"podSelector": {"matchLabels": {LABEL_ROLE: ROLE_SUPERNODE}}}]
+    assert ports([fleet]) == [SUPERLINK_FLEET_PORT]
+    assert control["from"] == [{"podSelector": {"matchLabels": {LABEL_ROLE: ROLE_SUBMIT}}}]
+    assert ports([control]) == [SUPERLINK_CONTROL_PORT]
     assert ports(superlink["egress"]) == [MLFLOW_PORT], "its ServerApp logs to MLflow"
     # A site's pods: SuperNodes (and the submitter) reach a SuperLink and nothing else.
     clients = found[f"{ns}/superlink-clients"]
     (egress,) = clients["egress"]
     assert egress["to"] == [{"podSelector": {"matchLabels": {LABEL_ROLE: ROLE_SUPERLINK}}}]
-    assert ports([egress]) == [SUPERLINK_PORT] and not clients.get("ingress")
+    assert ports([egress]) == [SUPERLINK_FLEET_PORT, SUPERLINK_CONTROL_PORT] and not clients.get("ingress")
     assert ports(found[f"{ns}/drift"]["egress"]) == [MLFLOW_PORT]
     mlflow_peers = str(found[f"{ns}/mlflow"]["ingress"])
     assert ROLE_SUPERNODE not in mlflow_peers and ROLE_SUBMIT not in mlflow_peers, (
@@ -498,24 +501,6 @@ def test_an_external_mlflow_needs_rules_that_reach_it(helm: str, tmp_path: Path)
     found = policies(render(helm, {**external, "networkPolicy": {"externalMlflow": [rule]}}, tmp_path))
     for name in ("superlink", "drift", "inference", "test"):
         assert rule in found[f"health-risk-mlops/{name}"]["egress"], name
-
-
-def test_flower_tls_secret_covers_run_services(helm: str, tmp_path: Path) -> None:
-    from cryptography import x509
-
-    docs = render(helm, {}, tmp_path)
-    secret = next(
-        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "health-risk-flower-tls"
-    )
-    import base64
-
-    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"][TLS_CERT_FILE]))
-    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.DNSName
-    )
-    assert "*.health-risk-mlops.svc" in names
-    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"][TLS_CA_FILE]))
-    assert cert.issuer == ca.subject
 
 
 def test_grafana_dashboard_queries_the_service_metrics(helm: str, tmp_path: Path) -> None:

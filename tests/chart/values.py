@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,18 @@ import yaml
 from healthrisk.contracts import APP_NAME, MLFLOW_PORT
 from tests.kit.commands import run
 from tests.kit.tools import CHART
+
+
+class _Loader(yaml.SafeLoader):
+    """Reads numbers as Helm's (YAML 1.2) output means them: `1e-06`, which Helm's toYaml
+    writes for 0.000001, is a float there and to the API server, a string to YAML 1.1."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 # Value sets every check runs over: the defaults and the shapes a real install takes.
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -39,7 +52,6 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "minimal": {
         "mlflow": {"enabled": False, "externalTrackingUri": f"http://mlflow.shared.svc:{MLFLOW_PORT}"},
         "networkPolicy": {"enabled": False},
-        "flower": {"tls": {"enabled": False}},
         "metrics": {"grafanaDashboard": {"enabled": False}},
         "operator": {"serviceAccount": {"create": False, "name": "default"}},
         "modelSigning": {"required": False},
@@ -71,7 +83,7 @@ def render(
     out = run(
         [helm, "template", release, str(CHART), "-n", namespace, "--include-crds", "-f", str(values_file)]
     )
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    return [doc for doc in yaml.load_all(out.stdout, Loader=_Loader) if doc]
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:

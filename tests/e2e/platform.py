@@ -90,10 +90,6 @@ class Platform:
         return MLflowRest(url, f"{self.mlflow}:{MLFLOW_PORT}", self.mlflow_credentials())
 
     @property
-    def tls_secret(self) -> str:
-        return f"{RELEASE}-flower-tls"
-
-    @property
     def api_headers(self) -> dict[str, str]:
         """The API key the chart generated (on by default), as a client sends it."""
         secret = self.kube.get("secret", f"{RELEASE}-inference-api-key")
@@ -249,7 +245,6 @@ def training(
             "promotion": promotion,
             "retraining": retraining or {},
             "runPolicy": {"backoffLimit": 1, "activeDeadlineSeconds": 900, "startDeadlineSeconds": 300},
-            "security": {"tlsSecretName": platform.tls_secret},
         },
     }
 

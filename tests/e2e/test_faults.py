@@ -226,8 +226,11 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("drift threshold", {"retraining": {"drift": {"threshold": 1.5}}}, "spec.retraining.drift.threshold"),
     ("drift interval", {"retraining": {"drift": {"interval": "soon"}}}, "spec.retraining.drift.interval"),
     ("clean policy", {"runPolicy": {"cleanPodPolicy": "Sometimes"}}, 'Unsupported value: "Sometimes"'),
-    ("auth without TLS", {"security": {"supernodeAuth": True}},
-     "security.supernodeAuth needs security.tlsSecretName"),
+    ("insecure with a certificate", {"security": {"insecure": True, "tlsSecretName": "x"}},
+     "security.tlsSecretName and security.insecure exclude each other"),
+    ("DP with SecAgg+",
+     {"privacy": {"secureAggregation": True, "differentialPrivacy": {"noiseMultiplier": 1}}},
+     "cannot be combined"),
 ]  # fmt: skip
 
 

@@ -47,7 +47,8 @@ from healthrisk.contracts import (
     ROLE_SUBMIT,
     ROLE_SUPERLINK,
     ROLE_SUPERNODE,
-    SUPERLINK_PORT,
+    SUPERLINK_CONTROL_PORT,
+    SUPERLINK_FLEET_PORT,
     TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTION,
     TAG_PROMOTION_REASON,
@@ -208,12 +209,14 @@ with ThreadPoolExecutor(len(sys.argv) - 1) as pool:
 """
 
 
-def probe_pod(image: str, name: str, labels: dict[str, str], listen: int | None) -> dict[str, Any]:
+def probe_pod(image: str, name: str, labels: dict[str, str], listen: tuple[int, ...]) -> dict[str, Any]:
     """A restricted pod with `labels` (a run pod's role, or none), listening on `listen`."""
     command = (
-        f"import http.server as h; h.test(h.SimpleHTTPRequestHandler, port={listen})"
-        if listen
-        else ("import time; time.sleep(3600)")
+        "import socketserver as s, threading as t, time\n"
+        f"for port in {listen!r}:\n"
+        "    server = s.TCPServer(('', port), s.BaseRequestHandler)\n"
+        "    t.Thread(target=server.serve_forever, daemon=True).start()\n"
+        "time.sleep(3600)"
     )
     return {
         "apiVersion": "v1", "kind": "Pod",
@@ -239,12 +242,12 @@ def test_network_policies_let_through_the_platforms_flows_and_nothing_else(story
     from the chart's own pods show that every other flow is refused."""
     kube = story.kube
     probes = {
-        "np-superlink": ({LABEL_ROLE: ROLE_SUPERLINK}, SUPERLINK_PORT),
-        "np-supernode": ({LABEL_ROLE: ROLE_SUPERNODE}, None),
-        "np-submit": ({LABEL_ROLE: ROLE_SUBMIT}, None),
-        "np-drift": ({LABEL_ROLE: ROLE_DRIFT}, None),
-        "np-stranger": ({}, None),
-        "np-api-caller": ({LABEL_INFERENCE_CLIENT: "true"}, None),
+        "np-superlink": ({LABEL_ROLE: ROLE_SUPERLINK}, (SUPERLINK_FLEET_PORT, SUPERLINK_CONTROL_PORT)),
+        "np-supernode": ({LABEL_ROLE: ROLE_SUPERNODE}, ()),
+        "np-submit": ({LABEL_ROLE: ROLE_SUBMIT}, ()),
+        "np-drift": ({LABEL_ROLE: ROLE_DRIFT}, ()),
+        "np-stranger": ({}, ()),
+        "np-api-caller": ({LABEL_INFERENCE_CLIENT: "true"}, ()),
     }
     for name, (labels, listen) in probes.items():
         kube.apply(probe_pod(story.images["flower"], name, labels, listen))
@@ -261,7 +264,9 @@ def test_network_policies_let_through_the_platforms_flows_and_nothing_else(story
         inference_ip = chart_pods["inference"]["status"]["podIP"]
         targets = {
             "mlflow": f"{mlflow_ip}:{MLFLOW_PORT}",
-            "superlink": f"{ip('np-superlink')}:{SUPERLINK_PORT}",
+            # The two doors of a SuperLink pod (its proxy's): Fleet and Control.
+            "fleet": f"{ip('np-superlink')}:{SUPERLINK_FLEET_PORT}",
+            "control": f"{ip('np-superlink')}:{SUPERLINK_CONTROL_PORT}",
             "api": f"{inference_ip}:{INFERENCE_PORT}",
             "api metrics": f"{inference_ip}:{INFERENCE_METRICS_PORT}",
             "operator metrics": f"{chart_pods['operator']['status']['podIP']}:{OPERATOR_METRICS_PORT}",
@@ -271,10 +276,10 @@ def test_network_policies_let_through_the_platforms_flows_and_nothing_else(story
         # Each source: what it may reach. A pod's own addresses are left out (loopback
         # inside the pod, never seen by a policy); the rest of `targets` must be refused.
         allowed: dict[str, tuple[set[str], set[str]]] = {
-            "np-supernode": ({"superlink", "dns"}, set()),  # a site: its SuperLink, nothing else
-            "np-submit": ({"superlink", "dns"}, set()),
+            "np-supernode": ({"fleet", "dns"}, set()),  # a site: its SuperLink's Fleet, nothing else
+            "np-submit": ({"control", "dns"}, set()),  # the submitter: Control only
             "np-drift": ({"mlflow", "dns"}, set()),
-            "np-superlink": ({"mlflow", "dns"}, {"superlink"}),  # MLflow for its ServerApp
+            "np-superlink": ({"mlflow", "dns"}, {"fleet", "control"}),  # MLflow for its ServerApp
             "np-stranger": ({"dns"}, set()),  # no role: neither MLflow, a SuperLink nor the API
             "np-api-caller": ({"api", "dns"}, set()),
             chart_pods["operator"]["metadata"]["name"]: (

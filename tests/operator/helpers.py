@@ -62,7 +62,18 @@ FULL_SPEC: dict[str, Any] = {
         "ttlSecondsAfterFinished": 60,
         "cleanPodPolicy": "All",
     },
-    "security": {"tlsSecretName": "flower-tls", "supernodeAuth": True},
+    "security": {"tlsSecretName": "flower-tls", "insecure": False},
+    "privacy": {
+        "minRows": 50,
+        "perSiteMetrics": True,
+        "secureAggregation": False,
+        "differentialPrivacy": {
+            "noiseMultiplier": 1.5,
+            "clippingNorm": 0.5,
+            "delta": 1e-6,
+            "clipping": "client",
+        },
+    },
     "suspend": True,
 }
 

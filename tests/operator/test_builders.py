@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import re
@@ -31,15 +32,24 @@ from healthrisk.contracts import (
     LABEL_TRAINING,
     MANAGER,
     MLFLOW_PORT,
+    PORT_NAME_CONTROL,
+    PORT_NAME_FLEET,
     REGISTERED_MODEL,
     ROLE_INVENTORY,
     SECRET_KEY_PASSWORD,
     SECRET_KEY_USERNAME,
+    SITE_PRIVATE_KEY_FILE,
+    SITE_PUBLIC_KEY_FILE,
+    SUPERLINK_CONTROL_PORT,
+    SUPERLINK_FLEET_PORT,
     SUPERLINK_PORT,
     SUPERNODE_FIRST_PORT,
     TLS_CA_FILE,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
 )
 from healthrisk.data.window import DateWindow
+from healthrisk.federated.pki import control_client_certificate, server_certificate, site_key_pair
 from healthrisk.federated.run_config import RunConfig
 from healthrisk_operator import builders
 from healthrisk_operator.builders import Training
@@ -67,7 +77,20 @@ BASE_ENV = [
 ]
 
 
-def test_superlink_pod_insecure() -> None:
+SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
+
+
+def _secret_volume(name: str, secret: str, keys: list[str]) -> dict[str, object]:
+    return {"name": name, "secret": {"secretName": secret, "items": [{"key": k, "path": k} for k in keys]}}
+
+
+def test_superlink_pod_listens_on_loopback_behind_its_proxy() -> None:
     spec = parse_spec(MINIMAL_SPEC)
     assert builders.superlink_pod(TRAINING, spec, 3, CONFIG) == {
         "apiVersion": "v1",
@@ -105,32 +128,124 @@ def test_superlink_pod_insecure() -> None:
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["flower-superlink"],
                     "args": [
-                        "--host", "0.0.0.0", "--port", str(SUPERLINK_PORT), "--isolation", "subprocess",
+                        "--host", "127.0.0.1", "--port", str(SUPERLINK_PORT), "--isolation", "subprocess",
                         "--disable-runtime-dependency-installation",
-                        "--health-server-address", "0.0.0.0:8081", "--insecure",
+                        "--health-server-address", "0.0.0.0:8081",
+                        "--ssl-ca-certfile", "/certs/ca.crt", "--ssl-certfile", "/certs/tls.crt",
+                        "--ssl-keyfile", "/certs/tls.key", "--enable-supernode-auth",
                     ],
                     "env": [*BASE_ENV, {"name": ENV_TRACKING_URI, "value": f"http://health-risk-mlflow:{MLFLOW_PORT}"}],
-                    "ports": [{"name": "flower", "containerPort": SUPERLINK_PORT}],
                     "readinessProbe": {"grpc": {"port": 8081}, "periodSeconds": 5, "failureThreshold": 3},
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "runAsNonRoot": True,
-                        "capabilities": {"drop": ["ALL"]},
+                    "securityContext": SECURITY,
+                    "resources": RESOURCES,
+                    "volumeMounts": [
+                        {"name": "tmp", "mountPath": "/tmp"},
+                        {"name": "tls", "mountPath": "/certs", "readOnly": True},
+                    ],
+                },
+                {
+                    "name": "proxy",
+                    "image": "health-risk/flower:dev",
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["healthrisk"],
+                    "args": [
+                        "federation", "proxy", "--work-dir", "/tmp/proxy",
+                        "--tls-dir", "/certs", "--control-ca", "/control/control-ca.crt",
+                    ],
+                    "env": BASE_ENV,
+                    "ports": [
+                        {"name": PORT_NAME_FLEET, "containerPort": SUPERLINK_FLEET_PORT},
+                        {"name": PORT_NAME_CONTROL, "containerPort": SUPERLINK_CONTROL_PORT},
+                    ],
+                    "readinessProbe": {
+                        "tcpSocket": {"port": PORT_NAME_FLEET}, "periodSeconds": 5, "failureThreshold": 3
                     },
-                    "resources": {
-                        "requests": {"cpu": "100m", "memory": "256Mi"},
-                        "limits": {"memory": "2Gi"},
+                    "securityContext": SECURITY,
+                    "resources": RESOURCES,
+                    "volumeMounts": [
+                        {"name": "tmp", "mountPath": "/tmp"},
+                        {"name": "tls", "mountPath": "/certs", "readOnly": True},
+                        {"name": "control", "mountPath": "/control", "readOnly": True},
+                    ],
+                },
+                {
+                    "name": "registrar",
+                    "image": "health-risk/flower:dev",
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["healthrisk"],
+                    "args": [
+                        "federation", "registrar", "--keys-dir", "/site-keys",
+                        "--root-certificates", "/certs/ca.crt", "--work-dir", "/tmp/registrar",
+                        "--site", "hospital_01", "--site", "hospital_02",
+                    ],
+                    "env": BASE_ENV,
+                    "readinessProbe": {
+                        "exec": {"command": ["test", "-f", "/tmp/registrar/ready"]},
+                        "periodSeconds": 2,
+                        "failureThreshold": 1,
                     },
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                }
+                    "securityContext": SECURITY,
+                    "resources": RESOURCES,
+                    "volumeMounts": [
+                        {"name": "tmp", "mountPath": "/tmp"},
+                        {"name": "tls", "mountPath": "/certs", "readOnly": True},
+                        {"name": "site-keys", "mountPath": "/site-keys", "readOnly": True},
+                    ],
+                },
             ],
-            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "volumes": [
+                {"name": "tmp", "emptyDir": {}},
+                _secret_volume("tls", "diabetes-r3-flower", [TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE]),
+                _secret_volume("control", "diabetes-r3-flower", ["control-ca.crt"]),
+                # every site's public key by reference: the operator never reads a key Secret
+                {
+                    "name": "site-keys",
+                    "projected": {
+                        "sources": [
+                            {
+                                "secret": {
+                                    "name": f"diabetes-hospital-0{i}-supernode-key",
+                                    "items": [{"key": SITE_PUBLIC_KEY_FILE, "path": f"hospital_0{i}"}],
+                                    "optional": True,
+                                }
+                            }
+                            for i in (1, 2)
+                        ]
+                    },
+                },
+            ],
         },
     }  # fmt: skip
 
 
-def test_superlink_service_selects_only_its_runs_superlink() -> None:
+def test_superlink_pod_that_captures_its_messages_prepares_its_database_first() -> None:
+    spec = parse_spec(MINIMAL_SPEC)
+    pod = builders.superlink_pod(TRAINING, spec, 1, CONFIG, capture=True)
+    superlink = pod["spec"]["containers"][0]
+    assert superlink["args"][-2:] == ["--database", "/var/lib/flower/superlink.db"]
+    (init,) = pod["spec"]["initContainers"]
+    assert init["args"] == ["federation", "capture-init", "/var/lib/flower/superlink.db"]
+    assert {"name": "state", "mountPath": "/var/lib/flower"} in init["volumeMounts"]
+    assert {"name": "state", "emptyDir": {}} in pod["spec"]["volumes"]
+    assert "initContainers" not in builders.superlink_pod(TRAINING, spec, 1, CONFIG)["spec"]
+
+
+def test_insecure_only_when_asked_for_by_name() -> None:
+    spec = parse_spec({**MINIMAL_SPEC, "security": {"insecure": True}})
+    link = builders.superlink_pod(TRAINING, spec, 1, CONFIG)
+    superlink, proxy = link["spec"]["containers"]
+    assert superlink["args"][-1] == "--insecure" and "--enable-supernode-auth" not in superlink["args"]
+    assert proxy["args"] == ["federation", "proxy", "--work-dir", "/tmp/proxy", "--insecure"]
+    assert [v["name"] for v in link["spec"]["volumes"]] == ["tmp"]
+    assert [c["name"] for c in link["spec"]["containers"]] == ["superlink", "proxy"]  # no registrar
+    node = builders.supernode_pod(TRAINING, spec, 1, spec.sites[0], CONFIG)
+    assert "--insecure" in node["spec"]["containers"][0]["args"]
+    assert "--auth-supernode-private-key" not in node["spec"]["containers"][0]["args"]
+    submit = builders.submit_pod(TRAINING, spec, 1, 0, "create", DATA, CONFIG, active_deadline_seconds=60)
+    assert submit["spec"]["containers"][0]["args"][4] == "--insecure"
+
+
+def test_superlink_service_exposes_fleet_and_control_only() -> None:
     service = builders.superlink_service(TRAINING, 3)
     assert service["metadata"]["name"] == "diabetes-r3-superlink"
     assert service["metadata"]["ownerReferences"] == OWNER
@@ -141,11 +256,24 @@ def test_superlink_service_selects_only_its_runs_superlink() -> None:
             LABEL_RUN: "3",
             LABEL_ROLE: "superlink",
         },
-        "ports": [{"name": "flower", "port": SUPERLINK_PORT, "targetPort": "flower", "protocol": "TCP"}],
+        "ports": [
+            {
+                "name": PORT_NAME_FLEET,
+                "port": SUPERLINK_FLEET_PORT,
+                "targetPort": PORT_NAME_FLEET,
+                "protocol": "TCP",
+            },
+            {
+                "name": PORT_NAME_CONTROL,
+                "port": SUPERLINK_CONTROL_PORT,
+                "targetPort": PORT_NAME_CONTROL,
+                "protocol": "TCP",
+            },
+        ],
     }
 
 
-def test_supernode_mounts_its_site_volume_read_only() -> None:
+def test_supernode_reaches_fleet_with_the_runs_ca_and_its_sites_key() -> None:
     spec = parse_spec(MINIMAL_SPEC)
     pod = builders.supernode_pod(TRAINING, spec, 1, spec.sites[0], CONFIG)
     assert pod["metadata"]["name"] == "diabetes-r1-supernode-hospital-01"
@@ -153,49 +281,81 @@ def test_supernode_mounts_its_site_volume_read_only() -> None:
     container = pod["spec"]["containers"][0]
     assert container["command"] == ["healthrisk-supernode"]
     assert container["args"] == [
-        "--superlink", f"diabetes-r1-superlink.health-risk-mlops.svc:{SUPERLINK_PORT}", "--insecure",
+        "--superlink", f"diabetes-r1-superlink.health-risk-mlops.svc:{SUPERLINK_FLEET_PORT}",
+        "--root-certificates", "/certs/ca.crt",
         "--port", str(SUPERNODE_FIRST_PORT),
         "--node-config", 'site="hospital_01" data-root="/data"',
         "--health-server-address", "0.0.0.0:8081",
+        "--auth-supernode-private-key", "/auth/private-key",
     ]  # fmt: skip
     assert container["volumeMounts"] == [
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "data", "mountPath": "/data", "readOnly": True},
+        {"name": "tls", "mountPath": "/certs", "readOnly": True},
+        {"name": "auth", "mountPath": "/auth", "readOnly": True},
     ]
-    assert pod["spec"]["volumes"][1] == {
-        "name": "data",
-        "persistentVolumeClaim": {"claimName": "hospital-01-data", "readOnly": True},
-    }
+    assert pod["spec"]["volumes"][1:] == [
+        {"name": "data", "persistentVolumeClaim": {"claimName": "hospital-01-data", "readOnly": True}},
+        _secret_volume("tls", "diabetes-r1-flower", [TLS_CA_FILE]),  # the CA only
+        _secret_volume("auth", "diabetes-hospital-01-supernode-key", [SITE_PRIVATE_KEY_FILE]),
+    ]
     assert {"name": "FLWR_TELEMETRY_ENABLED", "value": "0"} in container["env"]
     assert "nodeSelector" not in pod["spec"]
 
 
-def test_tls_auth_subpath_and_node_selector_hooks() -> None:
+def test_brought_tls_and_site_keys_subpath_and_node_selector_hooks() -> None:
     spec = parse_spec(FULL_SPEC)
     config = OperatorConfig(pod_node_selector={"pool": "fl"})
     link = builders.superlink_pod(TRAINING, spec, 1, config)
-    args = link["spec"]["containers"][0]["args"]
-    assert "--insecure" not in args
-    assert args[-7:] == [
-        "--ssl-certfile", "/certs/tls.crt", "--ssl-keyfile", "/certs/tls.key",
-        "--ssl-ca-certfile", "/certs/ca.crt", "--enable-supernode-auth",
-    ]  # fmt: skip
-    assert {"name": "tls", "secret": {"secretName": "flower-tls"}} in link["spec"]["volumes"]
+    assert (
+        _secret_volume("tls", "flower-tls", [TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE])
+        in link["spec"]["volumes"]
+    )
+    # the Control CA is the run's own, whoever brings the SuperLink's certificate
+    assert _secret_volume("control", "diabetes-r1-flower", ["control-ca.crt"]) in link["spec"]["volumes"]
     node = builders.supernode_pod(TRAINING, spec, 1, spec.sites[0], config)
-    node_args = node["spec"]["containers"][0]["args"]
-    assert node_args[2:4] == ["--root-certificates", "/certs/ca.crt"]
-    assert node_args[-2:] == ["--auth-supernode-private-key", "/auth/private-key"]
+    assert _secret_volume("auth", "h1-auth", [SITE_PRIVATE_KEY_FILE]) in node["spec"]["volumes"]
+    assert _secret_volume("tls", "flower-tls", [TLS_CA_FILE]) in node["spec"]["volumes"]
     assert {"name": "data", "mountPath": "/srv/data", "readOnly": True, "subPath": "h1"} in node["spec"][
         "containers"
     ][0]["volumeMounts"]
-    assert {
-        "name": "tls",
-        "secret": {"secretName": "flower-tls", "items": [{"key": TLS_CA_FILE, "path": TLS_CA_FILE}]},
-    } in (node["spec"]["volumes"])
     assert node["spec"]["nodeSelector"] == {"pool": "fl", "site": "h1"}
 
 
 DATA = builders.RunData(DateWindow.parse("2024-01-01..2024-01-14"), "f1ngerpr1nt")
+
+
+def test_run_secret_holds_the_runs_material() -> None:
+    server, control = (
+        server_certificate(["diabetes-r2-superlink.health-risk-mlops.svc"]),
+        control_client_certificate(),
+    )
+    secret = builders.run_secret(TRAINING, 2, control, server)
+    assert secret["metadata"]["name"] == "diabetes-r2-flower"
+    assert secret["metadata"]["labels"][LABEL_RUN] == "2"
+    assert secret["metadata"]["ownerReferences"] == OWNER
+    data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    assert data == {
+        TLS_CA_FILE: server.ca_pem,
+        TLS_CERT_FILE: server.cert_pem,
+        TLS_KEY_FILE: server.key_pem,
+        "control-ca.crt": control.ca_pem,
+        "control.crt": control.cert_pem,
+        "control.key": control.key_pem,
+    }
+    brought = builders.run_secret(TRAINING, 2, control, None)
+    assert sorted(brought["data"]) == ["control-ca.crt", "control.crt", "control.key"]
+
+
+def test_generated_site_key_secret() -> None:
+    spec = parse_spec(MINIMAL_SPEC)
+    pair = site_key_pair()
+    secret = builders.site_key_secret(TRAINING, spec.sites[1], pair)
+    assert secret["metadata"]["name"] == "diabetes-hospital-02-supernode-key"
+    assert LABEL_RUN not in secret["metadata"]["labels"]  # it outlives runs
+    assert secret["metadata"]["labels"][LABEL_SITE] == "hospital_02"
+    assert base64.b64decode(secret["data"][SITE_PUBLIC_KEY_FILE]) == pair.public_openssh
+    assert base64.b64decode(secret["data"][SITE_PRIVATE_KEY_FILE]) == pair.private_openssh
 
 
 def test_submit_pod_carries_the_run_config_contract() -> None:
@@ -208,15 +368,24 @@ def test_submit_pod_carries_the_run_config_contract() -> None:
     container = pod["spec"]["containers"][0]
     assert container["command"] == ["healthrisk"]
     args = container["args"]
-    assert args[:5] == [
+    assert args[:10] == [
         "train",
         "submit",
         "--superlink",
-        f"diabetes-r2-superlink.health-risk-mlops.svc:{SUPERLINK_PORT}",
-        "--insecure",
+        f"diabetes-r2-superlink.health-risk-mlops.svc:{SUPERLINK_CONTROL_PORT}",
+        "--root-certificates",
+        "/certs/ca.crt",
+        "--client-certificate",
+        "/control/control.crt",
+        "--client-key",
+        "/control/control.key",
     ]
-    assert args[5] == "--run-config-json"
-    assert json.loads(args[6]) == {
+    assert pod["spec"]["volumes"][1:] == [
+        _secret_volume("tls", "diabetes-r2-flower", [TLS_CA_FILE]),
+        _secret_volume("control", "diabetes-r2-flower", ["control.crt", "control.key"]),
+    ]
+    assert args[10] == "--run-config-json"
+    assert json.loads(args[11]) == {
         "num-server-rounds": 5,
         "local-epochs": 2,
         "proximal-mu": 0.0,
@@ -231,10 +400,22 @@ def test_submit_pod_carries_the_run_config_contract() -> None:
         "run-number": 2,
         "trigger": "drift",
         "data-fingerprint": "f1ngerpr1nt",
+        "min-rows": 100,
+        "per-site-metrics": False,
+        "secure-aggregation": False,
     }
     # the Flower App accepts every key the operator sends
-    assert RunConfig.from_flower(json.loads(args[6])).data_fingerprint == "f1ngerpr1nt"
+    assert RunConfig.from_flower(json.loads(args[11])).data_fingerprint == "f1ngerpr1nt"
     assert {"name": ENV_TRACKING_URI, "value": f"http://health-risk-mlflow:{MLFLOW_PORT}"} in container["env"]
+    full = builders.run_config(TRAINING, parse_spec(FULL_SPEC), 1, "create", DATA, CONFIG)
+    assert {k: full[k] for k in full if k.startswith("dp-")} == {
+        "dp-noise-multiplier": 1.5,
+        "dp-clipping-norm": 0.5,
+        "dp-delta": 1e-6,
+        "dp-clipping": "client",
+    }
+    # what the operator sends, the Flower App accepts
+    RunConfig.from_flower(full)
 
 
 def test_pod_tracking_uri_and_spec_override() -> None:

@@ -20,6 +20,7 @@ Every test below states which pods it fakes.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import time
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from kubernetes import client as k8s_client
 
 from healthrisk.contracts import (
@@ -50,15 +52,18 @@ from healthrisk.contracts import (
     PROMOTION_REJECTED,
     PROMOTION_ROLLED_BACK,
     ROLE_SUPERLINK,
+    SITE_PUBLIC_KEY_FILE,
     TAG_CHAMPION_VAL_AUC,
     TAG_CHAMPION_VERSION,
     TAG_PROMOTION,
     TAG_RUN_NUMBER,
     TAG_TRAINING,
     TAG_VAL_AUC,
+    TLS_CERT_FILE,
     TRAINING_EXPERIMENT,
     TRIGGER_SPEC_CHANGE,
 )
+from healthrisk.federated.pki import pem_public_key
 from healthrisk_operator import builders
 from healthrisk_operator.spec import parse_spec
 from tests.kit.names import RunPods, drift_pods, run_pods
@@ -79,6 +84,12 @@ def spec(**changes: Any) -> dict[str, Any]:
             {"name": "hospital_02", "data": {"persistentVolumeClaim": "hospital-02-data"}},
         ],
         "dataWindow": {"from": "2024-01-01", "to": "2024-01-10"},
+        # The pods are faked: no SuperLink runs to register the sites' keys with, so
+        # SuperNodes would wait for registration forever. The secure default (TLS, keys
+        # registered before SuperNodes start) is tested up to that point in
+        # test_operator_runs_in_cluster_with_a_least_privilege_service_account, and end to
+        # end with real pods in tests/e2e.
+        "security": {"insecure": True},
     }
     base.update(changes)
     return base
@@ -259,7 +270,16 @@ def deployment_ready(kube: KubeAPI, namespace: str, name: str) -> bool:
             {"sites": [{"name": "Hospital 1", "data": {"persistentVolumeClaim": "x"}}]},
             "sites[0].name",
         ),
-        ("bad-auth", {"security": {"supernodeAuth": True}}, "supernodeAuth needs security.tlsSecretName"),
+        (
+            "bad-security",
+            {"security": {"insecure": True, "tlsSecretName": "x"}},
+            "security.tlsSecretName and security.insecure exclude each other",
+        ),
+        (
+            "bad-privacy",
+            {"privacy": {"secureAggregation": True, "perSiteMetrics": True}},
+            "privacy.perSiteMetrics needs the per-site values",
+        ),
         ("no-sites", {"sites": []}, "spec.sites"),
         (
             "both-windows",
@@ -759,6 +779,7 @@ OPERATOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
@@ -862,17 +883,40 @@ def test_operator_runs_in_cluster_with_a_least_privilege_service_account(
     kubelet, JSON logs."""
     start_operator_pod(kube, namespace, OPERATOR_RULES)
     try:
-        kube.create_training(namespace, "incluster", spec())
-        wait_pods(
-            kube,
-            namespace,
-            "incluster",
-            {pods_of("incluster").superlink, pods_of("incluster").supernodes["hospital_01"]},
+        # The default: TLS and SuperNode authentication (its material made under the Role).
+        kube.create_training(namespace, "incluster", spec(security={}))
+        wait_pods(kube, namespace, "incluster", {pods_of("incluster").superlink})
+        secrets = wait_for(
+            "the run's and the sites' key material",
+            lambda: (
+                (
+                    found := {
+                        s.metadata.name: s
+                        for s in kube.core.list_namespaced_secret(namespace).items
+                        if s.metadata.name.startswith("incluster-")
+                    }
+                )
+                and len(found) == 3
+                and found
+            ),
         )
+        assert sorted(secrets) == [
+            "incluster-hospital-01-supernode-key",
+            "incluster-hospital-02-supernode-key",
+            "incluster-r1-flower",
+        ]
+        run_material = {k: base64.b64decode(v) for k, v in secrets["incluster-r1-flower"].data.items()}
+        cert = x509.load_pem_x509_certificate(run_material[TLS_CERT_FILE])
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert f"incluster-r1-superlink.{namespace}.svc" in names.get_values_for_type(x509.DNSName)
+        public = base64.b64decode(secrets["incluster-hospital-01-supernode-key"].data[SITE_PUBLIC_KEY_FILE])
+        assert pem_public_key(public).startswith(b"-----BEGIN PUBLIC KEY-----")
         status = wait_status(
             kube, namespace, "incluster", "status written", lambda s: s.get("sitesReady") == "0/2"
         )
         assert status["phase"] == "Pending" and status["run"] == 1
+        # The faked SuperLink never answers: no key is registered, so no SuperNode starts.
+        assert not [p for p in kube.pods(namespace, "incluster") if "supernode" in p]
         assert "RunStarted" in kube.event_reasons(namespace, "incluster")
         log = kube.core.read_namespaced_pod_log("operator", namespace)
         records = [json.loads(line) for line in str(log).splitlines() if line.startswith("{")]

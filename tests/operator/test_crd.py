@@ -83,7 +83,14 @@ def _typed_value(typed: Any, path: str) -> Any:
 def test_every_crd_default_reaches_the_typed_spec_and_none_is_written_twice() -> None:
     defaults = _defaults(crd.spec_schema())
     assert "strategy.localEpochs" in defaults and "retraining.drift.interval" in defaults
-    typed = parse_spec({**MINIMAL_SPEC, "retraining": {"drift": {}, "performance": {}}})
+    # Optional objects present, so that their own defaults apply.
+    typed = parse_spec(
+        {
+            **MINIMAL_SPEC,
+            "retraining": {"drift": {}, "performance": {}},
+            "privacy": {"differentialPrivacy": {"noiseMultiplier": 1.0}},
+        }
+    )
     assert {path: _typed_value(typed, path) for path in defaults} == defaults
     for model in (getattr(spec, n) for n in dir(spec)):
         if dataclasses.is_dataclass(model) and model.__module__ == spec.__name__:
@@ -104,6 +111,13 @@ def test_crd_defaults_are_the_platforms_defaults() -> None:
     assert defaults["model.registeredName"] == REGISTERED_MODEL == app.registered_model
     assert defaults["promotion.alias"] == CHAMPION_ALIAS
     assert defaults["retraining.drift.threshold"] == DEFAULT_DRIFT_THRESHOLD
+    assert defaults["privacy.minRows"] == app.min_rows
+    assert defaults["privacy.perSiteMetrics"] == app.per_site_metrics
+    assert defaults["privacy.secureAggregation"] == app.secure_aggregation
+    assert defaults["privacy.differentialPrivacy.clippingNorm"] == app.dp_clipping_norm
+    assert defaults["privacy.differentialPrivacy.delta"] == app.dp_delta
+    assert defaults["privacy.differentialPrivacy.clipping"] == app.dp_clipping
+    assert defaults["security.insecure"] is False
 
 
 def test_every_crd_field_is_read_by_the_operator() -> None:
@@ -123,6 +137,7 @@ def test_every_crd_field_is_read_by_the_operator() -> None:
         "retraining",
         "run_policy",
         "security",
+        "privacy",
         "suspend",
     ):
         assert getattr(full, name) != getattr(minimal, name), name

@@ -43,7 +43,9 @@ def test_runs_skips_promotions_and_drift_are_counted_once() -> None:
     assert value(metrics, METRIC_CURRENT_RUN) == 2
     assert value(metrics, METRIC_DRIFT_SCORE, site="hospital_01") == 0.91
     assert value(metrics, METRIC_LIVE_AUC, site="hospital_02") == 0.84
-    world.make_ready()
+    world.make_ready()  # the SuperLink: its registrar registered the keys
+    step(world, metrics)
+    world.make_ready()  # the SuperNodes it let start
     step(world, metrics)
     world.version = None  # run 2 has registered nothing yet
     world.set_pod("ft-r2-submit-0", phase="Succeeded")

@@ -20,6 +20,7 @@ from healthrisk.contracts import (
     REGISTERED_MODEL,
     TRIGGER_SPEC_CHANGE,
 )
+from healthrisk_operator.decision.plan import RunSecretRequest, SiteKeyRequest
 from healthrisk_operator.views import DeploymentView, PodView, RunProgress, VersionView
 
 from .helpers import MINIMAL_SPEC, load_crd, schema_paths, value_paths, version_schema
@@ -30,9 +31,8 @@ NODES = ("ft-r1-supernode-hospital-01", "ft-r1-supernode-hospital-02")
 
 
 def start_training(world: World) -> None:
-    """create → pods ready → submit running."""
-    world.step()
-    world.make_ready()
+    """create → SuperLink ready → keys registered → SuperNodes ready → submit running."""
+    world.bring_up()
     world.step()
     world.set_pod("ft-r1-submit-0", phase="Running", ready=True)
     world.step()
@@ -53,11 +53,18 @@ def with_spec(**changes: Any) -> dict[str, Any]:
 # ---- creation and the happy path -------------------------------------------------
 
 
-def test_create_starts_run_one_with_all_its_objects() -> None:
+def test_create_starts_run_one_with_its_superlink_and_key_material() -> None:
     world = World()
     plan = world.step()
     created = sorted((m["kind"], m["metadata"]["name"]) for m in plan.create)
-    assert created == [("Pod", SUPERLINK), ("Pod", NODES[0]), ("Pod", NODES[1]), ("Service", SUPERLINK)]
+    assert created == [("Pod", SUPERLINK), ("Service", SUPERLINK)]
+    sites = [s for s in plan.generate if isinstance(s, SiteKeyRequest)]
+    assert [s.site.name for s in sites] == ["hospital_01", "hospital_02"]  # they brought no keys
+    (material,) = [r for r in plan.generate if isinstance(r, RunSecretRequest)]
+    assert material.run == 1 and material.server_names == (
+        "ft-r1-superlink.ns.svc",
+        "ft-r1-superlink.ns.svc.cluster.local",
+    )
     assert world.status["run"] == 1 and world.status["active"] is True
     assert world.status["trigger"] == "create"
     assert world.status["phase"] == "Pending"
@@ -66,6 +73,65 @@ def test_create_starts_run_one_with_all_its_objects() -> None:
     assert "RunStarted" in world.reasons()
     assert world.condition("Training")["status"] == "True"
     assert world.condition("Ready")["status"] == "False"
+    assert world.condition("Insecure")["status"] == "False"
+
+
+def test_supernodes_start_once_the_registrar_has_registered_their_keys() -> None:
+    world = World()
+    world.step()
+    world.set_pod(SUPERLINK, phase="Running")  # its registrar at work: not ready yet
+    world.refuse_registration.update({"hospital_01", "hospital_02"})
+    world.step()
+    assert not world.run_pods("supernode")
+    assert world.status["sites"]["hospital_01"] == {"keyRegistered": False, "authenticated": False}
+    world.refuse_registration.clear()
+    world.make_ready(SUPERLINK)
+    plan = world.step()
+    assert sorted(m["metadata"]["name"] for m in plan.create) == sorted(NODES)
+    assert world.status["sites"] == {
+        "hospital_01": {"keyRegistered": True, "authenticated": False, "node": "registered"},
+        "hospital_02": {"keyRegistered": True, "authenticated": False, "node": "registered"},
+    }
+    world.make_ready(*NODES)
+    world.step()
+    assert world.status["sites"]["hospital_01"] == {
+        "keyRegistered": True,
+        "authenticated": True,
+        "node": "online",
+    }
+    # The key material was made once, with the SuperLink's pod; never read back.
+    assert world.secrets == {"ft-r1-flower", "ft-hospital-01-supernode-key", "ft-hospital-02-supernode-key"}
+    assert all(not p.generate for p in world.plans[1:])
+
+
+def test_a_site_whose_key_cannot_be_read_gets_no_supernode() -> None:
+    world = World(with_spec(minSites=1, runPolicy={"startDeadlineSeconds": 60}))
+    world.key_errors["hospital_02"] = "no public key mounted"
+    world.bring_up()
+    assert sorted(p.name for p in world.run_pods("supernode")) == [NODES[0]]
+    assert world.status["sites"]["hospital_02"] == {
+        "keyRegistered": False,
+        "authenticated": False,
+        "keyError": "no public key mounted",
+    }
+    world.step()
+    assert world.status["phase"] == "Training"  # minSites 1: the run goes on without it
+
+
+def test_a_ready_supernode_that_is_not_authenticated_does_not_count() -> None:
+    """Pod readiness is not authentication: a site counts once the SuperLink holds its
+    key and reports its node online."""
+    world = World()
+    world.bring_up()
+    world.refuse_registration.add("hospital_02")  # e.g. its SuperLink restarted and lost it
+    plan = world.step()
+    assert world.pod(NODES[1]).ready
+    assert world.status["sitesReady"] == "1/2"
+    assert world.status["sites"]["hospital_02"] == {"keyRegistered": False, "authenticated": False}
+    assert not [m for m in plan.create if m["metadata"]["name"].startswith("ft-r1-submit")]
+    world.refuse_registration.clear()  # the registrar registered it again
+    world.step()
+    assert world.status["sitesReady"] == "2/2" and world.pod("ft-r1-submit-0")
 
 
 def test_pods_created_before_a_lost_status_write_are_kept() -> None:
@@ -73,8 +139,8 @@ def test_pods_created_before_a_lost_status_write_are_kept() -> None:
     world.step()
     world.status = {}  # the operator died before writing status: the pods exist, status does not
     plan = world.step()
-    assert plan.delete == [] and plan.create == []
-    assert world.status["run"] == 1 and sorted(world.pods) == sorted([SUPERLINK, *NODES])
+    assert plan.delete == [] and plan.create == [] and plan.generate == []
+    assert world.status["run"] == 1 and sorted(world.pods) == [SUPERLINK]
 
 
 def test_same_observation_twice_creates_nothing_new() -> None:
@@ -88,6 +154,9 @@ def test_same_observation_twice_creates_nothing_new() -> None:
 def test_submit_waits_for_superlink_and_min_sites_then_training() -> None:
     world = World(with_spec(minSites=1))
     world.step()
+    world.make_ready(SUPERLINK)
+    world.step()
+    world.set_pod(SUPERLINK, ready=False)  # e.g. its container restarting
     world.make_ready(NODES[0])
     assert not any(m["metadata"]["name"].startswith("ft-r1-submit") for m in world.step().create)
     assert "SuperLink not ready" in world.status["message"]
@@ -151,8 +220,7 @@ def test_a_fixed_window_run_goes_on_where_an_older_crd_pruned_its_resolved_windo
     world.step()
     resolved = world.status["dataWindows"], world.status["dataFingerprint"]
     del world.status["dataWindows"], world.status["dataFingerprint"]
-    world.make_ready()
-    world.step()
+    world.start_pods()
     world.set_pod("ft-r1-submit-0", phase="Running", ready=True)
     world.step()
     assert world.status["phase"] == "Training", world.status.get("message")
@@ -242,7 +310,9 @@ def test_image_pull_backoff_fails_at_start_deadline_with_the_reason() -> None:
 def test_fewer_than_min_sites_waits_then_fails() -> None:
     world = World(with_spec(runPolicy={"startDeadlineSeconds": 60}))
     world.step()
-    world.make_ready(SUPERLINK, NODES[0])
+    world.make_ready(SUPERLINK)
+    world.step()
+    world.make_ready(NODES[0])
     world.set_pod(NODES[1], waiting_reason="Unschedulable", waiting_message="0/1 nodes available")
     world.advance(30)
     world.step()
@@ -277,6 +347,8 @@ def test_clean_pod_policy_and_ttl(policy: str, left_at_end: list[str]) -> None:
     world.advance(601)
     world.step()
     assert world.pods == {} and world.services == {}
+    # the run's key material went with it; the sites' keys stay for the next run
+    assert world.secrets == {"ft-hospital-01-supernode-key", "ft-hospital-02-supernode-key"}
 
 
 def test_history_keeps_the_last_ten_runs() -> None:
@@ -310,7 +382,7 @@ def test_suspend_deletes_run_pods_and_resume_restarts_the_clock() -> None:
     plan = world.step()
     assert "Resumed" in world.reasons(plan)
     assert world.status["run"] == 1 and world.status["phase"] == "Pending"
-    assert len(plan.create) == 4
+    assert sorted(m["kind"] for m in plan.create) == ["Pod", "Service"]  # the SuperLink first, again
     assert world.status["startTime"] == world.now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -400,8 +472,7 @@ def both(days: str) -> dict[str, list[str]]:
 
 def complete_run(world: World, run: int, version: str, promotion: str = "promoted") -> None:
     """A started run's pods become ready, the submit pod succeeds, the version is decided."""
-    world.make_ready()
-    world.step()
+    world.start_pods()
     world.version = None  # the registry has no version of this run yet
     world.set_pod(f"ft-r{run}-submit-0", phase="Succeeded")
     world.step()
@@ -439,8 +510,7 @@ def test_rolling_window_ends_on_the_newest_day_every_site_has() -> None:
     )
     assert expected in next(e.message for e in plan.events if e.reason == "RunStarted")
     assert world.run_pods("inventory") == []
-    world.make_ready()
-    world.step()
+    world.start_pods()
     submit = next(m for p in world.plans for m in p.create if m["metadata"]["name"] == "ft-r1-submit-0")
     run_config = json.loads(submit["spec"]["containers"][0]["args"][-1])
     assert (run_config["data-from"], run_config["data-to"]) == ("2023-12-22", "2024-01-18")
@@ -692,7 +762,7 @@ SITE_KEYS = [
         (with_spec(model={"trackingUri": "http://169.254.169.254/"}), "spec.model.trackingUri"),
         (with_spec(security={"tlsSecretName": "api-key"}), "spec.security.tlsSecretName"),
         (
-            with_spec(sites=SITE_KEYS, security={"tlsSecretName": "flower-tls", "supernodeAuth": True}),
+            with_spec(sites=SITE_KEYS, security={"tlsSecretName": "flower-tls"}),
             "spec.sites[hospital_02].authSecretName",
         ),
         (with_spec(promotion={"inferenceDeployment": "payroll"}), "spec.promotion.inferenceDeployment"),
@@ -715,7 +785,7 @@ def test_what_the_policy_names_and_the_operators_own_tracking_server_are_accepte
     spec = with_spec(
         sites=[*SITE_KEYS[:1], {**SITE_KEYS[1], "authSecretName": "flower-tls"}],
         model={"trackingUri": "https://mlflow.example.org"},  # the trailing slash does not matter
-        security={"tlsSecretName": "flower-tls", "supernodeAuth": True},
+        security={"tlsSecretName": "flower-tls"},
         promotion={"inferenceDeployment": "health-risk-inference"},
     )
     assert World(spec, config=POLICY).step().create
@@ -845,11 +915,11 @@ def test_every_status_field_written_is_in_the_crd_schema() -> None:
         world.step()
         world.step()
         written |= value_paths(
-            world.status, free_maps=frozenset({"drift.sites", "dataWindows", "history[].windows"})
+            world.status, free_maps=frozenset({"drift.sites", "dataWindows", "history[].windows", "sites"})
         )
     world = World(with_spec(retraining={"schedule": "0 * * * *"}))
     start_training(world)
-    written |= value_paths(world.status, free_maps=frozenset({"dataWindows"}))
+    written |= value_paths(world.status, free_maps=frozenset({"dataWindows", "sites"}))
     assert written - allowed == set()
 
 

@@ -151,8 +151,7 @@ def test_timestamps_are_written_in_whole_seconds_utc() -> None:
 def test_a_run_the_old_operator_wrote_keeps_reconciling() -> None:
     """A mid-run status as the dict-based operator left it: the run goes on, not restarts."""
     world = World()
-    world.step()
-    world.make_ready()
+    world.bring_up()
     world.step()
     old_operator_status = dict(world.status)
     old_operator_status["history"] = [{"run": 0, "result": "Superseded", "reason": "before the rename"}]

@@ -122,11 +122,6 @@ capabilities:
 {{- concat (list .Release.Namespace) .Values.operator.watchNamespaces | uniq | toJson -}}
 {{- end }}
 
-{{/* Name of the Secret holding the SuperLink's TLS material. */}}
-{{- define "health-risk.flower.tlsSecretName" -}}
-{{- default (include "health-risk.componentName" (dict "root" . "component" "flower-tls")) .Values.flower.tls.existingSecret }}
-{{- end }}
-
 {{/* Name of the Secret holding the inference API key. */}}
 {{- define "health-risk.inference.apiKeySecretName" -}}
 {{- default (include "health-risk.componentName" (dict "root" . "component" "inference-api-key")) .Values.inference.apiKey.existingSecret }}
@@ -189,6 +184,11 @@ which needs no read access by the creator), no Jobs, no deletes of Deployments.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "create", "patch", "delete"]
+- apiGroups: [""]
+  # Flower key material: each run's certificates and each site's SuperNode key are made
+  # here and mounted by run pods; the operator never reads a Secret back.
+  resources: ["secrets"]
+  verbs: ["create", "delete"]
 - apiGroups: ["apps"]
   # list, watch: the wake-up on a Deployment being rolled (no resourceNames on a watch)
   resources: ["deployments"]
@@ -209,11 +209,7 @@ which needs no read access by the creator), no Jobs, no deletes of Deployments.
 {{- end }}
 
 {{- define "health-risk.operator.mountableSecrets" -}}
-{{- $own := list }}
-{{- if .Values.flower.tls.enabled }}
-{{- $own = append $own (include "health-risk.flower.tlsSecretName" .) }}
-{{- end }}
-{{- concat $own .Values.operator.policy.mountableSecrets | uniq | toJson }}
+{{- .Values.operator.policy.mountableSecrets | uniq | toJson }}
 {{- end }}
 
 {{/* Does MLflow need its own volume (sqlite and/or local artifacts)? */}}

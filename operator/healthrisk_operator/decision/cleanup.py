@@ -8,6 +8,7 @@ Services, so a cleanup missed while the operator was down happens on its next pa
 from __future__ import annotations
 
 from healthrisk.contracts import ROLE_DRIFT, ROLE_INVENTORY, ROLE_SUBMIT, ROLE_SUPERLINK, ROLE_SUPERNODE
+from healthrisk_operator import builders
 from healthrisk_operator.constants import RESULT_SUPERSEDED
 from healthrisk_operator.decision.context import Decision
 from healthrisk_operator.status import HistoryEntry
@@ -37,8 +38,11 @@ def clean_run(d: Decision, run: int, result: str) -> None:
         ):
             d.delete_pod(pod)
     for service in d.observed.services:
-        if service.run == run and (expired or policy.clean_pod_policy != "None"):
+        if service.run == run and (expired or policy.clean_pod_policy != "None") and not service.deleting:
             d.delete_service(service)
+            # The run's key material goes with its Service (its pods keep what they mounted).
+            if not d.spec.security.insecure:
+                d.delete_secret(builders.run_secret_name(d.training.name, run))
 
 
 def clean_finished_runs(d: Decision) -> None:

@@ -77,6 +77,10 @@ class Decision:
         if not service.deleting and ("Service", service.name) not in self.plan.delete:
             self.plan.delete.append(("Service", service.name))
 
+    def delete_secret(self, name: str) -> None:
+        if ("Secret", name) not in self.plan.delete:
+            self.plan.delete.append(("Secret", name))
+
     def set_phase(self, phase: Phase, message: str) -> None:
         self.status.phase = phase
         self.status.message = message

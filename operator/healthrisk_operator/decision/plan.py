@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from healthrisk_operator.builders import Manifest
+from healthrisk_operator.spec import Site
 from healthrisk_operator.status import TrainingStatus
 
 
@@ -13,6 +14,22 @@ class EventSpec:
     type: str  # Normal | Warning
     reason: str
     message: str
+
+
+@dataclass(frozen=True)
+class RunSecretRequest:
+    """Make the run's key material: a Control CA and client certificate, and a CA and
+    certificate for the SuperLink naming `server_names` (none: the training brings one)."""
+
+    run: int
+    server_names: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class SiteKeyRequest:
+    """Make a SuperNode key pair for a site that brings none."""
+
+    site: Site
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,9 @@ class RollbackRequest:
 class Plan:
     status: TrainingStatus
     create: list[Manifest] = field(default_factory=list)
+    # Secrets whose content the reconciler makes (keys are not pure), before `create`;
+    # made again and refused (AlreadyExists) when they exist: the operator never reads them.
+    generate: list[RunSecretRequest | SiteKeyRequest] = field(default_factory=list)
     delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
     events: list[EventSpec] = field(default_factory=list)
     promote: PromoteRequest | None = None

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from healthrisk.contracts import ROLE_SUBMIT, ROLE_SUPERLINK, ROLE_SUPERNODE
+from healthrisk.contracts import ANNOTATION_CAPTURE_MESSAGES, ROLE_SUBMIT, ROLE_SUPERLINK, ROLE_SUPERNODE
 from healthrisk_operator import builders
 from healthrisk_operator.builders import Manifest
-from healthrisk_operator.constants import STUCK_WAITING_REASONS, Phase
+from healthrisk_operator.constants import NODE_ONLINE, STUCK_WAITING_REASONS, Phase
 from healthrisk_operator.decision import promotion, runs
 from healthrisk_operator.decision.context import Decision
-from healthrisk_operator.status import Metrics
+from healthrisk_operator.decision.plan import RunSecretRequest, SiteKeyRequest
+from healthrisk_operator.status import Metrics, SiteStatus
 from healthrisk_operator.views import PodView
 
 
@@ -39,20 +40,30 @@ def advance(d: Decision) -> None:
 
 def _ensure_infrastructure(d: Decision, run: int) -> None:
     training, spec, config = d.training, d.spec, d.config
+    secure = not spec.security.insecure
+    existing = {p.name: p for p in d.observed.pods}
     service_name = builders.superlink_name(training.name, run)
+    if secure and service_name not in existing:
+        # The key material its pod mounts, made first (AlreadyExists if it is there).
+        names = None if spec.security.tls_secret_name else tuple(builders.superlink_dns_names(training, run))
+        d.plan.generate.append(RunSecretRequest(run, names))
+        d.plan.generate += [SiteKeyRequest(site) for site in spec.sites if not site.auth_secret_name]
     if not any(s.name == service_name for s in d.observed.services):
         d.plan.create.append(builders.superlink_service(training, run))
+    capture = d.observed.annotations.get(ANNOTATION_CAPTURE_MESSAGES) == "true"
     wanted: list[tuple[str, Callable[[], Manifest]]] = [
-        (service_name, lambda: builders.superlink_pod(training, spec, run, config))
+        (service_name, lambda: builders.superlink_pod(training, spec, run, config, capture=capture))
     ]
+    sites = _sites(d)
     for site in spec.sites:
+        if secure and not sites[site.name].key_registered:
+            continue  # its key first: the SuperLink refuses any SuperNode it does not know
         wanted.append(
             (
                 builders.supernode_name(training.name, run, site),
                 lambda site=site: builders.supernode_pod(training, spec, run, site, config),  # type: ignore[misc]
             )
         )
-    existing = {p.name: p for p in d.observed.pods}
     for name, build in wanted:
         pod = existing.get(name)
         if pod is None:
@@ -61,6 +72,24 @@ def _ensure_infrastructure(d: Decision, run: int) -> None:
             # Evicted or killed for good: replace it; the run goes on (Flower reconnects).
             d.event("Warning", "PodReplaced", pod.describe_problem())
             d.delete_pod(pod)
+
+
+def _sites(d: Decision) -> dict[str, SiteStatus]:
+    """Each site's standing: at the SuperLink (its registrar's report), and whether it
+    declined (the ServerApp's MLflow tag)."""
+    federation = d.observed.federation
+    reported = federation.sites if federation is not None else None
+    declined = d.observed.progress.declined if d.observed.progress else {}
+    sites: dict[str, SiteStatus] = {}
+    for site in d.spec.sites:
+        status = SiteStatus.model_validate((reported or {}).get(site.name) or {})
+        if reported is not None:
+            status.key_registered = bool(status.key_registered)
+            status.authenticated = status.node == NODE_ONLINE
+        status.declined = declined.get(site.name)
+        sites[site.name] = status
+    d.status.sites = sites
+    return sites
 
 
 def _stuck_pods(d: Decision, pods: list[PodView]) -> list[PodView]:
@@ -83,8 +112,21 @@ def _problems(pods: list[PodView]) -> list[str]:
 def _follow_training(d: Decision, run: int, elapsed: float) -> None:
     status, spec, policy = d.status, d.spec, d.spec.run_policy
     superlink = next(iter(d.pods(ROLE_SUPERLINK, run)), None)
-    supernodes = {p.site: p for p in d.pods(ROLE_SUPERNODE, run)}
-    ready_sites = [s.name for s in spec.sites if (p := supernodes.get(s.name)) and p.ready and not p.deleting]
+    # By the names we gave them: a pod that merely carries a site's labels is not that site.
+    pods = {p.name: p for p in d.pods(ROLE_SUPERNODE, run)}
+    supernodes = {
+        s.name: pod for s in spec.sites if (pod := pods.get(builders.supernode_name(d.training.name, run, s)))
+    }
+    sites = status.sites or {}
+    ready_sites = [
+        s.name
+        for s in spec.sites
+        if (p := supernodes.get(s.name))
+        and p.ready
+        and not p.deleting
+        # Authenticated: connected with its registered key, not merely a ready pod.
+        and (spec.security.insecure or bool(sites[s.name].authenticated))
+    ]
     status.sites_ready = f"{len(ready_sites)}/{len(spec.sites)}"
     superlink_ready = superlink is not None and superlink.ready and not superlink.deleting
     attempt = status.attempt or 0
@@ -196,6 +238,8 @@ def _record_progress(d: Decision, run: int) -> None:
         metrics.loss = round(progress.loss, 4)
     if progress.accuracy is not None:
         metrics.accuracy = round(progress.accuracy, 4)
+    if progress.epsilon is not None and status.privacy is not None:
+        status.privacy.epsilon = round(progress.epsilon, 4)
     if progress.round is not None and progress.round > (status.round or 0):
         status.round = progress.round
         status.progress = f"{progress.round}/{d.spec.rounds}"

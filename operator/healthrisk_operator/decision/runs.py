@@ -15,7 +15,7 @@ from healthrisk_operator.constants import (
 )
 from healthrisk_operator.decision import cleanup
 from healthrisk_operator.decision.context import Decision
-from healthrisk_operator.status import HistoryEntry, Metrics
+from healthrisk_operator.status import HistoryEntry, Metrics, PrivacyStatus
 
 
 def start(d: Decision, trigger: str, data: RunData) -> None:
@@ -36,6 +36,11 @@ def start(d: Decision, trigger: str, data: RunData) -> None:
     status.rounds = d.spec.rounds
     status.progress = f"0/{d.spec.rounds}"
     status.metrics = Metrics()
+    status.sites = None
+    dp = d.spec.privacy.differential_privacy
+    status.privacy = PrivacyStatus(
+        delta=dp.delta if dp is not None else None, secure_aggregation=d.spec.privacy.secure_aggregation
+    )
     status.start_time = status.attempt_start_time = d.now
     status.spec_hash = d.spec.training_hash()
     status.data_windows = {site.name: str(data.window) for site in d.spec.sites}
@@ -74,6 +79,7 @@ def finish(d: Decision, result: str, message: str) -> None:
         champion_auc=status.metrics.champion_auc if status.metrics else None,
         windows=status.data_windows,
         fingerprint=status.data_fingerprint,
+        epsilon=status.privacy.epsilon if status.privacy else None,
     )
     earlier = [h for h in status.history or [] if h.number != run]
     status.history = [entry, *earlier][:HISTORY_LIMIT]

@@ -9,6 +9,7 @@ import datetime as dt
 from healthrisk_operator.constants import (
     COND_DRIFT,
     COND_FAILED,
+    COND_INSECURE,
     COND_PROMOTED,
     COND_READY,
     COND_SUSPENDED,
@@ -144,6 +145,18 @@ def _conditions(d: Decision) -> None:
     else:
         condition(COND_FAILED, False, "NoRunYet", "")
         condition(COND_READY, False, "NoRunYet", "the first run has not finished")
+    if spec.security.insecure:
+        condition(
+            COND_INSECURE,
+            True,
+            "InsecureByRequest",
+            "spec.security.insecure: no TLS and no SuperNode authentication; updates and statistics "
+            "travel in clear and any pod that reaches the SuperLink can join",
+        )
+    else:
+        condition(
+            COND_INSECURE, False, "TLSAndSuperNodeAuthentication", "every run is TLS, sites authenticated"
+        )
     drift = status.drift
     if drift is not None and drift.detected is not None:
         condition(
