@@ -23,9 +23,12 @@ def _values() -> dict[str, Any]:
     values["operator"]["reconcileIntervalSeconds"] = 5
     # keep=false: the uninstall test checks that nothing at all is left behind.
     values["mlflow"]["persistence"] = {"size": "1Gi", "keep": False}
-    # The SuperNode fault test trains a model of its own, apart from the others' champion:
-    # MLflow's users need grants on it (the operator refuses a name without).
-    values["mlflow"]["auth"] = {"registeredModels": ["health-risk-e2e-sitefail"]}
+    # The SuperNode fault test and the federation tests train models of their own, apart
+    # from the others' champion: MLflow's users need grants on them (the operator refuses a
+    # name without).
+    values["mlflow"]["auth"] = {
+        "registeredModels": [f"health-risk-e2e-{name}" for name in ("sitefail", "guarded", "secured")]
+    }
     # The first test scales the inference Deployment up once the install is done (see
     # test_first_run), pinned to the exact version it then serves.
     values["inference"] |= {"replicaCount": 0, "modelPollIntervalSeconds": 5}

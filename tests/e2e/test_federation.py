@@ -42,7 +42,7 @@ from healthrisk.data.window import DateWindow
 from healthrisk.federated import capture
 from healthrisk.federated.client_app import Split, load_split
 from healthrisk.federated.run_config import RunConfig
-from tests.e2e.platform import SITES, TRAIN_WINDOW, MLflowRest, Platform, follow_run, tags, training
+from tests.e2e.platform import SITES, TRAIN_WINDOW, Platform, follow_run, tags, training
 from tests.kit.wait import wait_for
 from tests.privacy_check import check
 
@@ -58,7 +58,8 @@ SUBMIT_IMPOSTOR = "impostor-submitter"
 
 
 def _training(platform: Platform, name: str, privacy: dict[str, Any], rounds: int) -> dict[str, Any]:
-    manifest = training(platform, name, rounds=rounds, min_sites=2, registered_name=name)
+    # A model of its own (granted to MLflow's users in conftest), apart from the champion's.
+    manifest = training(platform, name, rounds=rounds, min_sites=2, registered_name=f"health-risk-e2e-{name}")
     manifest["metadata"]["annotations"] = {ANNOTATION_CAPTURE_MESSAGES: "true"}
     manifest["spec"]["privacy"] = privacy
     # Keep the SuperLink pod after the run: its captured messages are read out of it.
@@ -92,7 +93,7 @@ def _settings(platform: Platform) -> RunConfig:
 
 
 PROBE = """
-import httpx, ssl
+import httpx, os, ssl
 from flwr.proto.control_pb2 import RegisterNodeRequest
 from flwr.supercore.protobuf.constants import PROTOBUF_MEDIA_TYPE
 from healthrisk.federated.pki import pem_public_key, site_key_pair
@@ -125,7 +126,10 @@ def _probe_pod(pod: str, image: str, labels: dict[str, str], script: str) -> dic
                 "image": image,
                 "imagePullPolicy": "Never",
                 "command": ["python3", "-c", PROBE + script],
-                "env": [{"name": "HOME", "value": "/tmp"}, {"name": "FLWR_HOME", "value": "/tmp/.flwr"}],
+                "env": [
+                    {"name": "HOME", "value": "/tmp"}, {"name": "FLWR_HOME", "value": "/tmp/.flwr"},
+                    {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                ],
                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                 "volumeMounts": [{"name": "ca", "mountPath": "/ca"}],
             }],
@@ -139,15 +143,16 @@ def _impostor(name: str, image: str) -> dict[str, Any]:
     NetworkPolicies let it reach the SuperLink's Fleet port, as they let a real one) and
     knows the run's CA (public): it tries to register a key of its own through the
     Service, then to join with it."""
-    service = f"{name}-r1-superlink"
+    # The Service's name as the run's certificate names it (<service>.<namespace>.svc).
+    service = f"{name}-r1-superlink.{{os.environ['NS']}}.svc"
     script = f"""
-import os, subprocess, sys
+import subprocess, sys
 pair = site_key_pair()
 fd = os.open("/tmp/key", os.O_WRONLY | os.O_CREAT, 0o600); os.write(fd, pair.private_openssh); os.close(fd)
-probe("{service}", {SUPERLINK_FLEET_PORT}, "/v1/control/register-node", pair.public_openssh)
-probe("{service}", {SUPERLINK_FLEET_PORT}, "/v1/runtime/pull-messages", pair.public_openssh)
-probe("{service}", {SUPERLINK_CONTROL_PORT}, "/v1/control/register-node", pair.public_openssh)
-sys.exit(subprocess.call(["flower-supernode", "--superlink", "{service}:{SUPERLINK_FLEET_PORT}",
+probe(f"{service}", {SUPERLINK_FLEET_PORT}, "/v1/control/register-node", pair.public_openssh)
+probe(f"{service}", {SUPERLINK_FLEET_PORT}, "/v1/runtime/pull-messages", pair.public_openssh)
+probe(f"{service}", {SUPERLINK_CONTROL_PORT}, "/v1/control/register-node", pair.public_openssh)
+sys.exit(subprocess.call(["flower-supernode", "--superlink", f"{service}:{SUPERLINK_FLEET_PORT}",
     "--root-certificates", "/ca/{TLS_CA_FILE}", "--auth-supernode-private-key", "/tmp/key",
     "--isolation", "subprocess", "--node-config", 'site="hospital_01" data-root="/data"']))
 """
@@ -165,7 +170,8 @@ def _submitter_impostor(name: str, image: str) -> dict[str, Any]:
     """A pod labelled like the run's submitter (the NetworkPolicies let it reach the
     Control port) without the run's client certificate: the proxy turns it away."""
     script = (
-        f'probe("{name}-r1-superlink", {SUPERLINK_CONTROL_PORT}, "/v1/control/register-node", '
+        f"probe(f\"{name}-r1-superlink.{{os.environ['NS']}}.svc\", {SUPERLINK_CONTROL_PORT}, "
+        '"/v1/control/register-node", '
         "site_key_pair().public_openssh)"
     )
     return _probe_pod(SUBMIT_IMPOSTOR, image, {LABEL_TRAINING: name, LABEL_ROLE: ROLE_SUBMIT}, script)
@@ -279,8 +285,7 @@ def test_differential_privacy_budget_in_status_and_mlflow(
     assert status["privacy"]["delta"] == pytest.approx(1e-5)
     assert guarded["record"].entry(1)["epsilon"] == epsilon
     with platform.kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
-        mlflow = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}")
-        (version,) = mlflow.versions("guarded")
+        (version,) = platform.registry(url).versions("health-risk-e2e-guarded")
     assert float(tags(version)[TAG_DP_EPSILON]) == pytest.approx(epsilon, abs=1e-4)
     assert 5 < epsilon < 10  # two releases at noise multiplier 1.0 (7.08 at delta 1e-5)
 
@@ -320,5 +325,5 @@ def test_secure_aggregation_lets_no_site_vector_reach_the_superlink(
     assert findings.leaks == []
     assert findings.arrays_in_clear == 0
     with platform.kube.port_forward(f"svc/{platform.mlflow}", MLFLOW_PORT) as url:
-        (version,) = MLflowRest(url, f"{platform.mlflow}:{MLFLOW_PORT}").versions("secured")
+        (version,) = platform.registry(url).versions("health-risk-e2e-secured")
     assert tags(version)[TAG_SECURE_AGGREGATION] == "true"
