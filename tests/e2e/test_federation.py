@@ -92,8 +92,10 @@ def _settings(platform: Platform) -> RunConfig:
 # ---- 1. guarded ------------------------------------------------------------------------
 
 
+# A new pod's NetworkPolicy rules take the enforcer a few seconds to program (until then
+# the namespace's default deny holds): a refused connection is tried again for 40 s.
 PROBE = """
-import httpx, os, ssl
+import httpx, os, ssl, time
 from flwr.proto.control_pb2 import RegisterNodeRequest
 from flwr.supercore.protobuf.constants import PROTOBUF_MEDIA_TYPE
 from healthrisk.federated.pki import pem_public_key, site_key_pair
@@ -101,12 +103,20 @@ from healthrisk.federated.pki import pem_public_key, site_key_pair
 def probe(host, port, path, key):
     body = RegisterNodeRequest(public_key=pem_public_key(key), name="hospital_01").SerializeToString()
     tls = ssl.create_default_context(cafile="/ca/ca.crt")
-    try:
-        reply = httpx.post(f"https://{host}:{port}{path}", content=body, verify=tls, timeout=20,
-                           headers={"content-type": PROTOBUF_MEDIA_TYPE})
-        print("PROBE", port, path, reply.status_code, flush=True)
-    except httpx.HTTPError as exc:
-        print("PROBE", port, path, "failed", type(exc).__name__, flush=True)
+    for attempt in range(8):
+        try:
+            reply = httpx.post(f"https://{host}:{port}{path}", content=body, verify=tls, timeout=5,
+                               headers={"content-type": PROTOBUF_MEDIA_TYPE})
+            print("PROBE", port, path, reply.status_code, flush=True)
+            return
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            error = exc
+            time.sleep(5)
+        except httpx.HTTPError as exc:
+            error = exc
+            break
+    print("DETAIL", port, path, repr(error)[:300], flush=True)
+    print("PROBE", port, path, "failed", type(error).__name__, flush=True)
 """
 
 

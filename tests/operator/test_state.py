@@ -76,6 +76,19 @@ def test_create_starts_run_one_with_its_superlink_and_key_material() -> None:
     assert world.condition("Insecure")["status"] == "False"
 
 
+def test_the_insecure_opt_out_makes_no_key_material_and_says_so_in_status() -> None:
+    world = World(with_spec(security={"insecure": True}))
+    plan = world.step()
+    assert plan.generate == [], "no certificates, no site keys"
+    # No registration to wait for: the SuperNodes start beside the SuperLink.
+    assert sorted(m["metadata"]["name"] for m in plan.create if m["kind"] == "Pod") == sorted(
+        (SUPERLINK, *NODES)
+    )
+    insecure = world.condition("Insecure")
+    assert (insecure["status"], insecure["reason"]) == ("True", "InsecureByRequest")
+    assert "in clear" in insecure["message"]
+
+
 def test_supernodes_start_once_the_registrar_has_registered_their_keys() -> None:
     world = World()
     world.step()
