@@ -290,7 +290,7 @@ def test_invalid_trainings_are_rejected_with_a_readable_message(platform: Platfo
     for label, change, field in OUTSIDE_POLICY:
         name = f"policy-{label}"
         manifest = training(platform, name, serve=True)
-        section = manifest["spec"][change[0]]
+        section = manifest["spec"].setdefault(change[0], {})
         section.update(change[1])
         kube.apply(manifest)
         status = wait_for(

@@ -478,6 +478,29 @@ def previous_chart(tmp_path: Path) -> Path:
     text = crd.read_text().replace("maximum: 100\n                      default: 2\n", old_default)
     assert old_default in text
     crd.write_text(text)
+    # It runs today's images (the old ones cannot be built offline), and today's operator
+    # makes each run's TLS material and puts its SuperLink behind a proxy: give the old
+    # chart the two grants that takes, Secrets to create and the proxy's ports, and nothing
+    # else (the upgrade then replaces both with today's).
+    helpers = chart / "templates" / "_helpers.tpl"
+    apps_rule = '- apiGroups: ["apps"]\n  resources: ["deployments"]\n'
+    assert helpers.read_text().count(apps_rule) == 1
+    helpers.write_text(
+        helpers.read_text().replace(
+            apps_rule,
+            f'- apiGroups: [""]\n  resources: ["secrets"]\n  verbs: ["create", "delete"]\n{apps_rule}',
+        )
+    )
+    superlink = chart / "templates" / "networkpolicy" / "superlink.yaml"
+    flower_port = "- {port: 8000, protocol: TCP}"
+    assert flower_port in superlink.read_text()
+    superlink.write_text(
+        superlink.read_text().replace(
+            flower_port,
+            f"- {{port: {SUPERLINK_FLEET_PORT}, protocol: TCP}}\n"
+            f"        - {{port: {SUPERLINK_CONTROL_PORT}, protocol: TCP}}",
+        )
+    )
     return chart
 
 
