@@ -312,27 +312,23 @@ def run_secret(training: Training, run: int, control: CertifiedKey, server: Cert
     if server is not None:
         data |= {TLS_CA_FILE: server.ca_pem, TLS_CERT_FILE: server.cert_pem, TLS_KEY_FILE: server.key_pem}
     name = run_secret_name(training.name, run)
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": _metadata(training, name, labels(training, ROLE_SUPERLINK, run=run)),
-        "type": "Opaque",
-        "data": {key: base64.b64encode(value).decode() for key, value in sorted(data.items())},
-    }
+    return _secret(_metadata(training, name, labels(training, ROLE_SUPERLINK, run=run)), data)
 
 
 def site_key_secret(training: Training, site: Site, pair: SiteKeyPair) -> Manifest:
     """A generated SuperNode key of a site; it lives as long as the training."""
     name = site_key_secret_name(training.name, site)
+    data = {SITE_PRIVATE_KEY_FILE: pair.private_openssh, SITE_PUBLIC_KEY_FILE: pair.public_openssh}
+    return _secret(_metadata(training, name, labels(training, ROLE_SUPERNODE, site=site)), data)
+
+
+def _secret(metadata: Manifest, data: Mapping[str, bytes]) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(training, name, labels(training, ROLE_SUPERNODE, site=site)),
+        "metadata": metadata,
         "type": "Opaque",
-        "data": {
-            SITE_PRIVATE_KEY_FILE: base64.b64encode(pair.private_openssh).decode(),
-            SITE_PUBLIC_KEY_FILE: base64.b64encode(pair.public_openssh).decode(),
-        },
+        "data": {key: base64.b64encode(value).decode() for key, value in sorted(data.items())},
     }
 
 
